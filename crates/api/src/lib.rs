@@ -1,1 +1,15 @@
+//! The Kubernetes API model, independent of HTTP and storage: which kinds exist, how their
+//! objects are decoded, defaulted, validated, patched, selected and printed, and the `Status`
+//! errors that describe what went wrong.
 
+pub mod codec;
+pub mod kinds;
+pub mod object;
+pub mod patch;
+pub mod protobuf;
+pub mod selector;
+pub mod status;
+pub mod table;
+pub mod validation;
+
+pub use status::{ApiError, ApiResult};

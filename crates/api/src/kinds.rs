@@ -1,0 +1,462 @@
+//! The resource registry: every served kind, its names and scope, and its strategy.
+//!
+//! As in kube-apiserver, per-resource behaviour (defaulting, validation, what an update may
+//! change, Table columns, field selectors) lives in a strategy, and the HTTP handlers stay
+//! generic over kinds.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::status::{ApiError, ApiResult};
+use crate::table::Column;
+use crate::validation::{self, FieldError, NameRule};
+
+/// One served resource (a plural under a group-version).
+pub struct Resource {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub name_rule: NameRule,
+    /// Fields besides metadata.name and metadata.namespace that field selectors may use.
+    pub selectable_fields: &'static [&'static str],
+    pub strategy: &'static dyn Strategy,
+}
+
+impl Resource {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    /// The storage key prefix, kube-apiserver's layout: `/registry/<resource>/` (with the
+    /// group for non-core groups other than the legacy ones).
+    pub fn key_prefix(&self) -> String {
+        format!("/registry/{}/", self.plural)
+    }
+
+    pub fn key(&self, namespace: &str, name: &str) -> String {
+        if self.namespaced {
+            format!("{}{}/{}", self.key_prefix(), namespace, name)
+        } else {
+            format!("{}{}", self.key_prefix(), name)
+        }
+    }
+
+    /// The value of a field for field selectors; None when the field is not selectable.
+    pub fn field_value(&self, obj: &Value, field: &str) -> Option<String> {
+        match field {
+            "metadata.name" => Some(crate::object::name(obj).to_string()),
+            "metadata.namespace" if self.namespaced => Some(crate::object::namespace(obj).to_string()),
+            f if self.selectable_fields.contains(&f) => Some(self.strategy.field_value(obj, f)),
+            _ => None,
+        }
+    }
+}
+
+/// Per-kind behaviour. Every method has a sensible default for simple kinds.
+pub trait Strategy: Sync {
+    /// Type-checks the body and drops fields the kind does not have, returning their paths.
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String>;
+    /// Defaulting and normalisation on create (after roundtrip, before validation).
+    fn prepare_create(&self, _obj: &mut Value) -> ApiResult<()> {
+        Ok(())
+    }
+    /// Normalisation on update; `old` is the stored object.
+    fn prepare_update(&self, new: &mut Value, old: &Value) -> ApiResult<()> {
+        self.prepare_create(new)?;
+        let _ = old;
+        Ok(())
+    }
+    fn validate(&self, _obj: &Value, _errs: &mut Vec<FieldError>) {}
+    fn validate_update(&self, new: &Value, _old: &Value, errs: &mut Vec<FieldError>) {
+        self.validate(new, errs)
+    }
+    /// Does a change outside metadata bump metadata.generation?
+    fn tracks_generation(&self) -> bool {
+        false
+    }
+    fn columns(&self) -> &'static [Column] {
+        &crate::table::DEFAULT_COLUMNS
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        vec![json!(crate::object::name(obj)), json!(crate::object::age(obj))]
+    }
+    fn field_value(&self, _obj: &Value, _field: &str) -> String {
+        String::new()
+    }
+}
+
+/// Deserialises into the k8s-openapi type and back: type errors surface here, and fields the
+/// type does not have are dropped and reported (for fieldValidation).
+fn roundtrip_as<T: serde::de::DeserializeOwned + serde::Serialize>(obj: Value) -> Result<(Value, Vec<String>), String> {
+    let typed: T = serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
+    let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+    let mut unknown = Vec::new();
+    unknown_fields(&obj, &back, "", &mut unknown);
+    Ok((back, unknown))
+}
+
+fn unknown_fields(input: &Value, kept: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, kept) {
+        (Value::Object(i), Value::Object(k)) => {
+            for (key, v) in i {
+                let p = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                match k.get(key) {
+                    Some(kv) => unknown_fields(v, kv, &p, out),
+                    None if !v.is_null() && !is_empty_container(v) => out.push(p),
+                    None => {}
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(k)) => {
+            for (idx, (a, b)) in i.iter().zip(k.iter()).enumerate() {
+                unknown_fields(a, b, &format!("{path}[{idx}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_empty_container(v: &Value) -> bool {
+    matches!(v, Value::Object(m) if m.is_empty()) || matches!(v, Value::Array(a) if a.is_empty())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespace
+
+pub struct NamespaceStrategy;
+
+impl Strategy for NamespaceStrategy {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+        roundtrip_as::<k8s_openapi::api::core::v1::Namespace>(obj)
+    }
+    fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {
+        // The namespace lifecycle finalizer, and phase Active; clients cannot set status on create.
+        obj["spec"] = json!({"finalizers": ["kubernetes"]});
+        obj["status"] = json!({"phase": "Active"});
+        Ok(())
+    }
+    fn prepare_update(&self, new: &mut Value, old: &Value) -> ApiResult<()> {
+        // spec.finalizers is owned by the finalize subresource and status by the server.
+        new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));
+        new["status"] = old.get("status").cloned().unwrap_or(json!({}));
+        Ok(())
+    }
+    fn columns(&self) -> &'static [Column] {
+        &crate::table::NAMESPACE_COLUMNS
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        vec![json!(crate::object::name(obj)), obj["status"]["phase"].clone(), json!(crate::object::age(obj))]
+    }
+    fn field_value(&self, obj: &Value, field: &str) -> String {
+        match field {
+            "status.phase" => obj["status"]["phase"].as_str().unwrap_or_default().to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ConfigMap
+
+pub struct ConfigMapStrategy;
+
+/// The 1 MiB limit on a ConfigMap's or Secret's data (api.MaxSecretSize).
+pub const MAX_DATA_SIZE: usize = 1024 * 1024;
+
+const IMMUTABLE_MSG: &str = "field is immutable when `immutable` is set";
+
+fn string_map(v: &Value) -> BTreeMap<String, Vec<u8>> {
+    v.as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec())).collect()).unwrap_or_default()
+}
+
+fn base64_map(v: &Value) -> BTreeMap<String, Vec<u8>> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn immutable(obj: &Value) -> bool {
+    obj["immutable"].as_bool() == Some(true)
+}
+
+/// Checks base64 fields before anything else, as Go's JSON decoder does for []byte.
+fn check_base64(obj: &Value, field: &str, kind: &str) -> ApiResult<()> {
+    if let Some(m) = obj[field].as_object() {
+        for v in m.values() {
+            if let Some(s) = v.as_str() {
+                if let Err(e) = base64::engine::general_purpose::STANDARD.decode(s) {
+                    let detail = match e {
+                        base64::DecodeError::InvalidByte(at, _) | base64::DecodeError::InvalidLastSymbol(at, _) => {
+                            format!("illegal base64 data at input byte {at}")
+                        }
+                        _ => format!("illegal base64 data at input byte {}", s.len()),
+                    };
+                    return Err(ApiError::bad_request(format!("{kind} in version \"v1\" cannot be handled as a {kind}: {detail}")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Strategy for ConfigMapStrategy {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+        roundtrip_as::<k8s_openapi::api::core::v1::ConfigMap>(obj)
+    }
+    fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {
+        check_base64(obj, "binaryData", "ConfigMap")
+    }
+    fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
+        let data = string_map(&obj["data"]);
+        let binary = base64_map(&obj["binaryData"]);
+        validation::validate_data_keys(data.keys(), "data", errs);
+        validation::validate_data_keys(binary.keys(), "binaryData", errs);
+        for k in binary.keys() {
+            if data.contains_key(k) {
+                errs.push(FieldError::invalid(validation::key_path("binaryData", k), k, "duplicate of key present in data"));
+            }
+        }
+        if validation::map_size(&data) + validation::map_size(&binary) > MAX_DATA_SIZE {
+            errs.push(FieldError::too_long("", MAX_DATA_SIZE));
+        }
+    }
+    fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+        if immutable(old) {
+            if !immutable(new) {
+                errs.push(FieldError::forbidden("immutable", IMMUTABLE_MSG));
+            }
+            if new.get("data") != old.get("data") {
+                errs.push(FieldError::forbidden("data", IMMUTABLE_MSG));
+            }
+            if new.get("binaryData") != old.get("binaryData") {
+                errs.push(FieldError::forbidden("binaryData", IMMUTABLE_MSG));
+            }
+        }
+        self.validate(new, errs);
+    }
+    fn columns(&self) -> &'static [Column] {
+        &crate::table::CONFIGMAP_COLUMNS
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        let n = obj["data"].as_object().map_or(0, |m| m.len()) + obj["binaryData"].as_object().map_or(0, |m| m.len());
+        vec![json!(crate::object::name(obj)), json!(n), json!(crate::object::age(obj))]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secret
+
+pub struct SecretStrategy;
+
+/// The keys each built-in Secret type requires (pkg/apis/core/validation ValidateSecret).
+fn required_keys(secret_type: &str) -> &'static [&'static [&'static str]] {
+    // Each inner slice is "at least one of".
+    match secret_type {
+        "kubernetes.io/dockercfg" => &[&[".dockercfg"]],
+        "kubernetes.io/dockerconfigjson" => &[&[".dockerconfigjson"]],
+        "kubernetes.io/basic-auth" => &[&["username", "password"]],
+        "kubernetes.io/ssh-auth" => &[&["ssh-privatekey"]],
+        "kubernetes.io/tls" => &[&["tls.crt"], &["tls.key"]],
+        _ => &[],
+    }
+}
+
+impl Strategy for SecretStrategy {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+        roundtrip_as::<k8s_openapi::api::core::v1::Secret>(obj)
+    }
+    fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {
+        check_base64(obj, "data", "Secret")?;
+        // stringData is write-only: merged into data (winning over it), never stored.
+        if let Some(Value::Object(string_data)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
+            let data = obj.as_object_mut().expect("object").entry("data").or_insert_with(|| json!({}));
+            if !data.is_object() {
+                *data = json!({});
+            }
+            for (k, v) in string_data {
+                let s = v.as_str().unwrap_or_default();
+                data[k.as_str()] = json!(base64::engine::general_purpose::STANDARD.encode(s));
+            }
+        }
+        if obj["type"].as_str().unwrap_or_default().is_empty() {
+            obj["type"] = json!("Opaque");
+        }
+        Ok(())
+    }
+    fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
+        let data = base64_map(&obj["data"]);
+        validation::validate_data_keys(data.keys(), "data", errs);
+        let secret_type = obj["type"].as_str().unwrap_or_default();
+        for one_of in required_keys(secret_type) {
+            if !one_of.iter().any(|k| data.contains_key(*k)) {
+                for k in *one_of {
+                    errs.push(FieldError::required(validation::key_path("data", k), ""));
+                }
+            }
+        }
+        for key in [".dockercfg", ".dockerconfigjson"] {
+            if secret_type.ends_with(&key[1..]) {
+                if let Some(raw) = data.get(key) {
+                    if let Err(e) = serde_json::from_slice::<Value>(raw) {
+                        errs.push(FieldError::invalid(validation::key_path("data", key), "<secret contents redacted>", e.to_string()));
+                    }
+                }
+            }
+        }
+        if secret_type == "kubernetes.io/service-account-token"
+            && obj["metadata"]["annotations"]["kubernetes.io/service-account.name"].as_str().unwrap_or_default().is_empty()
+        {
+            errs.push(FieldError::required("metadata.annotations[kubernetes.io/service-account.name]", ""));
+        }
+        if validation::map_size(&data) > MAX_DATA_SIZE {
+            errs.push(FieldError::too_long("data", MAX_DATA_SIZE));
+        }
+    }
+    fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+        if new["type"] != old["type"] {
+            errs.push(FieldError::invalid("type", new["type"].as_str().unwrap_or_default(), "field is immutable"));
+        }
+        if immutable(old) {
+            if !immutable(new) {
+                errs.push(FieldError::forbidden("immutable", IMMUTABLE_MSG));
+            }
+            if new.get("data") != old.get("data") {
+                errs.push(FieldError::forbidden("data", IMMUTABLE_MSG));
+            }
+        }
+        self.validate(new, errs);
+    }
+    fn columns(&self) -> &'static [Column] {
+        &crate::table::SECRET_COLUMNS
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        let n = obj["data"].as_object().map_or(0, |m| m.len());
+        vec![json!(crate::object::name(obj)), obj["type"].clone(), json!(n), json!(crate::object::age(obj))]
+    }
+    fn field_value(&self, obj: &Value, field: &str) -> String {
+        match field {
+            "type" => obj["type"].as_str().unwrap_or_default().to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+pub static NAMESPACES: Resource = Resource {
+    group: "",
+    version: "v1",
+    kind: "Namespace",
+    plural: "namespaces",
+    singular: "namespace",
+    namespaced: false,
+    short_names: &["ns"],
+    categories: &[],
+    name_rule: NameRule::Dns1123Label,
+    selectable_fields: &["status.phase"],
+    strategy: &NamespaceStrategy,
+};
+
+pub static CONFIGMAPS: Resource = Resource {
+    group: "",
+    version: "v1",
+    kind: "ConfigMap",
+    plural: "configmaps",
+    singular: "configmap",
+    namespaced: true,
+    short_names: &["cm"],
+    categories: &[],
+    name_rule: NameRule::Dns1123Subdomain,
+    selectable_fields: &[],
+    strategy: &ConfigMapStrategy,
+};
+
+pub static SECRETS: Resource = Resource {
+    group: "",
+    version: "v1",
+    kind: "Secret",
+    plural: "secrets",
+    singular: "secret",
+    namespaced: true,
+    short_names: &[],
+    categories: &[],
+    name_rule: NameRule::Dns1123Subdomain,
+    selectable_fields: &["type"],
+    strategy: &SecretStrategy,
+};
+
+/// Every served resource, in discovery order.
+pub static ALL: &[&Resource] = &[&CONFIGMAPS, &NAMESPACES, &SECRETS];
+
+/// Looks a resource up by group, version and plural.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    ALL.iter().copied().find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The group-versions served, each with its resources.
+pub fn group_versions() -> Vec<(&'static str, &'static str, Vec<&'static Resource>)> {
+    let mut out: Vec<(&str, &str, Vec<&Resource>)> = Vec::new();
+    for r in ALL {
+        match out.iter_mut().find(|(g, v, _)| *g == r.group && *v == r.version) {
+            Some((_, _, rs)) => rs.push(r),
+            None => out.push((r.group, r.version, vec![r])),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_data_merges_into_data_and_is_dropped() {
+        let mut s = json!({"metadata": {"name": "a"}, "stringData": {"k": "v"}, "data": {"k": "b2xk", "o": "eA=="}});
+        SecretStrategy.prepare_create(&mut s).unwrap();
+        assert_eq!(s["data"]["k"], "dg==");
+        assert_eq!(s["data"]["o"], "eA==");
+        assert_eq!(s["type"], "Opaque");
+        assert!(s.get("stringData").is_none());
+    }
+
+    #[test]
+    fn bad_base64_is_a_bad_request() {
+        let mut s = json!({"data": {"k": "%%%"}});
+        let e = SecretStrategy.prepare_create(&mut s).unwrap_err();
+        assert_eq!((e.code, e.reason), (400, "BadRequest"));
+        assert!(e.message.contains("illegal base64 data at input byte 0"), "{}", e.message);
+    }
+
+    #[test]
+    fn tls_requires_both_keys() {
+        let mut errs = vec![];
+        SecretStrategy.validate(&json!({"type": "kubernetes.io/tls", "data": {"tls.crt": "eA=="}}), &mut errs);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].to_string(), "data[tls.key]: Required value");
+    }
+
+    #[test]
+    fn roundtrip_reports_unknown_fields_and_type_errors() {
+        let (v, unknown) = ConfigMapStrategy.roundtrip(json!({"metadata": {"name": "a", "bogus": 1}, "data": {"a": "b"}, "extra": true})).unwrap();
+        assert_eq!(unknown, vec!["extra".to_string(), "metadata.bogus".to_string()]);
+        assert!(v.get("extra").is_none());
+        assert!(ConfigMapStrategy.roundtrip(json!({"data": {"a": 1}})).is_err());
+    }
+}

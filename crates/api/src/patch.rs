@@ -1,0 +1,287 @@
+//! The three patch types kube-apiserver accepts on PATCH.
+//!
+//! JSON merge patch (RFC 7386) and JSON patch (RFC 6902) come from the `json-patch` crate.
+//! Strategic merge patch is Kubernetes' own format and no Rust crate implements it, so it is
+//! written here: maps merge recursively, `null` deletes, lists with a patch merge key merge
+//! item by item, and the `$patch`, `$setElementOrder/`, `$retainKeys` and
+//! `$deleteFromPrimitiveList/` directives are honoured (see
+//! k8s.io/apimachinery/pkg/util/strategicpatch).
+
+use serde_json::{Map, Value};
+
+use crate::status::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+impl PatchType {
+    pub fn from_content_type(ct: &str) -> Option<Self> {
+        match ct.split(';').next().unwrap_or_default().trim() {
+            "application/json-patch+json" => Some(PatchType::Json),
+            "application/merge-patch+json" => Some(PatchType::Merge),
+            "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Some(PatchType::Apply),
+            _ => None,
+        }
+    }
+}
+
+pub const PATCH_CONTENT_TYPES: &[&str] = &[
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+];
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+}
+
+pub fn json_patch(original: &Value, body: &[u8]) -> Result<Value, ApiError> {
+    let patch: json_patch::Patch = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let mut doc = original.clone();
+    json_patch::patch(&mut doc, &patch).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    Ok(doc)
+}
+
+pub fn merge_patch(original: &Value, body: &[u8]) -> Result<Value, ApiError> {
+    let patch = parse_json(body)?;
+    if !patch.is_object() {
+        return Err(ApiError::bad_request("error decoding patch: a merge patch must be a JSON object"));
+    }
+    let mut doc = original.clone();
+    json_patch::merge(&mut doc, &patch);
+    Ok(doc)
+}
+
+pub fn strategic_merge_patch(original: &Value, body: &[u8]) -> Result<Value, ApiError> {
+    let patch = parse_json(body)?;
+    let Value::Object(patch) = patch else {
+        return Err(ApiError::bad_request("error decoding patch: a strategic merge patch must be a JSON object"));
+    };
+    let mut doc = match original {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    merge_map(&mut doc, &patch, &[]).map_err(ApiError::unprocessable)?;
+    Ok(Value::Object(doc))
+}
+
+/// How a list field merges, by the field's name and its parent path. This is the part of the
+/// Kubernetes types' `patchStrategy`/`patchMergeKey` tags that the served kinds need.
+pub fn merge_key(path: &[&str], field: &str) -> ListStrategy {
+    let parent = path.last().copied().unwrap_or_default();
+    match (parent, field) {
+        ("metadata", "finalizers") => ListStrategy::MergePrimitive,
+        ("metadata", "ownerReferences") => ListStrategy::MergeBy("uid"),
+        (_, "containers" | "initContainers" | "ephemeralContainers") => ListStrategy::MergeBy("name"),
+        (_, "env") => ListStrategy::MergeBy("name"),
+        (_, "volumes") => ListStrategy::MergeBy("name"),
+        (_, "volumeMounts") => ListStrategy::MergeBy("mountPath"),
+        (_, "volumeDevices") => ListStrategy::MergeBy("devicePath"),
+        (_, "imagePullSecrets") => ListStrategy::MergeBy("name"),
+        (_, "hostAliases") => ListStrategy::MergeBy("ip"),
+        (_, "conditions") => ListStrategy::MergeBy("type"),
+        (_, "topologySpreadConstraints") => ListStrategy::MergeBy("topologyKey"),
+        (_, "resourceClaims") => ListStrategy::MergeBy("name"),
+        ("containers" | "initContainers" | "ephemeralContainers", "ports") => ListStrategy::MergeBy("containerPort"),
+        _ => ListStrategy::Replace,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListStrategy {
+    Replace,
+    MergePrimitive,
+    MergeBy(&'static str),
+}
+
+fn merge_map(orig: &mut Map<String, Value>, patch: &Map<String, Value>, path: &[&str]) -> Result<(), String> {
+    match patch.get("$patch").and_then(Value::as_str) {
+        Some("replace") => {
+            *orig = strip_directives(patch);
+            return Ok(());
+        }
+        Some("delete") => {
+            orig.clear();
+            return Ok(());
+        }
+        Some("merge") | None => {}
+        Some(other) => return Err(format!("unknown patch type: {other} in map: {}", Value::Object(patch.clone()))),
+    }
+    for (key, value) in patch {
+        if key == "$patch" || key == "$retainKeys" || key.starts_with("$setElementOrder/") {
+            continue;
+        }
+        if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
+            let remove: Vec<Value> = value.as_array().cloned().unwrap_or_default();
+            if let Some(Value::Array(list)) = orig.get_mut(field) {
+                list.retain(|v| !remove.contains(v));
+            }
+            continue;
+        }
+        if value.is_null() {
+            orig.remove(key);
+            continue;
+        }
+        let mut child_path = path.to_vec();
+        child_path.push(key);
+        match (orig.get_mut(key), value) {
+            (Some(Value::Object(o)), Value::Object(p)) => merge_map(o, p, &child_path)?,
+            (Some(Value::Array(o)), Value::Array(p)) => {
+                let merged = merge_list(o, p, path, key)?;
+                *o = merged;
+            }
+            (_, Value::Object(p)) => {
+                let mut fresh = Map::new();
+                merge_map(&mut fresh, p, &child_path)?;
+                orig.insert(key.clone(), Value::Object(fresh));
+            }
+            (_, Value::Array(p)) => {
+                let merged = merge_list(&[], p, path, key)?;
+                orig.insert(key.clone(), Value::Array(merged));
+            }
+            (_, v) => {
+                orig.insert(key.clone(), v.clone());
+            }
+        }
+    }
+    for (k, order) in patch.iter().filter_map(|(k, v)| k.strip_prefix("$setElementOrder/").map(|f| (f.to_string(), v.clone()))) {
+        if let (Some(Value::Array(list)), Some(order)) = (orig.get_mut(&k), order.as_array()) {
+            reorder(list, order, merge_key(path, &k));
+        }
+    }
+    if let Some(Value::Array(keep)) = patch.get("$retainKeys") {
+        let keep: Vec<&str> = keep.iter().filter_map(Value::as_str).collect();
+        orig.retain(|k, _| keep.contains(&k.as_str()));
+    }
+    Ok(())
+}
+
+fn strip_directives(m: &Map<String, Value>) -> Map<String, Value> {
+    m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn merge_list(orig: &[Value], patch: &[Value], path: &[&str], field: &str) -> Result<Vec<Value>, String> {
+    match merge_key(path, field) {
+        ListStrategy::Replace => {
+            // A list without a merge strategy is replaced whole; `$patch` items make no sense there.
+            Ok(patch.iter().map(|v| if let Value::Object(m) = v { Value::Object(strip_directives(m)) } else { v.clone() }).collect())
+        }
+        ListStrategy::MergePrimitive => {
+            let mut out = orig.to_vec();
+            for v in patch {
+                if !out.contains(v) {
+                    out.push(v.clone());
+                }
+            }
+            Ok(out)
+        }
+        ListStrategy::MergeBy(key) => {
+            if patch.iter().any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace")) {
+                return Ok(patch.iter().filter(|p| p.get("$patch").is_none()).cloned().collect());
+            }
+            let mut out = orig.to_vec();
+            let mut child_path = path.to_vec();
+            child_path.push(field);
+            for p in patch {
+                let Value::Object(pm) = p else { return Err(format!("{field}: expected a map in a list merged by {key}")) };
+                let Some(k) = pm.get(key) else {
+                    return Err(format!("map: {p} does not contain declared merge key: {key}"));
+                };
+                let pos = out.iter().position(|o| o.get(key) == Some(k));
+                if pm.get("$patch").and_then(Value::as_str) == Some("delete") {
+                    out.retain(|o| o.get(key) != Some(k));
+                    continue;
+                }
+                match pos {
+                    Some(i) => {
+                        if let Value::Object(om) = &mut out[i] {
+                            merge_map(om, pm, &child_path)?;
+                        }
+                    }
+                    None => {
+                        let mut fresh = Map::new();
+                        merge_map(&mut fresh, pm, &child_path)?;
+                        out.push(Value::Object(fresh));
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Orders `list` as `$setElementOrder` says; items it does not name keep their relative order
+/// after the named ones.
+fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
+    let key_of = |v: &Value| -> Value {
+        match strategy {
+            ListStrategy::MergeBy(k) => v.get(k).cloned().unwrap_or(Value::Null),
+            _ => v.clone(),
+        }
+    };
+    let wanted: Vec<Value> = order.iter().map(|o| key_of(o)).collect();
+    let mut named: Vec<(usize, Value)> = Vec::new();
+    let mut rest = Vec::new();
+    for item in list.drain(..) {
+        match wanted.iter().position(|w| *w == key_of(&item)) {
+            Some(i) => named.push((i, item)),
+            None => rest.push(item),
+        }
+    }
+    named.sort_by_key(|(i, _)| *i);
+    list.extend(named.into_iter().map(|(_, v)| v));
+    list.extend(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn smp(orig: Value, patch: Value) -> Value {
+        strategic_merge_patch(&orig, patch.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn kubectl_set_env_patch() {
+        let orig = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "server", "image": "x", "env": [{"name": "HF_TOKEN", "value": "a"}, {"name": "KEEP", "value": "k"}]}
+        ]}}}});
+        let patch = json!({"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"server"}],"containers":[{"$setElementOrder/env":[{"name":"HF_TOKEN"},{"name":"KEEP"},{"name":"LOG_LEVEL"}],"env":[{"name":"LOG_LEVEL","valueFrom":{"configMapKeyRef":{"key":"LOG_LEVEL","name":"inference-params"}}}],"name":"server"}]}}}});
+        let out = smp(orig, patch);
+        let env = &out["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(env.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect::<Vec<_>>(), ["HF_TOKEN", "KEEP", "LOG_LEVEL"]);
+        assert_eq!(out["spec"]["template"]["spec"]["containers"][0]["image"], "x");
+    }
+
+    #[test]
+    fn directives() {
+        let orig = json!({"metadata": {"labels": {"a": "1", "b": "2"}, "finalizers": ["x"]}, "data": {"k": "v"}});
+        assert_eq!(smp(orig.clone(), json!({"metadata": {"labels": {"a": null}}}))["metadata"]["labels"], json!({"b": "2"}));
+        assert_eq!(smp(orig.clone(), json!({"metadata": {"labels": {"$patch": "replace", "c": "3"}}}))["metadata"]["labels"], json!({"c": "3"}));
+        assert_eq!(smp(orig.clone(), json!({"metadata": {"finalizers": ["y"]}}))["metadata"]["finalizers"], json!(["x", "y"]));
+        assert_eq!(smp(orig.clone(), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]}}))["metadata"]["finalizers"], json!([]));
+        let list = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
+        assert_eq!(smp(list.clone(), json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}))["spec"]["containers"], json!([{"name": "b"}]));
+        assert_eq!(smp(list, json!({"spec": {"containers": [{"name": "c"}, {"$patch": "replace"}]}}))["spec"]["containers"], json!([{"name": "c"}]));
+        let retain = smp(json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}), json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}));
+        assert_eq!(retain["spec"]["strategy"], json!({"type": "Recreate"}));
+    }
+
+    #[test]
+    fn json_and_merge_patches() {
+        let orig = json!({"data": {"a": "1"}});
+        assert_eq!(merge_patch(&orig, br#"{"data":{"a":null,"b":"2"}}"#).unwrap(), json!({"data": {"b": "2"}}));
+        assert_eq!(json_patch(&orig, br#"[{"op":"add","path":"/data/c","value":"3"}]"#).unwrap()["data"]["c"], "3");
+        let e = json_patch(&orig, br#"[{"op":"remove","path":"/nope"}]"#).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert_eq!(merge_patch(&orig, b"{not json").unwrap_err().code, 400);
+    }
+}

@@ -1,0 +1,199 @@
+//! API errors as Kubernetes `Status` objects.
+//!
+//! Clients read these byte for byte: kubectl builds its error line from `reason`, `details.kind`,
+//! `details.name` and `details.causes`, so the constructors here reproduce kube-apiserver's
+//! messages and codes (k8s.io/apimachinery/pkg/api/errors).
+
+use serde_json::{json, Value};
+
+use crate::validation::FieldError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cause {
+    pub reason: String,
+    pub message: String,
+    pub field: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Option<Details>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Details {
+    pub name: String,
+    pub group: String,
+    pub kind: String,
+    pub causes: Vec<Cause>,
+    pub retry_after_seconds: Option<u32>,
+}
+
+/// `resource` or `resource.group`, as Kubernetes prints a GroupResource.
+pub fn qualified(group: &str, resource: &str) -> String {
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError { code, reason, message: message.into(), details: None }
+    }
+
+    fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
+        self.details = Some(Details { name: name.into(), group: group.into(), kind: kind.into(), ..Default::default() });
+        self
+    }
+
+    pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
+        Self::new(404, "NotFound", format!("{} \"{}\" not found", qualified(group, resource), name)).with_details(group, resource, name)
+    }
+
+    pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
+        Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", qualified(group, resource), name)).with_details(group, resource, name)
+    }
+
+    pub fn conflict(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{}\": {}", qualified(group, resource), name, why))
+            .with_details(group, resource, name)
+    }
+
+    pub fn stale_update(group: &str, resource: &str, name: &str) -> Self {
+        Self::conflict(group, resource, name, "the object has been modified; please apply your changes to the latest version and try again")
+    }
+
+    /// 422 with one cause per field error; `kind` is the Kind (e.g. "ConfigMap").
+    pub fn invalid(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> Self {
+        let qualified_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let aggregate = if errors.len() == 1 {
+            errors[0].to_string()
+        } else {
+            format!("[{}]", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+        };
+        let mut e = Self::new(422, "Invalid", format!("{qualified_kind} \"{name}\" is invalid: {aggregate}")).with_details(group, kind, name);
+        if let Some(d) = e.details.as_mut() {
+            d.causes = errors.iter().map(|fe| Cause { reason: fe.kind.reason().into(), message: fe.body(), field: fe.field.clone() }).collect();
+        }
+        e
+    }
+
+    /// 422 without causes, as kube-apiserver answers a patch that cannot be applied.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(422, "Invalid", message)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    pub fn method_not_supported(group: &str, resource: &str, verb: &str) -> Self {
+        Self::new(405, "MethodNotAllowed", format!("{verb} is not supported on resources of kind \"{}\"", qualified(group, resource)))
+            .with_details(group, resource, "")
+    }
+
+    pub fn unsupported_media_type(content_type: &str, accepted: &[&str]) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: {}", accepted.join(", ")),
+        )
+        .with_details("", content_type, "")
+    }
+
+    pub fn not_acceptable(accepted: &[&str]) -> Self {
+        Self::new(406, "NotAcceptable", format!("only the following media types are accepted: {}", accepted.join(", ")))
+    }
+
+    pub fn request_entity_too_large(message: impl Into<String>) -> Self {
+        Self::new(413, "RequestEntityTooLarge", message)
+    }
+
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message)
+    }
+
+    pub fn resource_expired(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
+    /// kube-apiserver's answer to a path it does not serve.
+    pub fn path_not_found() -> Self {
+        Self::new(404, "NotFound", "the server could not find the requested resource").with_details("", "", "")
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+    }
+
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(504, "Timeout", message)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            let mut details = serde_json::Map::new();
+            if !d.name.is_empty() {
+                details.insert("name".into(), d.name.clone().into());
+            }
+            if !d.group.is_empty() {
+                details.insert("group".into(), d.group.clone().into());
+            }
+            if !d.kind.is_empty() {
+                details.insert("kind".into(), d.kind.clone().into());
+            }
+            if !d.causes.is_empty() {
+                details.insert(
+                    "causes".into(),
+                    d.causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect(),
+                );
+            }
+            if let Some(s) = d.retry_after_seconds {
+                details.insert("retryAfterSeconds".into(), s.into());
+            }
+            status["details"] = Value::Object(details);
+        }
+        status
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.code, self.reason, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The `Status` a successful delete answers with.
+pub fn success_status(group: &str, resource: &str, name: &str, uid: &str) -> Value {
+    let mut details = json!({"name": name, "kind": resource, "uid": uid});
+    if !group.is_empty() {
+        details["group"] = group.into();
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
+}

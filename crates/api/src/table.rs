@@ -1,0 +1,78 @@
+//! `meta.k8s.io/v1` Table output: the columns `kubectl get` prints.
+//!
+//! kubectl asks for `as=Table` and prints the server's column names and cells verbatim, so the
+//! columns here are kube-apiserver's (pkg/printers/internalversion). Each row carries the
+//! object's metadata as PartialObjectMetadata, from which kubectl takes the NAMESPACE column.
+
+use serde_json::{json, Value};
+
+use crate::kinds::Resource;
+
+pub struct Column {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub format: &'static str,
+    pub description: &'static str,
+    pub priority: u32,
+}
+
+const NAME_DESC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
+const AGE_DESC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
+
+const NAME: Column = Column { name: "Name", kind: "string", format: "name", description: NAME_DESC, priority: 0 };
+const AGE: Column = Column { name: "Age", kind: "string", format: "", description: AGE_DESC, priority: 0 };
+
+pub static DEFAULT_COLUMNS: [Column; 2] = [NAME, AGE];
+
+pub static CONFIGMAP_COLUMNS: [Column; 3] = [
+    NAME,
+    Column { name: "Data", kind: "string", format: "", description: "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'. Values with non-UTF-8 byte sequences must use the BinaryData field. The keys stored in Data must not overlap with the keys in the BinaryData field, this is enforced during validation process.", priority: 0 },
+    AGE,
+];
+
+pub static SECRET_COLUMNS: [Column; 4] = [
+    NAME,
+    Column { name: "Type", kind: "string", format: "", description: "Used to facilitate programmatic handling of secret data. More info: https://kubernetes.io/docs/concepts/configuration/secret/#secret-types", priority: 0 },
+    Column { name: "Data", kind: "string", format: "", description: "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string, representing the arbitrary (possibly non-string) data value here. Described in https://tools.ietf.org/html/rfc4648#section-4", priority: 0 },
+    AGE,
+];
+
+pub static NAMESPACE_COLUMNS: [Column; 3] = [
+    NAME,
+    Column { name: "Status", kind: "string", format: "", description: "The status of the namespace", priority: 0 },
+    AGE,
+];
+
+fn partial_metadata(obj: &Value) -> Value {
+    let mut meta = obj["metadata"].clone();
+    if let Some(m) = meta.as_object_mut() {
+        m.remove("managedFields");
+    }
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+}
+
+/// A Table of `objects`; `include_object` is the `includeObject` parameter (Metadata by default).
+pub fn table(resource: &Resource, objects: &[Value], list_meta: Value, include_object: &str) -> Value {
+    let columns: Vec<Value> = resource
+        .strategy
+        .columns()
+        .iter()
+        .map(|c| json!({"name": c.name, "type": c.kind, "format": c.format, "description": c.description, "priority": c.priority}))
+        .collect();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let object = match include_object {
+                "None" => Value::Null,
+                "Object" => o.clone(),
+                _ => partial_metadata(o),
+            };
+            let mut row = json!({"cells": resource.strategy.cells(o)});
+            if !object.is_null() {
+                row["object"] = object;
+            }
+            row
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "columnDefinitions": columns, "rows": rows})
+}
