@@ -27,6 +27,23 @@ pub struct Resource {
     /// Fields besides metadata.name and metadata.namespace that field selectors may use.
     pub selectable_fields: &'static [&'static str],
     pub strategy: &'static dyn Strategy,
+    /// Registers the kind's OpenAPI schema (from k8s-openapi) with a schema generator.
+    pub register_schema: fn(&mut schemars::SchemaGenerator),
+}
+
+/// Registers `T`'s schema, and every schema it references, with the generator.
+pub fn register<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) {
+    g.subschema_for::<T>();
+}
+
+/// The name of a kind's schema, as Kubernetes names it (`io.k8s.api.core.v1.ConfigMap`).
+pub fn schema_name(r: &Resource) -> String {
+    let group = if r.group.is_empty() { "core".to_string() } else { r.group.split('.').next().unwrap_or_default().to_string() };
+    format!("io.k8s.api.{group}.{}.{}", r.version, r.kind)
+}
+
+pub fn schema_registrar(r: &Resource) -> fn(&mut schemars::SchemaGenerator) {
+    r.register_schema
 }
 
 impl Resource {
@@ -372,6 +389,7 @@ pub static NAMESPACES: Resource = Resource {
     name_rule: NameRule::Dns1123Label,
     selectable_fields: &["status.phase"],
     strategy: &NamespaceStrategy,
+    register_schema: register::<k8s_openapi::api::core::v1::Namespace>,
 };
 
 pub static CONFIGMAPS: Resource = Resource {
@@ -386,6 +404,7 @@ pub static CONFIGMAPS: Resource = Resource {
     name_rule: NameRule::Dns1123Subdomain,
     selectable_fields: &[],
     strategy: &ConfigMapStrategy,
+    register_schema: register::<k8s_openapi::api::core::v1::ConfigMap>,
 };
 
 pub static SECRETS: Resource = Resource {
@@ -400,6 +419,7 @@ pub static SECRETS: Resource = Resource {
     name_rule: NameRule::Dns1123Subdomain,
     selectable_fields: &["type"],
     strategy: &SecretStrategy,
+    register_schema: register::<k8s_openapi::api::core::v1::Secret>,
 };
 
 /// Every served resource, in discovery order.

@@ -3,8 +3,10 @@
 //! errors that describe what went wrong.
 
 pub mod codec;
+pub mod fieldmanager;
 pub mod kinds;
 pub mod object;
+pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod selector;

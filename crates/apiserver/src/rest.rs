@@ -1,0 +1,504 @@
+//! Generic REST storage: the verbs, for any kind, over the store and the watch cache.
+//!
+//! Writes go to the store with a compare-and-swap on the key's mod revision, so a stale
+//! `resourceVersion` is a 409 and never a lost write. Reads wait until the watch cache has
+//! caught up with the store, so a client always reads its own writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::kinds::{self, Resource};
+use api::object;
+use api::selector::{FieldSelector, LabelSelector};
+use api::validation::{self, FieldError};
+use api::{ApiError, ApiResult};
+use base64::Engine;
+use crypt::Transformer;
+use serde_json::{json, Value};
+use store::{Compare, Op, Store, Txn, TxnResult};
+
+use crate::cache::{Decoded, WatchCache};
+
+/// How long a read waits for the cache to reach a revision before giving up.
+const CACHE_WAIT: Duration = Duration::from_secs(3);
+
+pub struct Registry {
+    pub store: Arc<dyn Store>,
+    pub cache: Arc<WatchCache>,
+    pub transformer: Arc<dyn Transformer>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub field_manager: String,
+    /// managedFields were already computed (server-side apply); do not record an Update.
+    pub ownership_recorded: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub label_selector: LabelSelector,
+    pub field_selector: FieldSelector,
+    pub limit: usize,
+    pub continue_token: Option<String>,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+}
+
+pub struct ListResult {
+    pub items: Vec<Arc<Value>>,
+    pub resource_version: i64,
+    pub continue_token: Option<String>,
+    pub remaining: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub dry_run: bool,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+}
+
+pub enum DeleteOutcome {
+    /// Gone from storage: the last state.
+    Deleted(Arc<Value>),
+    /// Marked for deletion; finalizers still pending.
+    Pending(Arc<Value>),
+}
+
+/// Keys under which a namespace's objects live, for every namespaced kind.
+pub fn namespace_prefixes(ns: &str) -> Vec<String> {
+    kinds::ALL.iter().filter(|r| r.namespaced).map(|r| format!("{}{}/", r.key_prefix(), ns)).collect()
+}
+
+impl Registry {
+    /// The decode function the watch cache uses: transformer, then JSON, then resourceVersion.
+    pub fn decoder(transformer: Arc<dyn Transformer>) -> crate::cache::DecodeFn {
+        Arc::new(move |key: &str, bytes: &[u8], rev: i64| -> Decoded {
+            let (plain, _) = transformer.transform_from_storage(bytes, key).map_err(|e| format!("failed to decrypt data for {key}: {e}"))?;
+            let mut obj: Value = serde_json::from_slice(&plain).map_err(|e| format!("failed to decode {key}: {e}"))?;
+            object::set_meta(&mut obj, "resourceVersion", rev.to_string());
+            Ok(Arc::new(obj))
+        })
+    }
+
+    fn encode(&self, key: &str, obj: &Value) -> ApiResult<bytes::Bytes> {
+        let mut stored = obj.clone();
+        object::meta_mut(&mut stored).remove("resourceVersion");
+        let plain = serde_json::to_vec(&stored).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.transformer.transform_to_storage(&plain, key).map_err(|e| ApiError::internal(format!("failed to encrypt data for {key}: {e}")))
+    }
+
+    /// Waits until the cache reflects every write acknowledged so far.
+    async fn sync(&self) -> ApiResult<()> {
+        let rev = self.store.revision();
+        if self.cache.wait_for(rev, CACHE_WAIT).await {
+            Ok(())
+        } else {
+            Err(ApiError::timeout(format!("Too large resource version: {rev}, current: {}", self.cache.current_revision())))
+        }
+    }
+
+    fn unwrap_decoded(res: &Resource, name: &str, d: Decoded) -> ApiResult<Arc<Value>> {
+        d.map_err(|e| {
+            let _ = (res, name);
+            ApiError::internal(e)
+        })
+    }
+
+    pub async fn get(&self, res: &Resource, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
+        self.sync().await?;
+        self.get_cached(res, ns, name)
+    }
+
+    fn get_cached(&self, res: &Resource, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
+        match self.cache.get(&res.key(ns, name)) {
+            Some(e) => Self::unwrap_decoded(res, name, e.object),
+            None => Err(ApiError::not_found(res.group, res.plural, name)),
+        }
+    }
+
+    pub async fn list(&self, res: &Resource, ns: &str, opts: &ListOptions) -> ApiResult<ListResult> {
+        let prefix = if res.namespaced && !ns.is_empty() { format!("{}{}/", res.key_prefix(), ns) } else { res.key_prefix() };
+        let mut start_after: Option<String> = None;
+        let mut at: Option<i64> = None;
+        if let Some(token) = &opts.continue_token {
+            let (rv, start) = decode_continue(token, &prefix)?;
+            at = Some(rv);
+            start_after = Some(start);
+        } else {
+            match (opts.resource_version.as_deref(), opts.resource_version_match.as_deref()) {
+                (None | Some(""), Some(m)) if !m.is_empty() => {
+                    return Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", &[FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion is provided")]));
+                }
+                (None | Some(""), _) => self.sync().await?,
+                (Some("0"), _) => {}
+                (Some(rv), m) => {
+                    let rv: i64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+                    match m {
+                        Some("Exact") => {
+                            if !self.cache.wait_for(rv, CACHE_WAIT).await {
+                                return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", self.cache.current_revision())));
+                            }
+                            at = Some(rv);
+                        }
+                        None | Some("") | Some("NotOlderThan") => {
+                            if !self.cache.wait_for(rv, CACHE_WAIT).await {
+                                return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", self.cache.current_revision())));
+                            }
+                        }
+                        Some(other) => {
+                            return Err(ApiError::invalid(
+                                "meta.k8s.io",
+                                "ListOptions",
+                                "",
+                                &[FieldError::not_supported("resourceVersionMatch", other, &["Exact", "NotOlderThan", ""])],
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let (entries, revision) = self.cache.list(&prefix, at).map_err(|t| {
+            if opts.continue_token.is_some() {
+                ApiError::resource_expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+            } else {
+                ApiError::resource_expired(format!("too old resource version: {} ({})", t.requested, t.oldest))
+            }
+        })?;
+        let mut items = Vec::new();
+        let mut last_key = None;
+        let mut matched_after_limit = 0usize;
+        for (key, entry) in entries {
+            if start_after.as_ref().is_some_and(|s| key.as_str() <= s.as_str()) {
+                continue;
+            }
+            let obj = Self::unwrap_decoded(res, &key, entry.object)?;
+            if !self.matches(res, &obj, opts) {
+                continue;
+            }
+            if opts.limit > 0 && items.len() >= opts.limit {
+                matched_after_limit += 1;
+                continue;
+            }
+            last_key = Some(key);
+            items.push(obj);
+        }
+        let continue_token = (matched_after_limit > 0).then(|| encode_continue(revision, last_key.as_deref().unwrap_or_default(), &prefix));
+        Ok(ListResult { items, resource_version: revision, remaining: continue_token.as_ref().map(|_| matched_after_limit), continue_token })
+    }
+
+    pub fn matches(&self, res: &Resource, obj: &Value, opts: &ListOptions) -> bool {
+        opts.label_selector.matches(object::labels(obj)) && opts.field_selector.matches(|f| res.field_value(obj, f))
+    }
+
+    /// Fails unless `ns` exists and is not being deleted.
+    async fn check_namespace_open(&self, res: &Resource, ns: &str, name: &str) -> ApiResult<()> {
+        let nsobj = self.get_cached(&kinds::NAMESPACES, "", ns)?;
+        if object::is_deleting(&nsobj) || nsobj["status"]["phase"] == "Terminating" {
+            let mut e = ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {} because it is being terminated",
+                api::status::qualified(res.group, res.plural),
+                name,
+                ns
+            ));
+            e.details = Some(api::status::Details {
+                name: name.into(),
+                group: res.group.into(),
+                kind: res.plural.into(),
+                causes: vec![api::status::Cause { reason: "NamespaceTerminating".into(), message: format!("namespace {ns} is being terminated"), field: "metadata.namespace".into() }],
+                retry_after_seconds: None,
+            });
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn validate(&self, res: &Resource, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+        let mut errs = Vec::new();
+        validation::validate_object_meta(obj, res.namespaced, res.name_rule, &mut errs);
+        match old {
+            None => res.strategy.validate(obj, &mut errs),
+            Some(old) => {
+                validation::validate_object_meta_update(obj, old, &mut errs);
+                res.strategy.validate_update(obj, old, &mut errs);
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            let name = object::name(obj);
+            let name = if name.is_empty() { obj["metadata"]["generateName"].as_str().unwrap_or_default() } else { name };
+            Err(ApiError::invalid(res.group, res.kind, name, &errs))
+        }
+    }
+
+    /// Creates `obj` (already decoded, type-checked and placed in `ns`).
+    pub async fn create(&self, res: &Resource, ns: &str, mut obj: Value, opts: &WriteOptions) -> ApiResult<Value> {
+        self.sync().await?;
+        res.strategy.prepare_create(&mut obj)?;
+        {
+            let meta = object::meta_mut(&mut obj);
+            for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "uid", "creationTimestamp", "generation"] {
+                meta.remove(f);
+            }
+        }
+        if object::name(&obj).is_empty() {
+            if let Some(prefix) = obj["metadata"]["generateName"].as_str().filter(|s| !s.is_empty()) {
+                let generated = format!("{prefix}{}", object::random_suffix());
+                object::set_meta(&mut obj, "name", generated);
+            }
+        }
+        self.validate(res, &obj, None)?;
+        let name = object::name(&obj).to_string();
+        if res.namespaced {
+            self.check_namespace_open(res, ns, &name).await.map_err(|e| if e.code == 404 { ApiError::not_found("", "namespaces", ns) } else { e })?;
+        }
+        object::set_meta(&mut obj, "uid", uuid::Uuid::new_v4().to_string());
+        object::set_meta(&mut obj, "creationTimestamp", object::now_rfc3339());
+        if res.strategy.tracks_generation() {
+            object::set_meta(&mut obj, "generation", 1);
+        }
+        if !opts.ownership_recorded {
+            object::meta_mut(&mut obj).remove("managedFields");
+            api::fieldmanager::record_update(None, &mut obj, &opts.field_manager, res);
+        }
+        object::drop_empty_meta(&mut obj);
+        if opts.dry_run {
+            return Ok(obj);
+        }
+        let key = res.key(ns, &name);
+        let bytes = self.encode(&key, &obj)?;
+        match self.store.txn(Txn { compare: vec![Compare::ModRevision(key.clone(), 0)], success: vec![Op::Put(key, bytes)] }).await.map_err(storage_error)? {
+            TxnResult::Committed { revision } => {
+                object::set_meta(&mut obj, "resourceVersion", revision.to_string());
+                Ok(obj)
+            }
+            TxnResult::Failed { .. } => Err(ApiError::already_exists(res.group, res.plural, &name)),
+        }
+    }
+
+    /// Writes `new` over `current`. Returns the stored object, and whether the write deleted it
+    /// (the last finalizer of an object being deleted was removed).
+    pub async fn update_from(&self, res: &Resource, ns: &str, current: &Value, mut new: Value, opts: &WriteOptions) -> ApiResult<Value> {
+        let name = object::name(current).to_string();
+        let current_rv = object::resource_version(current).to_string();
+        let requested_rv = object::resource_version(&new).to_string();
+        if !requested_rv.is_empty() && requested_rv != current_rv {
+            return Err(ApiError::stale_update(res.group, res.plural, &name));
+        }
+        res.strategy.prepare_update(&mut new, current)?;
+        {
+            let old_meta = &current["metadata"];
+            let meta = object::meta_mut(&mut new);
+            for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+                // A uid the client sets must match (validation says so); everything else here is
+                // the server's and silently keeps its stored value, as in kube-apiserver.
+                let client_uid = f == "uid" && meta.get(f).is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()));
+                if client_uid {
+                    continue;
+                }
+                match old_meta.get(f) {
+                    Some(v) => meta.insert(f.into(), v.clone()),
+                    None => meta.remove(f),
+                };
+            }
+            meta.remove("selfLink");
+            meta.insert("resourceVersion".into(), json!(current_rv));
+        }
+        if object::is_deleting(current) {
+            let old_fins = object::finalizers(current);
+            if object::finalizers(&new).iter().any(|f| !old_fins.contains(f)) {
+                return Err(ApiError::invalid(res.group, res.kind, &name, &[FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")]));
+            }
+        }
+        if res.strategy.tracks_generation() && spec_changed(current, &new) {
+            let g = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            object::set_meta(&mut new, "generation", g);
+        }
+        self.validate(res, &new, Some(current))?;
+        if !opts.ownership_recorded {
+            api::fieldmanager::record_update(Some(current), &mut new, &opts.field_manager, res);
+        }
+        object::drop_empty_meta(&mut new);
+        if api::fieldmanager::same_ignoring_timestamps(current, &new) {
+            return Ok(current.clone());
+        }
+        if opts.dry_run {
+            return Ok(new);
+        }
+        let key = res.key(ns, &name);
+        let expected: i64 = current_rv.parse().unwrap_or(0);
+        let finished = object::is_deleting(&new) && object::finalizers(&new).is_empty();
+        let op = if finished { Op::Delete(key.clone()) } else { Op::Put(key.clone(), self.encode(&key, &new)?) };
+        match self.store.txn(Txn { compare: vec![Compare::ModRevision(key, expected)], success: vec![op] }).await.map_err(storage_error)? {
+            TxnResult::Committed { revision } => {
+                object::set_meta(&mut new, "resourceVersion", revision.to_string());
+                Ok(new)
+            }
+            TxnResult::Failed { current } if current.first().is_some_and(Option::is_none) => Err(ApiError::not_found(res.group, res.plural, &name)),
+            TxnResult::Failed { .. } => Err(ApiError::stale_update(res.group, res.plural, &name)),
+        }
+    }
+
+    pub async fn update(&self, res: &Resource, ns: &str, name: &str, new: Value, opts: &WriteOptions) -> ApiResult<Value> {
+        let current = self.get(res, ns, name).await?;
+        self.update_from(res, ns, &current, new, opts).await
+    }
+
+    /// Reads the object, applies `mutate` and writes it back, retrying on conflicts as
+    /// kube-apiserver does for patches that carry no resourceVersion precondition.
+    pub async fn guaranteed_update<F>(&self, res: &Resource, ns: &str, name: &str, opts: &WriteOptions, mut mutate: F) -> ApiResult<Value>
+    where
+        F: FnMut(&Value) -> ApiResult<Value>,
+    {
+        let mut attempts = 0;
+        loop {
+            let current = self.get(res, ns, name).await?;
+            let new = mutate(&current)?;
+            let pinned = !object::resource_version(&new).is_empty() && object::resource_version(&new) != object::resource_version(&current);
+            match self.update_from(res, ns, &current, new, opts).await {
+                Err(e) if e.code == 409 && e.reason == "Conflict" && !pinned && attempts < 5 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(5 * attempts)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Server-side apply: creates the object when missing. Returns (object, created).
+    pub async fn apply(&self, res: &Resource, ns: &str, name: &str, applied: &Value, force: bool, opts: &WriteOptions) -> ApiResult<(Value, bool)> {
+        let opts = WriteOptions { ownership_recorded: true, ..opts.clone() };
+        let mut attempts = 0;
+        loop {
+            let current = match self.get(res, ns, name).await {
+                Ok(c) => Some(c),
+                Err(e) if e.code == 404 => None,
+                Err(e) => return Err(e),
+            };
+            let new = api::fieldmanager::apply(current.as_deref(), applied, &opts.field_manager, force, res)?;
+            let result = match &current {
+                None => self.create(res, ns, new, &opts).await.map(|o| (o, true)),
+                Some(cur) => {
+                    let mut new = new;
+                    if object::resource_version(applied).is_empty() {
+                        object::set_meta(&mut new, "resourceVersion", object::resource_version(cur).to_string());
+                    }
+                    self.update_from(res, ns, cur, new, &opts).await.map(|o| (o, false))
+                }
+            };
+            match result {
+                Err(e) if e.code == 409 && (e.reason == "Conflict" || e.reason == "AlreadyExists") && e.message.starts_with("Operation") && attempts < 5 => attempts += 1,
+                Err(e) if e.reason == "AlreadyExists" && attempts < 5 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    pub async fn delete(&self, res: &Resource, ns: &str, name: &str, opts: &DeleteOptions) -> ApiResult<DeleteOutcome> {
+        let mut attempts = 0;
+        loop {
+            let current = self.get(res, ns, name).await?;
+            if let Some(uid) = &opts.precondition_uid {
+                if uid != object::uid(&current) {
+                    return Err(ApiError::conflict(res.group, res.plural, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&current))));
+                }
+            }
+            if let Some(rv) = &opts.precondition_rv {
+                if rv != object::resource_version(&current) {
+                    return Err(ApiError::conflict(
+                        res.group,
+                        res.plural,
+                        name,
+                        &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", object::resource_version(&current)),
+                    ));
+                }
+            }
+            let graceful = !object::finalizers(&current).is_empty() || (res.kind == "Namespace" && current["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()));
+            if graceful {
+                if object::is_deleting(&current) {
+                    return Ok(DeleteOutcome::Pending(current));
+                }
+                let mut marked = (*current).clone();
+                object::set_meta(&mut marked, "deletionTimestamp", object::now_rfc3339());
+                object::set_meta(&mut marked, "deletionGracePeriodSeconds", 0);
+                if res.kind == "Namespace" {
+                    marked["status"]["phase"] = json!("Terminating");
+                }
+                if opts.dry_run {
+                    return Ok(DeleteOutcome::Pending(Arc::new(marked)));
+                }
+                match self.write_raw(res, ns, name, &current, Some(&marked)).await {
+                    Ok(rev) => {
+                        object::set_meta(&mut marked, "resourceVersion", rev.to_string());
+                        return Ok(DeleteOutcome::Pending(Arc::new(marked)));
+                    }
+                    Err(e) if e.code == 409 && attempts < 5 => attempts += 1,
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            if opts.dry_run {
+                return Ok(DeleteOutcome::Deleted(current));
+            }
+            match self.write_raw(res, ns, name, &current, None).await {
+                Ok(_) => return Ok(DeleteOutcome::Deleted(current)),
+                Err(e) if e.code == 409 && attempts < 5 => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes (or with `None`, deletes) an object the server itself changes, bypassing
+    /// strategies; compare-and-swap on the current revision.
+    pub async fn write_raw(&self, res: &Resource, ns: &str, name: &str, current: &Value, new: Option<&Value>) -> ApiResult<i64> {
+        let key = res.key(ns, name);
+        let expected: i64 = object::resource_version(current).parse().unwrap_or(0);
+        let op = match new {
+            Some(obj) => Op::Put(key.clone(), self.encode(&key, obj)?),
+            None => Op::Delete(key.clone()),
+        };
+        match self.store.txn(Txn { compare: vec![Compare::ModRevision(key, expected)], success: vec![op] }).await.map_err(storage_error)? {
+            TxnResult::Committed { revision } => Ok(revision),
+            TxnResult::Failed { .. } => Err(ApiError::stale_update(res.group, res.plural, name)),
+        }
+    }
+}
+
+fn spec_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("metadata");
+            m.remove("status");
+        }
+        v
+    };
+    strip(old) != strip(new)
+}
+
+pub fn storage_error(e: store::Error) -> ApiError {
+    tracing::error!(error = %e, "storage error");
+    ApiError::internal(e.to_string())
+}
+
+fn encode_continue(rv: i64, last_key: &str, prefix: &str) -> String {
+    let start = last_key.strip_prefix(prefix).unwrap_or(last_key);
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{start}\u{0}")});
+    base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
+}
+
+fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
+    let bad = || ApiError::bad_request(format!("invalid continue token: {token}"));
+    let raw = base64::engine::general_purpose::URL_SAFE.decode(token).or_else(|_| base64::engine::general_purpose::STANDARD.decode(token)).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rv = v["rv"].as_i64().ok_or_else(bad)?;
+    let start = v["start"].as_str().ok_or_else(bad)?;
+    let start = start.strip_suffix('\u{0}').unwrap_or(start);
+    if start.contains("..") || start.starts_with('/') {
+        return Err(bad());
+    }
+    Ok((rv, format!("{prefix}{start}")))
+}
