@@ -3,6 +3,7 @@
 //! errors that describe what went wrong.
 
 pub mod codec;
+pub mod discovery;
 pub mod fieldmanager;
 pub mod kinds;
 pub mod object;

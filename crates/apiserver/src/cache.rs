@@ -84,12 +84,23 @@ impl WatchCache {
         let mut objects = BTreeMap::new();
         for kv in all.kvs {
             let obj = decode(&kv.key, &kv.value, kv.mod_revision);
-            objects.insert(kv.key, Entry { mod_revision: kv.mod_revision, object: obj });
+            objects.insert(
+                kv.key,
+                Entry {
+                    mod_revision: kv.mod_revision,
+                    object: obj,
+                },
+            );
         }
         let (events, _) = broadcast::channel(16_384);
         let (revision, _) = watch::channel(all.revision);
         let cache = Arc::new(WatchCache {
-            state: RwLock::new(State { objects, history: VecDeque::new(), revision: all.revision, history_floor: all.revision }),
+            state: RwLock::new(State {
+                objects,
+                history: VecDeque::new(),
+                revision: all.revision,
+                history_floor: all.revision,
+            }),
             events,
             revision,
         });
@@ -143,15 +154,37 @@ impl WatchCache {
             let (kind, object) = match ev.kind {
                 EventKind::Put => {
                     let obj = decode(&key, &ev.kv.value, ev.kv.mod_revision);
-                    state.objects.insert(key.clone(), Entry { mod_revision: ev.kv.mod_revision, object: obj.clone() });
-                    (if prev.is_some() { EventType::Modified } else { EventType::Added }, obj)
+                    state.objects.insert(
+                        key.clone(),
+                        Entry {
+                            mod_revision: ev.kv.mod_revision,
+                            object: obj.clone(),
+                        },
+                    );
+                    (
+                        if prev.is_some() {
+                            EventType::Modified
+                        } else {
+                            EventType::Added
+                        },
+                        obj,
+                    )
                 }
                 EventKind::Delete => {
                     state.objects.remove(&key);
-                    (EventType::Deleted, decode(&key, &ev.kv.value, ev.kv.mod_revision))
+                    (
+                        EventType::Deleted,
+                        decode(&key, &ev.kv.value, ev.kv.mod_revision),
+                    )
                 }
             };
-            let event = Arc::new(CacheEvent { kind, key, revision: ev.kv.mod_revision, object, prev });
+            let event = Arc::new(CacheEvent {
+                kind,
+                key,
+                revision: ev.kv.mod_revision,
+                object,
+                prev,
+            });
             state.history.push_back(event.clone());
             if state.history.len() > HISTORY {
                 if let Some(old) = state.history.pop_front() {
@@ -174,23 +207,41 @@ impl WatchCache {
     /// Waits until the cache has caught up with `revision`; false on timeout.
     pub async fn wait_for(&self, revision: i64, timeout: Duration) -> bool {
         let mut rx = self.revision.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision)).await.is_ok()
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision)).await;
+        matches!(reached, Ok(Ok(_)))
     }
 
     pub fn get(&self, key: &str) -> Option<Entry> {
-        self.state.read().expect("cache lock").objects.get(key).cloned()
+        self.state
+            .read()
+            .expect("cache lock")
+            .objects
+            .get(key)
+            .cloned()
     }
 
     /// Objects under `prefix` after `start_after`, at the current revision or, when `at` is
     /// given, exactly at that revision. Returns the entries and the revision they reflect.
-    pub fn list(&self, prefix: &str, at: Option<i64>) -> Result<(Vec<(String, Entry)>, i64), TooOld> {
+    pub fn list(
+        &self,
+        prefix: &str,
+        at: Option<i64>,
+    ) -> Result<(Vec<(String, Entry)>, i64), TooOld> {
         let state = self.state.read().expect("cache lock");
-        let current: Vec<(String, Entry)> = state.objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, e)| (k.clone(), e.clone())).collect();
+        let current: Vec<(String, Entry)> = state
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
         let Some(at) = at.filter(|a| *a < state.revision) else {
             return Ok((current, state.revision));
         };
         if at < state.history_floor {
-            return Err(TooOld { requested: at, oldest: state.history_floor });
+            return Err(TooOld {
+                requested: at,
+                oldest: state.history_floor,
+            });
         }
         // Undo every event newer than `at`, newest first.
         let mut map: BTreeMap<String, Entry> = current.into_iter().collect();
@@ -200,8 +251,22 @@ impl WatchCache {
             }
             match &ev.prev {
                 Some(prev) => {
-                    let rv = prev.as_ref().ok().and_then(|o| o["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok())).unwrap_or(0);
-                    map.insert(ev.key.clone(), Entry { mod_revision: rv, object: prev.clone() });
+                    let rv = prev
+                        .as_ref()
+                        .ok()
+                        .and_then(|o| {
+                            o["metadata"]["resourceVersion"]
+                                .as_str()
+                                .and_then(|s| s.parse().ok())
+                        })
+                        .unwrap_or(0);
+                    map.insert(
+                        ev.key.clone(),
+                        Entry {
+                            mod_revision: rv,
+                            object: prev.clone(),
+                        },
+                    );
                 }
                 None => {
                     map.remove(&ev.key);
@@ -212,12 +277,23 @@ impl WatchCache {
     }
 
     /// Events after `after`, then a live feed. Fails when `after` is older than the window.
-    pub fn subscribe(&self, after: i64) -> Result<(Vec<Arc<CacheEvent>>, broadcast::Receiver<Arc<CacheEvent>>), TooOld> {
+    pub fn subscribe(
+        &self,
+        after: i64,
+    ) -> Result<(Vec<Arc<CacheEvent>>, broadcast::Receiver<Arc<CacheEvent>>), TooOld> {
         let state = self.state.read().expect("cache lock");
         if after < state.history_floor {
-            return Err(TooOld { requested: after, oldest: state.history_floor });
+            return Err(TooOld {
+                requested: after,
+                oldest: state.history_floor,
+            });
         }
-        let past = state.history.iter().filter(|e| e.revision > after).cloned().collect();
+        let past = state
+            .history
+            .iter()
+            .filter(|e| e.revision > after)
+            .cloned()
+            .collect();
         Ok((past, self.events.subscribe()))
     }
 }

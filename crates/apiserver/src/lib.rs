@@ -1,1 +1,86 @@
+//! The Kubernetes-compatible API server: TLS, authentication, routing and content negotiation,
+//! the generic REST verbs over the store, the watch cache, and the housekeeping loops.
 
+pub mod authn;
+pub mod cache;
+pub mod handler;
+pub mod lifecycle;
+pub mod negotiate;
+pub mod pki;
+pub mod rest;
+pub mod server;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+}
+
+/// The address clients should use for `listen` (an unspecified address becomes loopback).
+pub fn client_url(listen: SocketAddr) -> String {
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("https://{host}:{}", listen.port())
+}
+
+/// Runs the API server until the process is stopped.
+pub async fn run(cfg: Config) -> Result<()> {
+    pki::private_dir(&cfg.data_dir)?;
+    let pki = pki::Pki::ensure(&cfg.data_dir.join("pki"), &[cfg.listen.ip()])?;
+    let (cert, key) = pki.admin_credentials()?;
+    let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");
+    pki::write_private(
+        &kubeconfig_path,
+        pki::kubeconfig(
+            &client_url(cfg.listen),
+            &pki.ca_cert_pem,
+            "admin",
+            &cert,
+            &key,
+        )
+        .as_bytes(),
+    )?;
+
+    let store: Arc<dyn store::Store> =
+        store::SqliteStore::open(&cfg.data_dir.join("state.db")).context("opening the store")?;
+    let transformer: Arc<dyn crypt::Transformer> = Arc::new(crypt::Identity);
+    let cache =
+        cache::WatchCache::start(store.clone(), rest::Registry::decoder(transformer.clone()))
+            .await?;
+    let registry = Arc::new(rest::Registry {
+        store,
+        cache,
+        transformer,
+    });
+    lifecycle::ensure_builtin_namespaces(&registry).await?;
+    tokio::spawn(lifecycle::namespace_finalizer(registry.clone()));
+    tokio::spawn(lifecycle::compactor(
+        registry.clone(),
+        Duration::from_secs(300),
+    ));
+
+    let app = Arc::new(handler::App {
+        registry,
+        openapi: api::openapi::OpenApi::build(),
+    });
+    let router = axum::Router::new()
+        .fallback(handler::handle)
+        .with_state(app);
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let tls = server::tls_config(&pki)?;
+    tracing::info!(listen = %cfg.listen, "lockbox API server ready");
+    println!("export KUBECONFIG={}", kubeconfig_path.display());
+    server::serve(listener, tls, router).await
+}

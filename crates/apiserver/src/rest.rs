@@ -69,15 +69,22 @@ pub enum DeleteOutcome {
 
 /// Keys under which a namespace's objects live, for every namespaced kind.
 pub fn namespace_prefixes(ns: &str) -> Vec<String> {
-    kinds::ALL.iter().filter(|r| r.namespaced).map(|r| format!("{}{}/", r.key_prefix(), ns)).collect()
+    kinds::ALL
+        .iter()
+        .filter(|r| r.namespaced)
+        .map(|r| format!("{}{}/", r.key_prefix(), ns))
+        .collect()
 }
 
 impl Registry {
     /// The decode function the watch cache uses: transformer, then JSON, then resourceVersion.
     pub fn decoder(transformer: Arc<dyn Transformer>) -> crate::cache::DecodeFn {
         Arc::new(move |key: &str, bytes: &[u8], rev: i64| -> Decoded {
-            let (plain, _) = transformer.transform_from_storage(bytes, key).map_err(|e| format!("failed to decrypt data for {key}: {e}"))?;
-            let mut obj: Value = serde_json::from_slice(&plain).map_err(|e| format!("failed to decode {key}: {e}"))?;
+            let (plain, _) = transformer
+                .transform_from_storage(bytes, key)
+                .map_err(|e| format!("failed to decrypt data for {key}: {e}"))?;
+            let mut obj: Value = serde_json::from_slice(&plain)
+                .map_err(|e| format!("failed to decode {key}: {e}"))?;
             object::set_meta(&mut obj, "resourceVersion", rev.to_string());
             Ok(Arc::new(obj))
         })
@@ -87,7 +94,9 @@ impl Registry {
         let mut stored = obj.clone();
         object::meta_mut(&mut stored).remove("resourceVersion");
         let plain = serde_json::to_vec(&stored).map_err(|e| ApiError::internal(e.to_string()))?;
-        self.transformer.transform_to_storage(&plain, key).map_err(|e| ApiError::internal(format!("failed to encrypt data for {key}: {e}")))
+        self.transformer
+            .transform_to_storage(&plain, key)
+            .map_err(|e| ApiError::internal(format!("failed to encrypt data for {key}: {e}")))
     }
 
     /// Waits until the cache reflects every write acknowledged so far.
@@ -96,7 +105,10 @@ impl Registry {
         if self.cache.wait_for(rev, CACHE_WAIT).await {
             Ok(())
         } else {
-            Err(ApiError::timeout(format!("Too large resource version: {rev}, current: {}", self.cache.current_revision())))
+            Err(ApiError::timeout(format!(
+                "Too large resource version: {rev}, current: {}",
+                self.cache.current_revision()
+            )))
         }
     }
 
@@ -119,8 +131,17 @@ impl Registry {
         }
     }
 
-    pub async fn list(&self, res: &Resource, ns: &str, opts: &ListOptions) -> ApiResult<ListResult> {
-        let prefix = if res.namespaced && !ns.is_empty() { format!("{}{}/", res.key_prefix(), ns) } else { res.key_prefix() };
+    pub async fn list(
+        &self,
+        res: &Resource,
+        ns: &str,
+        opts: &ListOptions,
+    ) -> ApiResult<ListResult> {
+        let prefix = if res.namespaced && !ns.is_empty() {
+            format!("{}{}/", res.key_prefix(), ns)
+        } else {
+            res.key_prefix()
+        };
         let mut start_after: Option<String> = None;
         let mut at: Option<i64> = None;
         if let Some(token) = &opts.continue_token {
@@ -128,24 +149,43 @@ impl Registry {
             at = Some(rv);
             start_after = Some(start);
         } else {
-            match (opts.resource_version.as_deref(), opts.resource_version_match.as_deref()) {
+            match (
+                opts.resource_version.as_deref(),
+                opts.resource_version_match.as_deref(),
+            ) {
                 (None | Some(""), Some(m)) if !m.is_empty() => {
-                    return Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", &[FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion is provided")]));
+                    return Err(ApiError::invalid(
+                        "meta.k8s.io",
+                        "ListOptions",
+                        "",
+                        &[FieldError::forbidden(
+                            "resourceVersionMatch",
+                            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                        )],
+                    ));
                 }
                 (None | Some(""), _) => self.sync().await?,
                 (Some("0"), _) => {}
                 (Some(rv), m) => {
-                    let rv: i64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+                    let rv: i64 = rv.parse().map_err(|_| {
+                        ApiError::bad_request(format!("invalid resource version: {rv}"))
+                    })?;
                     match m {
                         Some("Exact") => {
                             if !self.cache.wait_for(rv, CACHE_WAIT).await {
-                                return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", self.cache.current_revision())));
+                                return Err(ApiError::timeout(format!(
+                                    "Too large resource version: {rv}, current: {}",
+                                    self.cache.current_revision()
+                                )));
                             }
                             at = Some(rv);
                         }
                         None | Some("") | Some("NotOlderThan") => {
                             if !self.cache.wait_for(rv, CACHE_WAIT).await {
-                                return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", self.cache.current_revision())));
+                                return Err(ApiError::timeout(format!(
+                                    "Too large resource version: {rv}, current: {}",
+                                    self.cache.current_revision()
+                                )));
                             }
                         }
                         Some(other) => {
@@ -153,7 +193,11 @@ impl Registry {
                                 "meta.k8s.io",
                                 "ListOptions",
                                 "",
-                                &[FieldError::not_supported("resourceVersionMatch", other, &["Exact", "NotOlderThan", ""])],
+                                &[FieldError::not_supported(
+                                    "resourceVersionMatch",
+                                    other,
+                                    &["Exact", "NotOlderThan", ""],
+                                )],
                             ));
                         }
                     }
@@ -171,7 +215,10 @@ impl Registry {
         let mut last_key = None;
         let mut matched_after_limit = 0usize;
         for (key, entry) in entries {
-            if start_after.as_ref().is_some_and(|s| key.as_str() <= s.as_str()) {
+            if start_after
+                .as_ref()
+                .is_some_and(|s| key.as_str() <= s.as_str())
+            {
                 continue;
             }
             let obj = Self::unwrap_decoded(res, &key, entry.object)?;
@@ -185,12 +232,19 @@ impl Registry {
             last_key = Some(key);
             items.push(obj);
         }
-        let continue_token = (matched_after_limit > 0).then(|| encode_continue(revision, last_key.as_deref().unwrap_or_default(), &prefix));
-        Ok(ListResult { items, resource_version: revision, remaining: continue_token.as_ref().map(|_| matched_after_limit), continue_token })
+        let continue_token = (matched_after_limit > 0)
+            .then(|| encode_continue(revision, last_key.as_deref().unwrap_or_default(), &prefix));
+        Ok(ListResult {
+            items,
+            resource_version: revision,
+            remaining: continue_token.as_ref().map(|_| matched_after_limit),
+            continue_token,
+        })
     }
 
     pub fn matches(&self, res: &Resource, obj: &Value, opts: &ListOptions) -> bool {
-        opts.label_selector.matches(object::labels(obj)) && opts.field_selector.matches(|f| res.field_value(obj, f))
+        opts.label_selector.matches(object::labels(obj))
+            && opts.field_selector.matches(|f| res.field_value(obj, f))
     }
 
     /// Fails unless `ns` exists and is not being deleted.
@@ -207,7 +261,11 @@ impl Registry {
                 name: name.into(),
                 group: res.group.into(),
                 kind: res.plural.into(),
-                causes: vec![api::status::Cause { reason: "NamespaceTerminating".into(), message: format!("namespace {ns} is being terminated"), field: "metadata.namespace".into() }],
+                causes: vec![api::status::Cause {
+                    reason: "NamespaceTerminating".into(),
+                    message: format!("namespace {ns} is being terminated"),
+                    field: "metadata.namespace".into(),
+                }],
                 retry_after_seconds: None,
             });
             return Err(e);
@@ -229,23 +287,44 @@ impl Registry {
             Ok(())
         } else {
             let name = object::name(obj);
-            let name = if name.is_empty() { obj["metadata"]["generateName"].as_str().unwrap_or_default() } else { name };
+            let name = if name.is_empty() {
+                obj["metadata"]["generateName"].as_str().unwrap_or_default()
+            } else {
+                name
+            };
             Err(ApiError::invalid(res.group, res.kind, name, &errs))
         }
     }
 
     /// Creates `obj` (already decoded, type-checked and placed in `ns`).
-    pub async fn create(&self, res: &Resource, ns: &str, mut obj: Value, opts: &WriteOptions) -> ApiResult<Value> {
+    pub async fn create(
+        &self,
+        res: &Resource,
+        ns: &str,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
         self.sync().await?;
         res.strategy.prepare_create(&mut obj)?;
         {
             let meta = object::meta_mut(&mut obj);
-            for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "uid", "creationTimestamp", "generation"] {
+            for f in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "selfLink",
+                "uid",
+                "creationTimestamp",
+                "generation",
+            ] {
                 meta.remove(f);
             }
         }
         if object::name(&obj).is_empty() {
-            if let Some(prefix) = obj["metadata"]["generateName"].as_str().filter(|s| !s.is_empty()) {
+            if let Some(prefix) = obj["metadata"]["generateName"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+            {
                 let generated = format!("{prefix}{}", object::random_suffix());
                 object::set_meta(&mut obj, "name", generated);
             }
@@ -253,7 +332,15 @@ impl Registry {
         self.validate(res, &obj, None)?;
         let name = object::name(&obj).to_string();
         if res.namespaced {
-            self.check_namespace_open(res, ns, &name).await.map_err(|e| if e.code == 404 { ApiError::not_found("", "namespaces", ns) } else { e })?;
+            self.check_namespace_open(res, ns, &name)
+                .await
+                .map_err(|e| {
+                    if e.code == 404 {
+                        ApiError::not_found("", "namespaces", ns)
+                    } else {
+                        e
+                    }
+                })?;
         }
         object::set_meta(&mut obj, "uid", uuid::Uuid::new_v4().to_string());
         object::set_meta(&mut obj, "creationTimestamp", object::now_rfc3339());
@@ -270,7 +357,15 @@ impl Registry {
         }
         let key = res.key(ns, &name);
         let bytes = self.encode(&key, &obj)?;
-        match self.store.txn(Txn { compare: vec![Compare::ModRevision(key.clone(), 0)], success: vec![Op::Put(key, bytes)] }).await.map_err(storage_error)? {
+        match self
+            .store
+            .txn(Txn {
+                compare: vec![Compare::ModRevision(key.clone(), 0)],
+                success: vec![Op::Put(key, bytes)],
+            })
+            .await
+            .map_err(storage_error)?
+        {
             TxnResult::Committed { revision } => {
                 object::set_meta(&mut obj, "resourceVersion", revision.to_string());
                 Ok(obj)
@@ -281,7 +376,14 @@ impl Registry {
 
     /// Writes `new` over `current`. Returns the stored object, and whether the write deleted it
     /// (the last finalizer of an object being deleted was removed).
-    pub async fn update_from(&self, res: &Resource, ns: &str, current: &Value, mut new: Value, opts: &WriteOptions) -> ApiResult<Value> {
+    pub async fn update_from(
+        &self,
+        res: &Resource,
+        ns: &str,
+        current: &Value,
+        mut new: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
         let name = object::name(current).to_string();
         let current_rv = object::resource_version(current).to_string();
         let requested_rv = object::resource_version(&new).to_string();
@@ -292,10 +394,19 @@ impl Registry {
         {
             let old_meta = &current["metadata"];
             let meta = object::meta_mut(&mut new);
-            for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
                 // A uid the client sets must match (validation says so); everything else here is
                 // the server's and silently keeps its stored value, as in kube-apiserver.
-                let client_uid = f == "uid" && meta.get(f).is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()));
+                let client_uid = f == "uid"
+                    && meta
+                        .get(f)
+                        .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()));
                 if client_uid {
                     continue;
                 }
@@ -309,8 +420,19 @@ impl Registry {
         }
         if object::is_deleting(current) {
             let old_fins = object::finalizers(current);
-            if object::finalizers(&new).iter().any(|f| !old_fins.contains(f)) {
-                return Err(ApiError::invalid(res.group, res.kind, &name, &[FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")]));
+            if object::finalizers(&new)
+                .iter()
+                .any(|f| !old_fins.contains(f))
+            {
+                return Err(ApiError::invalid(
+                    res.group,
+                    res.kind,
+                    &name,
+                    &[FieldError::forbidden(
+                        "metadata.finalizers",
+                        "no new finalizers can be added if the object is being deleted",
+                    )],
+                ));
             }
         }
         if res.strategy.tracks_generation() && spec_changed(current, &new) {
@@ -331,25 +453,53 @@ impl Registry {
         let key = res.key(ns, &name);
         let expected: i64 = current_rv.parse().unwrap_or(0);
         let finished = object::is_deleting(&new) && object::finalizers(&new).is_empty();
-        let op = if finished { Op::Delete(key.clone()) } else { Op::Put(key.clone(), self.encode(&key, &new)?) };
-        match self.store.txn(Txn { compare: vec![Compare::ModRevision(key, expected)], success: vec![op] }).await.map_err(storage_error)? {
+        let op = if finished {
+            Op::Delete(key.clone())
+        } else {
+            Op::Put(key.clone(), self.encode(&key, &new)?)
+        };
+        match self
+            .store
+            .txn(Txn {
+                compare: vec![Compare::ModRevision(key, expected)],
+                success: vec![op],
+            })
+            .await
+            .map_err(storage_error)?
+        {
             TxnResult::Committed { revision } => {
                 object::set_meta(&mut new, "resourceVersion", revision.to_string());
                 Ok(new)
             }
-            TxnResult::Failed { current } if current.first().is_some_and(Option::is_none) => Err(ApiError::not_found(res.group, res.plural, &name)),
+            TxnResult::Failed { current } if current.first().is_some_and(Option::is_none) => {
+                Err(ApiError::not_found(res.group, res.plural, &name))
+            }
             TxnResult::Failed { .. } => Err(ApiError::stale_update(res.group, res.plural, &name)),
         }
     }
 
-    pub async fn update(&self, res: &Resource, ns: &str, name: &str, new: Value, opts: &WriteOptions) -> ApiResult<Value> {
+    pub async fn update(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        new: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
         let current = self.get(res, ns, name).await?;
         self.update_from(res, ns, &current, new, opts).await
     }
 
     /// Reads the object, applies `mutate` and writes it back, retrying on conflicts as
     /// kube-apiserver does for patches that carry no resourceVersion precondition.
-    pub async fn guaranteed_update<F>(&self, res: &Resource, ns: &str, name: &str, opts: &WriteOptions, mut mutate: F) -> ApiResult<Value>
+    pub async fn guaranteed_update<F>(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        opts: &WriteOptions,
+        mut mutate: F,
+    ) -> ApiResult<Value>
     where
         F: FnMut(&Value) -> ApiResult<Value>,
     {
@@ -357,7 +507,8 @@ impl Registry {
         loop {
             let current = self.get(res, ns, name).await?;
             let new = mutate(&current)?;
-            let pinned = !object::resource_version(&new).is_empty() && object::resource_version(&new) != object::resource_version(&current);
+            let pinned = !object::resource_version(&new).is_empty()
+                && object::resource_version(&new) != object::resource_version(&current);
             match self.update_from(res, ns, &current, new, opts).await {
                 Err(e) if e.code == 409 && e.reason == "Conflict" && !pinned && attempts < 5 => {
                     attempts += 1;
@@ -369,8 +520,19 @@ impl Registry {
     }
 
     /// Server-side apply: creates the object when missing. Returns (object, created).
-    pub async fn apply(&self, res: &Resource, ns: &str, name: &str, applied: &Value, force: bool, opts: &WriteOptions) -> ApiResult<(Value, bool)> {
-        let opts = WriteOptions { ownership_recorded: true, ..opts.clone() };
+    pub async fn apply(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        applied: &Value,
+        force: bool,
+        opts: &WriteOptions,
+    ) -> ApiResult<(Value, bool)> {
+        let opts = WriteOptions {
+            ownership_recorded: true,
+            ..opts.clone()
+        };
         let mut attempts = 0;
         loop {
             let current = match self.get(res, ns, name).await {
@@ -378,26 +540,51 @@ impl Registry {
                 Err(e) if e.code == 404 => None,
                 Err(e) => return Err(e),
             };
-            let new = api::fieldmanager::apply(current.as_deref(), applied, &opts.field_manager, force, res)?;
+            let new = api::fieldmanager::apply(
+                current.as_deref(),
+                applied,
+                &opts.field_manager,
+                force,
+                res,
+            )?;
             let result = match &current {
                 None => self.create(res, ns, new, &opts).await.map(|o| (o, true)),
                 Some(cur) => {
                     let mut new = new;
                     if object::resource_version(applied).is_empty() {
-                        object::set_meta(&mut new, "resourceVersion", object::resource_version(cur).to_string());
+                        object::set_meta(
+                            &mut new,
+                            "resourceVersion",
+                            object::resource_version(cur).to_string(),
+                        );
                     }
-                    self.update_from(res, ns, cur, new, &opts).await.map(|o| (o, false))
+                    self.update_from(res, ns, cur, new, &opts)
+                        .await
+                        .map(|o| (o, false))
                 }
             };
             match result {
-                Err(e) if e.code == 409 && (e.reason == "Conflict" || e.reason == "AlreadyExists") && e.message.starts_with("Operation") && attempts < 5 => attempts += 1,
+                Err(e)
+                    if e.code == 409
+                        && (e.reason == "Conflict" || e.reason == "AlreadyExists")
+                        && e.message.starts_with("Operation")
+                        && attempts < 5 =>
+                {
+                    attempts += 1
+                }
                 Err(e) if e.reason == "AlreadyExists" && attempts < 5 => attempts += 1,
                 other => return other,
             }
         }
     }
 
-    pub async fn delete(&self, res: &Resource, ns: &str, name: &str, opts: &DeleteOptions) -> ApiResult<DeleteOutcome> {
+    pub async fn delete(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<DeleteOutcome> {
         let mut attempts = 0;
         loop {
             let current = self.get(res, ns, name).await?;
@@ -416,7 +603,11 @@ impl Registry {
                     ));
                 }
             }
-            let graceful = !object::finalizers(&current).is_empty() || (res.kind == "Namespace" && current["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()));
+            let graceful = !object::finalizers(&current).is_empty()
+                || (res.kind == "Namespace"
+                    && current["spec"]["finalizers"]
+                        .as_array()
+                        .is_some_and(|f| !f.is_empty()));
             if graceful {
                 if object::is_deleting(&current) {
                     return Ok(DeleteOutcome::Pending(current));
@@ -453,14 +644,29 @@ impl Registry {
 
     /// Writes (or with `None`, deletes) an object the server itself changes, bypassing
     /// strategies; compare-and-swap on the current revision.
-    pub async fn write_raw(&self, res: &Resource, ns: &str, name: &str, current: &Value, new: Option<&Value>) -> ApiResult<i64> {
+    pub async fn write_raw(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        current: &Value,
+        new: Option<&Value>,
+    ) -> ApiResult<i64> {
         let key = res.key(ns, name);
         let expected: i64 = object::resource_version(current).parse().unwrap_or(0);
         let op = match new {
             Some(obj) => Op::Put(key.clone(), self.encode(&key, obj)?),
             None => Op::Delete(key.clone()),
         };
-        match self.store.txn(Txn { compare: vec![Compare::ModRevision(key, expected)], success: vec![op] }).await.map_err(storage_error)? {
+        match self
+            .store
+            .txn(Txn {
+                compare: vec![Compare::ModRevision(key, expected)],
+                success: vec![op],
+            })
+            .await
+            .map_err(storage_error)?
+        {
             TxnResult::Committed { revision } => Ok(revision),
             TxnResult::Failed { .. } => Err(ApiError::stale_update(res.group, res.plural, name)),
         }
@@ -492,7 +698,10 @@ fn encode_continue(rv: i64, last_key: &str, prefix: &str) -> String {
 
 fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
     let bad = || ApiError::bad_request(format!("invalid continue token: {token}"));
-    let raw = base64::engine::general_purpose::URL_SAFE.decode(token).or_else(|_| base64::engine::general_purpose::STANDARD.decode(token)).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let rv = v["rv"].as_i64().ok_or_else(bad)?;
     let start = v["start"].as_str().ok_or_else(bad)?;

@@ -1,0 +1,167 @@
+//! Discovery documents: aggregated (`apidiscovery.k8s.io/v2` and `v2beta1`, which kubectl
+//! 1.27–1.29 ask for) and the legacy per-group documents, all generated from the registry.
+
+use serde_json::{json, Value};
+
+use crate::kinds::{self, Resource};
+
+const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+pub fn verbs(r: &Resource) -> Vec<&'static str> {
+    // Namespaces cannot be deleted as a collection in Kubernetes.
+    ALL_VERBS
+        .iter()
+        .copied()
+        .filter(|v| !(r.kind == "Namespace" && *v == "deletecollection"))
+        .collect()
+}
+
+/// Subresources: (name, responseKind group, version, kind, verbs).
+fn subresources(
+    r: &Resource,
+) -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+)> {
+    match r.kind {
+        "Namespace" => vec![
+            ("finalize", "", "v1", "Namespace", &["update"]),
+            ("status", "", "v1", "Namespace", &["get", "patch", "update"]),
+        ],
+        _ => vec![],
+    }
+}
+
+fn scope(r: &Resource) -> &'static str {
+    if r.namespaced {
+        "Namespaced"
+    } else {
+        "Cluster"
+    }
+}
+
+fn aggregated_resource(r: &Resource) -> Value {
+    let mut v = json!({
+        "resource": r.plural,
+        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+        "scope": scope(r),
+        "singularResource": r.singular,
+        "verbs": verbs(r),
+    });
+    if !r.short_names.is_empty() {
+        v["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        v["categories"] = json!(r.categories);
+    }
+    let subs: Vec<Value> = subresources(r)
+        .into_iter()
+        .map(|(name, g, ver, k, verbs)| json!({"subresource": name, "responseKind": {"group": g, "version": ver, "kind": k}, "verbs": verbs}))
+        .collect();
+    if !subs.is_empty() {
+        v["subresources"] = json!(subs);
+    }
+    v
+}
+
+/// `apidiscovery.k8s.io/<version>` APIGroupDiscoveryList for `/api` (core) or `/apis` (groups).
+pub fn aggregated(core: bool, version: &str) -> Value {
+    let items: Vec<Value> = kinds::group_versions()
+        .into_iter()
+        .filter(|(g, _, _)| g.is_empty() == core)
+        .map(|(g, v, rs)| {
+            let mut meta = json!({});
+            if !core {
+                meta["name"] = json!(g);
+            }
+            json!({
+                "metadata": meta,
+                "versions": [{"version": v, "resources": rs.iter().map(|r| aggregated_resource(r)).collect::<Vec<_>>(), "freshness": "Current"}],
+            })
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": items})
+}
+
+pub fn api_versions() -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})
+}
+
+fn group_entry(group: &str, versions: &[&str]) -> Value {
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({"name": group, "versions": vs, "preferredVersion": vs[0]})
+}
+
+fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (g, v, _) in kinds::group_versions() {
+        if g.is_empty() {
+            continue;
+        }
+        match out.iter_mut().find(|(og, _)| *og == g) {
+            Some((_, vs)) => vs.push(v),
+            None => out.push((g, vec![v])),
+        }
+    }
+    out
+}
+
+pub fn api_group_list() -> Value {
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups().iter().map(|(g, vs)| group_entry(g, vs)).collect::<Vec<_>>()})
+}
+
+pub fn api_group(group: &str) -> Option<Value> {
+    groups()
+        .into_iter()
+        .find(|(g, _)| *g == group)
+        .map(|(g, vs)| {
+            let mut v = group_entry(g, &vs);
+            v["kind"] = json!("APIGroup");
+            v["apiVersion"] = json!("v1");
+            v
+        })
+}
+
+/// The legacy APIResourceList of one group-version, or None if it is not served.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let (_, _, rs) = kinds::group_versions()
+        .into_iter()
+        .find(|(g, v, _)| *g == group && *v == version)?;
+    let mut resources = Vec::new();
+    for r in rs {
+        let mut v = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs(r)});
+        if !r.short_names.is_empty() {
+            v["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            v["categories"] = json!(r.categories);
+        }
+        resources.push(v);
+        for (name, _, _, k, verbs) in subresources(r) {
+            resources.push(json!({"name": format!("{}/{name}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": k, "verbs": verbs}));
+        }
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
+}

@@ -1,0 +1,834 @@
+//! The HTTP front: routes a request to discovery, OpenAPI, health, or a resource verb, decodes
+//! its body and parameters, and encodes the answer. Resource semantics live in `rest` and in the
+//! kinds' strategies; this module only translates between HTTP and them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use serde_json::{json, Value};
+
+use api::kinds::{self, Resource};
+use api::object;
+use api::patch::{self, PatchType};
+use api::selector::{FieldSelector, LabelSelector};
+use api::status::success_status;
+use api::{codec, ApiError, ApiResult};
+
+use crate::authn::User;
+use crate::negotiate::{self, Negotiated, Transform};
+use crate::rest::{DeleteOptions, DeleteOutcome, ListOptions, Registry, WriteOptions};
+
+/// kube-apiserver's limit on a request body (3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub struct App {
+    pub registry: Arc<Registry>,
+    pub openapi: api::openapi::OpenApi,
+}
+
+/// The `/version` answer. `minor` picks which bundled kubectl the image's dispatcher runs
+/// (reference/kubectl-wire.md §0), so it stays at a version every test was run with.
+pub fn version() -> Value {
+    json!({
+        "major": "1", "minor": "32", "gitVersion": "v1.32.0", "gitCommit": "0000000", "gitTreeState": "clean",
+        "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23.4", "compiler": "gc", "platform": "linux/amd64",
+    })
+}
+
+/// Query parameters; the last value of a repeated parameter wins.
+pub struct Query(HashMap<String, String>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Query {
+        Query(
+            form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1" | "True"))
+    }
+}
+
+pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
+    let Some(user) = req.extensions().get::<User>().cloned() else {
+        return negotiate::error(&ApiError::unauthorized());
+    };
+    let (parts, body) = req.into_parts();
+    let query = Query::parse(parts.uri.query());
+    let path = parts.uri.path().to_string();
+    match route(
+        &app,
+        &parts.method,
+        &path,
+        &parts.headers,
+        &query,
+        body,
+        &user,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            if e.code >= 500 {
+                tracing::warn!(code = e.code, reason = e.reason, path = %path, "request failed");
+            }
+            negotiate::error(&e)
+        }
+    }
+}
+
+fn discovery_response(headers: &HeaderMap, core: bool) -> Response<Body> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // The first aggregated version the client lists wins; kubectl 1.27–1.29 know only v2beta1.
+    for range in accept.split(',') {
+        let is = |v: &str| {
+            range.contains("as=APIGroupDiscoveryList")
+                && range.contains("g=apidiscovery.k8s.io")
+                && range.contains(&format!("v={v}"))
+        };
+        for version in ["v2", "v2beta1"] {
+            if is(version) {
+                let mut r =
+                    negotiate::json(StatusCode::OK, &api::discovery::aggregated(core, version));
+                let ct = format!(
+                    "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
+                );
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_str(&ct).expect("static"),
+                );
+                r.headers_mut()
+                    .insert("Vary", HeaderValue::from_static("Accept"));
+                return r;
+            }
+        }
+    }
+    let mut r = negotiate::json(
+        StatusCode::OK,
+        &if core {
+            api::discovery::api_versions()
+        } else {
+            api::discovery::api_group_list()
+        },
+    );
+    r.headers_mut()
+        .insert("Vary", HeaderValue::from_static("Accept"));
+    r
+}
+
+fn health(path: &str, query: &Query) -> Response<Body> {
+    if query.get("verbose").is_some() {
+        let check = path.trim_start_matches('/');
+        return negotiate::text(
+            StatusCode::OK,
+            &format!("[+]ping ok\n[+]log ok\n[+]etcd ok\n{check} check passed\n"),
+        );
+    }
+    negotiate::text(StatusCode::OK, "ok")
+}
+
+async fn route(
+    app: &App,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    query: &Query,
+    body: Body,
+    user: &User,
+) -> ApiResult<Response<Body>> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["version"] => return Ok(negotiate::json(StatusCode::OK, &version())),
+        ["healthz" | "livez" | "readyz", ..] => return Ok(health(path, query)),
+        ["api"] => return Ok(discovery_response(headers, true)),
+        ["apis"] => return Ok(discovery_response(headers, false)),
+        ["openapi", "v3"] => return Ok(negotiate::json(StatusCode::OK, &app.openapi.v3_root())),
+        ["openapi", "v3", rest @ ..] => {
+            let key = rest.join("/");
+            return match app.openapi.v3.get(&key) {
+                Some((doc, _)) => {
+                    let mut r = negotiate::json(StatusCode::OK, doc);
+                    if query.get("hash").is_some() {
+                        r.headers_mut().insert(
+                            header::CACHE_CONTROL,
+                            HeaderValue::from_static("public, immutable"),
+                        );
+                    }
+                    Ok(r)
+                }
+                None => Err(ApiError::path_not_found()),
+            };
+        }
+        ["openapi", "v2"] | ["swagger.json"] => {
+            let mut r = Response::new(Body::from(app.openapi.v2_protobuf.clone()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                ),
+            );
+            return Ok(r);
+        }
+        ["api", "v1"] => {
+            return api::discovery::resource_list("", "v1")
+                .map(|v| negotiate::json(StatusCode::OK, &v))
+                .ok_or_else(ApiError::path_not_found)
+        }
+        ["apis", group] => {
+            return api::discovery::api_group(group)
+                .map(|v| negotiate::json(StatusCode::OK, &v))
+                .ok_or_else(ApiError::path_not_found)
+        }
+        ["apis", group, version] => {
+            return api::discovery::resource_list(group, version)
+                .map(|v| negotiate::json(StatusCode::OK, &v))
+                .ok_or_else(ApiError::path_not_found)
+        }
+        _ => {}
+    }
+    let target = parse_target(&segs)?;
+    let _ = user;
+    resource_request(app, method, target, headers, query, body).await
+}
+
+/// Which object a resource path names (k8s.io/apiserver RequestInfoFactory).
+pub struct Target {
+    pub res: &'static Resource,
+    pub namespace: String,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+    pub watch_path: bool,
+}
+
+pub fn parse_target(segs: &[&str]) -> ApiResult<Target> {
+    let (group, version, mut rest): (&str, &str, &[&str]) = match segs {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::path_not_found()),
+    };
+    let mut watch_path = false;
+    if rest.first() == Some(&"watch") {
+        watch_path = true;
+        rest = &rest[1..];
+    }
+    let mut namespace = String::new();
+    if rest.first() == Some(&"namespaces") && rest.len() > 1 {
+        namespace = rest[1].to_string();
+        if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
+            rest = &rest[2..];
+        }
+    }
+    let (resource, name, sub) = match rest {
+        [r] => (*r, None, None),
+        [r, n] => (*r, Some(n.to_string()), None),
+        [r, n, s] => (*r, Some(n.to_string()), Some(s.to_string())),
+        _ => return Err(ApiError::path_not_found()),
+    };
+    let res = kinds::find(group, version, resource).ok_or_else(ApiError::path_not_found)?;
+    if !res.namespaced {
+        // `/api/v1/namespaces/x` names the namespace itself.
+        if res.kind == "Namespace" && name.is_none() && !namespace.is_empty() {
+            return Ok(Target {
+                res,
+                name: Some(namespace),
+                namespace: String::new(),
+                subresource: sub,
+                watch_path,
+            });
+        }
+        if !namespace.is_empty() && res.kind != "Namespace" {
+            return Err(ApiError::path_not_found());
+        }
+        namespace.clear();
+    }
+    Ok(Target {
+        res,
+        namespace,
+        name,
+        subresource: sub,
+        watch_path,
+    })
+}
+
+async fn read_body(body: Body) -> ApiResult<Bytes> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::request_entity_too_large(format!("Request entity too large: limit is {MAX_BODY}"))
+    })
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+fn field_validation(q: &Query) -> ApiResult<FieldValidation> {
+    match q.get("fieldValidation").unwrap_or("") {
+        "" | "Warn" => Ok(FieldValidation::Warn),
+        "Ignore" => Ok(FieldValidation::Ignore),
+        "Strict" => Ok(FieldValidation::Strict),
+        other => Err(ApiError::bad_request(format!("fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""))),
+    }
+}
+
+fn dry_run(q: &Query) -> ApiResult<bool> {
+    match q.get("dryRun") {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+        ))),
+    }
+}
+
+fn write_options(q: &Query, headers: &HeaderMap, apply: bool) -> ApiResult<WriteOptions> {
+    let manager = match q.get("fieldManager") {
+        Some(m) if !m.is_empty() => m.to_string(),
+        _ if apply => {
+            return Err(ApiError::invalid(
+                "meta.k8s.io",
+                "PatchOptions",
+                "",
+                &[api::validation::FieldError::required(
+                    "fieldManager",
+                    "is required for apply patch",
+                )],
+            ));
+        }
+        _ => {
+            let ua = headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("unknown");
+            ua.split('/').next().unwrap_or("unknown").to_string()
+        }
+    };
+    if manager.len() > 128 {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "PatchOptions",
+            "",
+            &[api::validation::FieldError::invalid(
+                "fieldManager",
+                &manager,
+                "must be no more than 128 characters",
+            )],
+        ));
+    }
+    Ok(WriteOptions {
+        dry_run: dry_run(q)?,
+        field_manager: manager,
+        ownership_recorded: false,
+    })
+}
+
+/// Problems fieldValidation reports: unknown fields (dropped) and duplicate keys.
+struct FieldProblems(Vec<String>);
+
+impl FieldProblems {
+    fn new(unknown: &[String], duplicates: &[String]) -> Self {
+        let mut v: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        v.extend(
+            duplicates
+                .iter()
+                .map(|f| format!("duplicate field \"{f}\"")),
+        );
+        FieldProblems(v)
+    }
+    /// Strict turns problems into a 400; Warn returns them as warnings.
+    fn check(self, mode: FieldValidation) -> ApiResult<Vec<String>> {
+        match mode {
+            _ if self.0.is_empty() => Ok(vec![]),
+            FieldValidation::Strict => Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                self.0.join(", ")
+            ))),
+            FieldValidation::Warn => Ok(self.0),
+            FieldValidation::Ignore => Ok(vec![]),
+        }
+    }
+}
+
+/// Checks apiVersion and kind of a body (filling them in when absent) and type-checks it.
+fn type_check(res: &Resource, mut obj: Value) -> ApiResult<(Value, Vec<String>)> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "Object 'Kind' is missing in '{}'",
+            if obj.is_null() {
+                "null".into()
+            } else {
+                "<non-object body>".to_string()
+            }
+        )));
+    }
+    let want_version = res.api_version();
+    match obj["apiVersion"].as_str() {
+        None | Some("") => obj["apiVersion"] = json!(want_version),
+        Some(v) if v == want_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!("the API version in the data ({v}) does not match the expected API version ({want_version})")));
+        }
+    }
+    match obj["kind"].as_str() {
+        None | Some("") => obj["kind"] = json!(res.kind),
+        Some(k) if k == res.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the object provided is unrecognized (must be of type {}): kind {k:?}",
+                res.kind
+            )))
+        }
+    }
+    res.strategy.roundtrip(obj).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {e}",
+            res.kind, res.version, res.kind
+        ))
+    })
+}
+
+fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let v = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(h) = HeaderValue::from_str(&v) {
+            r.headers_mut().append("Warning", h);
+        }
+    }
+    r
+}
+
+/// Removes what clients never see (kind/apiVersion of list items are implied by the list).
+fn list_item(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("kind");
+        m.remove("apiVersion");
+    }
+    o
+}
+
+fn partial_metadata(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
+fn encode_one(res: &Resource, obj: &Value, n: Negotiated, q: &Query) -> Value {
+    match n.transform {
+        Transform::Table => api::table::table(
+            res,
+            std::slice::from_ref(obj),
+            json!({"resourceVersion": object::resource_version(obj)}),
+            q.get("includeObject").unwrap_or("Metadata"),
+        ),
+        Transform::PartialMetadata => partial_metadata(obj),
+        Transform::None => obj.clone(),
+    }
+}
+
+pub fn list_options(q: &Query) -> ApiResult<ListOptions> {
+    let label_selector =
+        LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(|e| {
+            ApiError::bad_request(format!("unable to parse requirement: {e}").replace(
+                "unable to parse requirement: unable to parse requirement: ",
+                "unable to parse requirement: ",
+            ))
+        })?;
+    let field_selector = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
+        .map_err(ApiError::bad_request)?;
+    let limit = match q.get("limit") {
+        None | Some("") => 0,
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?
+            .max(0) as usize,
+    };
+    Ok(ListOptions {
+        label_selector,
+        field_selector,
+        limit,
+        continue_token: q
+            .get("continue")
+            .filter(|c| !c.is_empty())
+            .map(String::from),
+        resource_version: q.get("resourceVersion").map(String::from),
+        resource_version_match: q.get("resourceVersionMatch").map(String::from),
+    })
+}
+
+/// Every field selector term must name a field the kind supports.
+pub fn check_fields(res: &Resource, opts: &ListOptions) -> ApiResult<()> {
+    let probe = json!({});
+    for t in &opts.field_selector.terms {
+        if res.field_value(&probe, &t.field).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {}",
+                t.field
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn resource_request(
+    app: &App,
+    method: &Method,
+    t: Target,
+    headers: &HeaderMap,
+    q: &Query,
+    body: Body,
+) -> ApiResult<Response<Body>> {
+    let reg = &app.registry;
+    let res = t.res;
+    let ns = t.namespace.as_str();
+    if res.namespaced && ns.is_empty() && !(method == Method::GET && t.name.is_none()) {
+        return Err(ApiError::method_not_allowed());
+    }
+    let n = negotiate::negotiate(headers)?;
+    if let Some(sub) = &t.subresource {
+        if !(res.kind == "Namespace" && matches!(sub.as_str(), "status" | "finalize")) {
+            return Err(ApiError::path_not_found());
+        }
+    }
+    match (method.clone(), &t.name) {
+        (Method::GET, None) => {
+            let opts = list_options(q)?;
+            check_fields(res, &opts)?;
+            if t.watch_path || q.flag("watch") {
+                return crate::watch::serve(reg, res, ns, &opts, q, n).await;
+            }
+            let list = reg.list(res, ns, &opts).await?;
+            let mut meta = json!({"resourceVersion": list.resource_version.to_string()});
+            if let Some(c) = &list.continue_token {
+                meta["continue"] = json!(c);
+                meta["remainingItemCount"] = json!(list.remaining.unwrap_or(0));
+            }
+            let body = match n.transform {
+                Transform::Table => {
+                    let objs: Vec<Value> = list.items.iter().map(|o| (**o).clone()).collect();
+                    api::table::table(
+                        res,
+                        &objs,
+                        meta,
+                        q.get("includeObject").unwrap_or("Metadata"),
+                    )
+                }
+                Transform::PartialMetadata => {
+                    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": list.items.iter().map(|o| partial_metadata(o)).collect::<Vec<_>>()})
+                }
+                Transform::None => {
+                    json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": meta, "items": list.items.iter().map(|o| list_item(o)).collect::<Vec<_>>()})
+                }
+            };
+            Ok(negotiate::respond(StatusCode::OK, &body, n.format))
+        }
+        (Method::GET, Some(name)) => {
+            let obj = reg.get(res, ns, name).await?;
+            Ok(negotiate::respond(
+                StatusCode::OK,
+                &encode_one(res, &obj, n, q),
+                n.format,
+            ))
+        }
+        (Method::POST, None) => {
+            let bytes = read_body(body).await?;
+            let decoded = codec::decode(content_type(headers), &bytes, res.kind)?;
+            let (mut obj, unknown) = type_check(res, decoded.value)?;
+            let warnings =
+                FieldProblems::new(&unknown, &decoded.duplicates).check(field_validation(q)?)?;
+            if res.namespaced {
+                match object::namespace(&obj) {
+                    "" => object::set_meta(&mut obj, "namespace", ns),
+                    body_ns if body_ns != ns => {
+                        return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                    }
+                    _ => {}
+                }
+            }
+            let opts = write_options(q, headers, false)?;
+            let created = reg.create(res, ns, obj, &opts).await?;
+            Ok(with_warnings(
+                negotiate::respond(
+                    StatusCode::CREATED,
+                    &encode_one(res, &created, n, q),
+                    n.format,
+                ),
+                &warnings,
+            ))
+        }
+        (Method::PUT, Some(name)) => {
+            let bytes = read_body(body).await?;
+            let decoded = codec::decode(content_type(headers), &bytes, res.kind)?;
+            let (mut obj, unknown) = type_check(res, decoded.value)?;
+            let warnings =
+                FieldProblems::new(&unknown, &decoded.duplicates).check(field_validation(q)?)?;
+            check_name(res, &mut obj, ns, name)?;
+            let opts = write_options(q, headers, false)?;
+            let updated = match t.subresource.as_deref() {
+                Some("finalize") => finalize_namespace(reg, name, obj, &opts).await?,
+                Some("status") => {
+                    let current = reg.get(res, ns, name).await?;
+                    let mut new = (*current).clone();
+                    new["status"] = obj["status"].clone();
+                    reg.write_raw(res, ns, name, &current, Some(&new)).await?;
+                    reg.get(res, ns, name).await?.as_ref().clone()
+                }
+                _ => reg.update(res, ns, name, obj, &opts).await?,
+            };
+            Ok(with_warnings(
+                negotiate::respond(StatusCode::OK, &encode_one(res, &updated, n, q), n.format),
+                &warnings,
+            ))
+        }
+        (Method::PATCH, Some(name)) => {
+            let ct = content_type(headers).to_string();
+            let pt = PatchType::from_content_type(&ct)
+                .ok_or_else(|| ApiError::unsupported_media_type(&ct, patch::PATCH_CONTENT_TYPES))?;
+            let bytes = read_body(body).await?;
+            let mode = field_validation(q)?;
+            if pt == PatchType::Apply {
+                return apply_patch(app, res, ns, name, headers, q, &bytes, mode, n).await;
+            }
+            let opts = write_options(q, headers, false)?;
+            let mut warnings = Vec::new();
+            let patched = reg
+                .guaranteed_update(res, ns, name, &opts, |current| {
+                    let out = match pt {
+                        PatchType::Json => patch::json_patch(current, &bytes)?,
+                        PatchType::Merge => patch::merge_patch(current, &bytes)?,
+                        _ => patch::strategic_merge_patch(current, &bytes)?,
+                    };
+                    let (mut obj, unknown) = type_check(res, out)?;
+                    warnings = FieldProblems::new(&unknown, &[]).check(mode)?;
+                    check_name(res, &mut obj, ns, name)?;
+                    Ok(obj)
+                })
+                .await?;
+            Ok(with_warnings(
+                negotiate::respond(StatusCode::OK, &encode_one(res, &patched, n, q), n.format),
+                &warnings,
+            ))
+        }
+        (Method::DELETE, Some(name)) => {
+            let bytes = read_body(body).await?;
+            let opts = delete_options(q, &bytes)?;
+            match reg.delete(res, ns, name, &opts).await? {
+                DeleteOutcome::Deleted(obj) => Ok(negotiate::json(
+                    StatusCode::OK,
+                    &success_status(res.group, res.plural, name, object::uid(&obj)),
+                )),
+                DeleteOutcome::Pending(obj) => Ok(negotiate::respond(
+                    StatusCode::ACCEPTED,
+                    &encode_one(res, &obj, n, q),
+                    n.format,
+                )),
+            }
+        }
+        (Method::DELETE, None) => {
+            if res.kind == "Namespace" {
+                return Err(ApiError::method_not_supported(
+                    res.group,
+                    res.plural,
+                    "deletecollection",
+                ));
+            }
+            let bytes = read_body(body).await?;
+            let dopts = delete_options(q, &bytes)?;
+            let lopts = list_options(q)?;
+            check_fields(res, &lopts)?;
+            let list = reg
+                .list(
+                    res,
+                    ns,
+                    &ListOptions {
+                        limit: 0,
+                        continue_token: None,
+                        ..lopts
+                    },
+                )
+                .await?;
+            let mut deleted = Vec::new();
+            for obj in list.items {
+                match reg
+                    .delete(res, object::namespace(&obj), object::name(&obj), &dopts)
+                    .await
+                {
+                    Ok(DeleteOutcome::Deleted(o)) | Ok(DeleteOutcome::Pending(o)) => {
+                        deleted.push(list_item(&o))
+                    }
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let body = json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {"resourceVersion": reg.cache.current_revision().to_string()}, "items": deleted});
+            Ok(negotiate::json(StatusCode::OK, &body))
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_patch(
+    app: &App,
+    res: &Resource,
+    ns: &str,
+    name: &str,
+    headers: &HeaderMap,
+    q: &Query,
+    bytes: &[u8],
+    mode: FieldValidation,
+    n: Negotiated,
+) -> ApiResult<Response<Body>> {
+    let opts = write_options(q, headers, true)?;
+    let value: Value = if bytes.first() == Some(&b'{') {
+        codec::decode_json(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+            .value
+    } else {
+        serde_norway::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+    };
+    for field in ["apiVersion", "kind"] {
+        if value[field].as_str().unwrap_or_default().is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "invalid object type: {}",
+                if field == "kind" {
+                    "kind not set"
+                } else {
+                    "apiVersion not set"
+                }
+            )));
+        }
+    }
+    let (mut applied, unknown) = type_check(res, value)?;
+    let warnings = FieldProblems::new(&unknown, &[]).check(mode)?;
+    check_name(res, &mut applied, ns, name)?;
+    let force = q.flag("force");
+    let (obj, created) = app
+        .registry
+        .apply(res, ns, name, &applied, force, &opts)
+        .await?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(with_warnings(
+        negotiate::respond(code, &encode_one(res, &obj, n, q), n.format),
+        &warnings,
+    ))
+}
+
+/// The body's name must match the URL; its namespace must match or be empty (then filled in).
+fn check_name(res: &Resource, obj: &mut Value, ns: &str, name: &str) -> ApiResult<()> {
+    let body_name = object::name(obj);
+    if body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    if res.namespaced {
+        match object::namespace(obj) {
+            "" => object::set_meta(obj, "namespace", ns),
+            body_ns if body_ns != ns => {
+                return Err(ApiError::bad_request(format!("the namespace of the object ({body_ns}) does not match the namespace on the URL ({ns})")));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn delete_options(q: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
+    let opts: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        codec::decode_json(body)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "DeleteOptions in version \"v1\" cannot be handled as a DeleteOptions: {e}"
+                ))
+            })?
+            .value
+    };
+    let policy = q
+        .get("propagationPolicy")
+        .map(String::from)
+        .or_else(|| opts["propagationPolicy"].as_str().map(String::from));
+    if let Some(p) = policy.as_deref() {
+        if !matches!(p, "Foreground" | "Background" | "Orphan") {
+            return Err(ApiError::invalid(
+                "meta.k8s.io",
+                "DeleteOptions",
+                "",
+                &[api::validation::FieldError::not_supported(
+                    "propagationPolicy",
+                    p,
+                    &["Foreground", "Background", "Orphan", "nil"],
+                )],
+            ));
+        }
+    }
+    let dry = dry_run(q)?
+        || opts["dryRun"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "All"));
+    Ok(DeleteOptions {
+        dry_run: dry,
+        precondition_uid: opts["preconditions"]["uid"].as_str().map(String::from),
+        precondition_rv: opts["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(String::from),
+    })
+}
+
+/// PUT namespaces/NAME/finalize: sets spec.finalizers; a terminating namespace whose
+/// finalizers are all gone is removed.
+async fn finalize_namespace(
+    reg: &Registry,
+    name: &str,
+    obj: Value,
+    opts: &WriteOptions,
+) -> ApiResult<Value> {
+    let res = &kinds::NAMESPACES;
+    let current = reg.get(res, "", name).await?;
+    let mut new = (*current).clone();
+    new["spec"]["finalizers"] = obj["spec"]["finalizers"].clone();
+    if opts.dry_run {
+        return Ok(new);
+    }
+    let done = object::is_deleting(&new)
+        && new["spec"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty())
+        && object::finalizers(&new).is_empty();
+    reg.write_raw(
+        res,
+        "",
+        name,
+        &current,
+        if done { None } else { Some(&new) },
+    )
+    .await?;
+    Ok(new)
+}
