@@ -152,9 +152,11 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             }
             o
         }
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "no kind \"{kind}\" is registered for version \"{api_version}\" in scheme \"protobuf\""
-        )),
+        ))
+        }
     };
     obj["apiVersion"] = json!(api_version);
     obj["kind"] = json!(kind);

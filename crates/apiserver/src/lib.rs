@@ -36,20 +36,13 @@ pub fn client_url(listen: SocketAddr) -> String {
 /// Runs the API server until the process is stopped.
 pub async fn run(cfg: Config) -> Result<()> {
     pki::private_dir(&cfg.data_dir)?;
-    let pki = pki::Pki::ensure(&cfg.data_dir.join("pki"), &[cfg.listen.ip()])?;
+    // Bind first, so that port 0 works and the kubeconfig names the real port.
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let listen = listener.local_addr()?;
+    let pki = pki::Pki::ensure(&cfg.data_dir.join("pki"), &[listen.ip()])?;
     let (cert, key) = pki.admin_credentials()?;
-    let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");
-    pki::write_private(
-        &kubeconfig_path,
-        pki::kubeconfig(
-            &client_url(cfg.listen),
-            &pki.ca_cert_pem,
-            "admin",
-            &cert,
-            &key,
-        )
-        .as_bytes(),
-    )?;
 
     let store: Arc<dyn store::Store> =
         store::SqliteStore::open(&cfg.data_dir.join("state.db")).context("opening the store")?;
@@ -76,11 +69,12 @@ pub async fn run(cfg: Config) -> Result<()> {
     let router = axum::Router::new()
         .fallback(handler::handle)
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("listening on {}", cfg.listen))?;
     let tls = server::tls_config(&pki)?;
-    tracing::info!(listen = %cfg.listen, "lockbox API server ready");
+    // The kubeconfig is written last: once it exists, the server answers.
+    let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");
+    let kubeconfig = pki::kubeconfig(&client_url(listen), &pki.ca_cert_pem, "admin", &cert, &key);
+    pki::write_private(&kubeconfig_path, kubeconfig.as_bytes())?;
+    tracing::info!(%listen, "lockbox API server ready");
     println!("export KUBECONFIG={}", kubeconfig_path.display());
     server::serve(listener, tls, router).await
 }

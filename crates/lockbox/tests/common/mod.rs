@@ -1,0 +1,170 @@
+//! Starts a real `lockbox up` on a fresh data dir and a free port, and hands out clients.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Server {
+            log: dir.path().join("server.log"),
+            dir,
+            child: None,
+        };
+        s.launch().await;
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir().join("admin.kubeconfig")
+    }
+
+    /// Starts (or restarts) the process and waits until /readyz answers.
+    pub async fn launch(&mut self) {
+        let _ = std::fs::remove_file(self.kubeconfig());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_lockbox"))
+            .args(["up", "--data-dir"])
+            .arg(self.data_dir())
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn lockbox");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.kubeconfig().exists() {
+                if let Ok(c) = self.try_client().await {
+                    if c.request_text(http::Request::get("/readyz").body(vec![]).unwrap())
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lockbox did not become ready:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    async fn try_client(&self) -> Result<kube::Client, Box<dyn std::error::Error>> {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig())?;
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?;
+        Ok(kube::Client::try_from(cfg)?)
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        self.try_client().await.expect("client")
+    }
+
+    /// A client with no credentials: TLS to the same server, trusting its CA.
+    pub async fn anonymous_client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).unwrap();
+        let mut cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .unwrap();
+        cfg.auth_info = Default::default();
+        kube::Client::try_from(cfg).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The kubectl binaries to test with: every `kubectl.1.NN` next to the `kubectl` on PATH, or
+/// the plain `kubectl` when there are none.
+pub fn kubectls() -> Vec<PathBuf> {
+    let Some(kubectl) = which("kubectl") else {
+        return vec![];
+    };
+    let real = std::fs::canonicalize(&kubectl).unwrap_or(kubectl.clone());
+    let dir = real.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("kubectl.1."))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    if found.is_empty() {
+        found.push(kubectl);
+    }
+    found
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A raw request: (status, Warning headers, body parsed as JSON or as a string).
+pub async fn raw(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, Vec<String>, serde_json::Value) {
+    let mut req = http::Request::builder().method(method).uri(path);
+    if !content_type.is_empty() {
+        req = req.header("Content-Type", content_type);
+    }
+    let req = req.body(kube::client::Body::from(body.to_vec())).unwrap();
+    let resp = client.send(req).await.expect("send");
+    let status = resp.status().as_u16();
+    let warnings = resp
+        .headers()
+        .get_all("Warning")
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default().to_string())
+        .collect();
+    let bytes = resp.into_body().collect_bytes().await.expect("body");
+    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    });
+    (status, warnings, value)
+}
