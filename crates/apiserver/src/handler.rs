@@ -92,15 +92,15 @@ fn discovery_response(headers: &HeaderMap, core: bool) -> Response<Body> {
         .unwrap_or("");
     // The first aggregated version the client lists wins; kubectl 1.27–1.29 know only v2beta1.
     for range in accept.split(',') {
-        let is = |v: &str| {
-            range.contains("as=APIGroupDiscoveryList")
-                && range.contains("g=apidiscovery.k8s.io")
-                && range.contains(&format!("v={v}"))
-        };
+        let params: Vec<&str> = range.split(';').map(str::trim).collect();
+        let has = |p: &str| params.contains(&p);
+        if !(has("as=APIGroupDiscoveryList") && has("g=apidiscovery.k8s.io")) {
+            continue;
+        }
         for version in ["v2", "v2beta1"] {
-            if is(version) {
-                let mut r =
-                    negotiate::json(StatusCode::OK, &api::discovery::aggregated(core, version));
+            if has(&format!("v={version}")) {
+                let body = api::discovery::aggregated(core, version);
+                let mut r = negotiate::json(StatusCode::OK, &body);
                 let ct = format!(
                     "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
                 );
