@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and integration tests (kube-rs and every bundled kubectl against a
+# real `lockbox up`), then the seed's acceptance scenario, gated on the checks that must pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --locked --bin lockbox
+cargo test --locked --workspace
+scripts/seed-gate.sh target/debug/lockbox
