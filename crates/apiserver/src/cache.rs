@@ -52,10 +52,13 @@ pub struct CacheEvent {
 pub struct Entry {
     pub mod_revision: i64,
     pub object: Decoded,
+    /// Read with a key other than the current write key: a rewrite would re-encrypt it.
+    pub stale: bool,
 }
 
-/// Turns stored bytes into an object: value transformer, then codec, then resourceVersion.
-pub type DecodeFn = Arc<dyn Fn(&str, &[u8], i64) -> Decoded + Send + Sync>;
+/// Turns stored bytes into an object (value transformer, then codec, then resourceVersion),
+/// and says whether they were stale.
+pub type DecodeFn = Arc<dyn Fn(&str, &[u8], i64) -> (Decoded, bool) + Send + Sync>;
 
 struct State {
     objects: BTreeMap<String, Entry>,
@@ -83,12 +86,13 @@ impl WatchCache {
         let all = store.range("/registry/", None, 0).await?;
         let mut objects = BTreeMap::new();
         for kv in all.kvs {
-            let obj = decode(&kv.key, &kv.value, kv.mod_revision);
+            let (object, stale) = decode(&kv.key, &kv.value, kv.mod_revision);
             objects.insert(
                 kv.key,
                 Entry {
                     mod_revision: kv.mod_revision,
-                    object: obj,
+                    object,
+                    stale,
                 },
             );
         }
@@ -153,12 +157,13 @@ impl WatchCache {
             let prev = state.objects.get(&key).map(|e| e.object.clone());
             let (kind, object) = match ev.kind {
                 EventKind::Put => {
-                    let obj = decode(&key, &ev.kv.value, ev.kv.mod_revision);
+                    let (obj, stale) = decode(&key, &ev.kv.value, ev.kv.mod_revision);
                     state.objects.insert(
                         key.clone(),
                         Entry {
                             mod_revision: ev.kv.mod_revision,
                             object: obj.clone(),
+                            stale,
                         },
                     );
                     (
@@ -174,7 +179,7 @@ impl WatchCache {
                     state.objects.remove(&key);
                     (
                         EventType::Deleted,
-                        decode(&key, &ev.kv.value, ev.kv.mod_revision),
+                        decode(&key, &ev.kv.value, ev.kv.mod_revision).0,
                     )
                 }
             };
@@ -265,6 +270,7 @@ impl WatchCache {
                         Entry {
                             mod_revision: rv,
                             object: prev.clone(),
+                            stale: false,
                         },
                     );
                 }

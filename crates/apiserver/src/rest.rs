@@ -79,15 +79,28 @@ pub fn namespace_prefixes(ns: &str) -> Vec<String> {
 impl Registry {
     /// The decode function the watch cache uses: transformer, then JSON, then resourceVersion.
     pub fn decoder(transformer: Arc<dyn Transformer>) -> crate::cache::DecodeFn {
-        Arc::new(move |key: &str, bytes: &[u8], rev: i64| -> Decoded {
-            let (plain, _) = transformer
-                .transform_from_storage(bytes, key)
-                .map_err(|e| format!("failed to decrypt data for {key}: {e}"))?;
-            let mut obj: Value = serde_json::from_slice(&plain)
-                .map_err(|e| format!("failed to decode {key}: {e}"))?;
-            object::set_meta(&mut obj, "resourceVersion", rev.to_string());
-            Ok(Arc::new(obj))
-        })
+        Arc::new(
+            move |key: &str, bytes: &[u8], rev: i64| -> (Decoded, bool) {
+                let (plain, info) = match transformer.transform_from_storage(bytes, key) {
+                    Ok(r) => r,
+                    // Names the object and the failure; never the data.
+                    Err(e) => {
+                        return (
+                            Err(format!("unable to transform key \"{key}\": {e}")),
+                            false,
+                        )
+                    }
+                };
+                let obj = serde_json::from_slice::<Value>(&plain).map(|mut obj| {
+                    object::set_meta(&mut obj, "resourceVersion", rev.to_string());
+                    Arc::new(obj)
+                });
+                (
+                    obj.map_err(|e| format!("unable to decode key \"{key}\": {e}")),
+                    info.stale,
+                )
+            },
+        )
     }
 
     fn encode(&self, key: &str, obj: &Value) -> ApiResult<bytes::Bytes> {

@@ -6,6 +6,10 @@
 //! nothing else has to know about: only this crate ever sees a Secret's plaintext on its way to
 //! storage. For now the only transformer is identity; the encryption providers plug in here.
 
+pub mod config;
+pub mod prefix;
+pub mod providers;
+
 use bytes::Bytes;
 
 #[derive(Debug, thiserror::Error)]
