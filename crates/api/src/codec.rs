@@ -28,27 +28,17 @@ pub fn media_type(content_type: &str) -> &str {
 
 /// Decodes a body; `kind` names the expected kind in error messages.
 pub fn decode(content_type: &str, body: &[u8], kind: &str) -> Result<Decoded, ApiError> {
-    let cannot = |e: String| {
-        ApiError::bad_request(format!(
-            "{kind} in version \"v1\" cannot be handled as a {kind}: {e}"
-        ))
-    };
+    let cannot = |e: String| ApiError::bad_request(format!("{kind} in version \"v1\" cannot be handled as a {kind}: {e}"));
     match media_type(content_type) {
         "" | JSON | "*/*" => decode_json(body).map_err(cannot),
         YAML | "application/x-yaml" | "text/yaml" | "application/apply-patch+yaml" => {
             // YAML is a superset of JSON; serde_norway rejects duplicate keys itself.
             let value: Value = serde_norway::from_slice(body).map_err(|e| cannot(e.to_string()))?;
-            Ok(Decoded {
-                value,
-                duplicates: vec![],
-            })
+            Ok(Decoded { value, duplicates: vec![] })
         }
         crate::protobuf::CONTENT_TYPE => {
             let value = crate::protobuf::decode(body).map_err(|e| ApiError::bad_request(e))?;
-            Ok(Decoded {
-                value,
-                duplicates: vec![],
-            })
+            Ok(Decoded { value, duplicates: vec![] })
         }
         other => Err(ApiError::unsupported_media_type(other, BODY_TYPES)),
     }
@@ -57,17 +47,9 @@ pub fn decode(content_type: &str, body: &[u8], kind: &str) -> Result<Decoded, Ap
 pub fn decode_json(body: &[u8]) -> Result<Decoded, String> {
     let dups = RefCell::new(Vec::new());
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value = DupCheck {
-        path: String::new(),
-        dups: &dups,
-    }
-    .deserialize(&mut de)
-    .map_err(|e| e.to_string())?;
+    let value = DupCheck { path: String::new(), dups: &dups }.deserialize(&mut de).map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
-    Ok(Decoded {
-        value,
-        duplicates: dups.into_inner(),
-    })
+    Ok(Decoded { value, duplicates: dups.into_inner() })
 }
 
 struct DupCheck<'a> {
@@ -97,9 +79,7 @@ impl<'de> Visitor<'de> for DupCheck<'_> {
         Ok(Value::from(v))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v)
-            .map(Value::Number)
-            .unwrap_or(Value::Null))
+        Ok(serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_string()))
@@ -116,10 +96,7 @@ impl<'de> Visitor<'de> for DupCheck<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::new();
         let mut i = 0;
-        while let Some(v) = seq.next_element_seed(DupCheck {
-            path: format!("{}[{i}]", self.path),
-            dups: self.dups,
-        })? {
+        while let Some(v) = seq.next_element_seed(DupCheck { path: format!("{}[{i}]", self.path), dups: self.dups })? {
             out.push(v);
             i += 1;
         }
@@ -128,15 +105,8 @@ impl<'de> Visitor<'de> for DupCheck<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let path = if self.path.is_empty() {
-                key.clone()
-            } else {
-                format!("{}.{key}", self.path)
-            };
-            let v = map.next_value_seed(DupCheck {
-                path: path.clone(),
-                dups: self.dups,
-            })?;
+            let path = if self.path.is_empty() { key.clone() } else { format!("{}.{key}", self.path) };
+            let v = map.next_value_seed(DupCheck { path: path.clone(), dups: self.dups })?;
             if out.insert(key, v).is_some() {
                 self.dups.borrow_mut().push(path);
             }
@@ -158,18 +128,10 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_bad_requests() {
-        for (ct, body) in [
-            (JSON, &b"{"[..]),
-            (JSON, b"{} x"),
-            (YAML, b"a: [1"),
-            (crate::protobuf::CONTENT_TYPE, b"nope"),
-        ] {
+        for (ct, body) in [(JSON, &b"{"[..]), (JSON, b"{} x"), (YAML, b"a: [1"), (crate::protobuf::CONTENT_TYPE, b"nope")] {
             let e = decode(ct, body, "ConfigMap").err().unwrap();
             assert_eq!(e.code, 400, "{ct}");
         }
-        assert_eq!(
-            decode("text/plain", b"x", "ConfigMap").err().unwrap().code,
-            415
-        );
+        assert_eq!(decode("text/plain", b"x", "ConfigMap").err().unwrap().code, 415);
     }
 }

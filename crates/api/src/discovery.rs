@@ -5,41 +5,17 @@ use serde_json::{json, Value};
 
 use crate::kinds::{self, Resource};
 
-const ALL_VERBS: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 pub fn verbs(r: &Resource) -> Vec<&'static str> {
     // Namespaces cannot be deleted as a collection in Kubernetes.
-    ALL_VERBS
-        .iter()
-        .copied()
-        .filter(|v| !(r.kind == "Namespace" && *v == "deletecollection"))
-        .collect()
+    ALL_VERBS.iter().copied().filter(|v| !(r.kind == "Namespace" && *v == "deletecollection")).collect()
 }
 
 /// Subresources: (name, responseKind group, version, kind, verbs).
-fn subresources(
-    r: &Resource,
-) -> Vec<(
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static [&'static str],
-)> {
+fn subresources(r: &Resource) -> Vec<(&'static str, &'static str, &'static str, &'static str, &'static [&'static str])> {
     match r.kind {
-        "Namespace" => vec![
-            ("finalize", "", "v1", "Namespace", &["update"]),
-            ("status", "", "v1", "Namespace", &["get", "patch", "update"]),
-        ],
+        "Namespace" => vec![("finalize", "", "v1", "Namespace", &["update"]), ("status", "", "v1", "Namespace", &["get", "patch", "update"])],
         _ => vec![],
     }
 }
@@ -100,10 +76,7 @@ pub fn api_versions() -> Value {
 }
 
 fn group_entry(group: &str, versions: &[&str]) -> Value {
-    let vs: Vec<Value> = versions
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-        .collect();
+    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
     json!({"name": group, "versions": vs, "preferredVersion": vs[0]})
 }
 
@@ -126,22 +99,17 @@ pub fn api_group_list() -> Value {
 }
 
 pub fn api_group(group: &str) -> Option<Value> {
-    groups()
-        .into_iter()
-        .find(|(g, _)| *g == group)
-        .map(|(g, vs)| {
-            let mut v = group_entry(g, &vs);
-            v["kind"] = json!("APIGroup");
-            v["apiVersion"] = json!("v1");
-            v
-        })
+    groups().into_iter().find(|(g, _)| *g == group).map(|(g, vs)| {
+        let mut v = group_entry(g, &vs);
+        v["kind"] = json!("APIGroup");
+        v["apiVersion"] = json!("v1");
+        v
+    })
 }
 
 /// The legacy APIResourceList of one group-version, or None if it is not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let (_, _, rs) = kinds::group_versions()
-        .into_iter()
-        .find(|(g, v, _)| *g == group && *v == version)?;
+    let (_, _, rs) = kinds::group_versions().into_iter().find(|(g, v, _)| *g == group && *v == version)?;
     let mut resources = Vec::new();
     for r in rs {
         let mut v = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs(r)});
@@ -156,12 +124,6 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             resources.push(json!({"name": format!("{}/{name}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": k, "verbs": verbs}));
         }
     }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    Some(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
-    )
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }

@@ -21,18 +21,7 @@ pub type FieldSet = BTreeSet<FieldPath>;
 
 /// Map-typed fields, whose FieldsV1 node carries a `.` member for the map itself.
 fn is_map_field(name: &str) -> bool {
-    matches!(
-        name,
-        "labels"
-            | "annotations"
-            | "data"
-            | "binaryData"
-            | "stringData"
-            | "matchLabels"
-            | "nodeSelector"
-            | "limits"
-            | "requests"
-    )
+    matches!(name, "labels" | "annotations" | "data" | "binaryData" | "stringData" | "matchLabels" | "nodeSelector" | "limits" | "requests")
 }
 
 /// Top-level and metadata fields that belong to nobody.
@@ -163,9 +152,7 @@ pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
             cur.get(f)?
         } else if let Some(k) = seg.strip_prefix("k:") {
             let want: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur.as_array()?
-                .iter()
-                .find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)))?
+            cur.as_array()?.iter().find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)))?
         } else if let Some(v) = seg.strip_prefix("v:") {
             let want: Value = serde_json::from_str(v).ok()?;
             cur.as_array()?.iter().find(|item| **item == want)?
@@ -189,10 +176,7 @@ fn remove_at(obj: &mut Value, path: &[String]) {
             let Ok(want) = serde_json::from_str::<Map<String, Value>>(k) else {
                 return;
             };
-            cur.as_array_mut().and_then(|a| {
-                a.iter_mut()
-                    .find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)))
-            })
+            cur.as_array_mut().and_then(|a| a.iter_mut().find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv))))
         } else {
             None
         };
@@ -206,10 +190,7 @@ fn remove_at(obj: &mut Value, path: &[String]) {
             m.remove(f);
         }
     } else if let Some(k) = last.strip_prefix("k:") {
-        if let (Ok(want), Some(a)) = (
-            serde_json::from_str::<Map<String, Value>>(k),
-            cur.as_array_mut(),
-        ) {
+        if let (Ok(want), Some(a)) = (serde_json::from_str::<Map<String, Value>>(k), cur.as_array_mut()) {
             a.retain(|item| !want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)));
         }
     } else if let Some(v) = last.strip_prefix("v:") {
@@ -289,22 +270,13 @@ fn changed_fields(old: Option<&Value>, new: &Value) -> (FieldSet, FieldSet) {
         return (new_set, FieldSet::new());
     };
     let old_set = fields_of(old);
-    let changed = new_set
-        .iter()
-        .filter(|p| {
-            !old_set.contains(*p) || value_at(old, p) != value_at(new, p) && !is_container(new, p)
-        })
-        .cloned()
-        .collect();
+    let changed = new_set.iter().filter(|p| !old_set.contains(*p) || value_at(old, p) != value_at(new, p) && !is_container(new, p)).cloned().collect();
     let removed = old_set.difference(&new_set).cloned().collect();
     (changed, removed)
 }
 
 fn is_container(obj: &Value, p: &[String]) -> bool {
-    matches!(
-        value_at(obj, p),
-        Some(Value::Object(_)) | Some(Value::Array(_))
-    ) && p.last().is_some_and(|s| !s.starts_with("v:"))
+    matches!(value_at(obj, p), Some(Value::Object(_)) | Some(Value::Array(_))) && p.last().is_some_and(|s| !s.starts_with("v:"))
 }
 
 /// Records an Update by `manager` that turned `old` into `new` (None: a create).
@@ -314,15 +286,11 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, res: &
     // it is well formed; lockbox always recomputes ownership from the stored entries.
     let (changed, removed) = changed_fields(old, new);
     for e in list.iter_mut() {
-        e.fields
-            .retain(|p| !changed.contains(p) && !removed.iter().any(|r| p.starts_with(r)));
+        e.fields.retain(|p| !changed.contains(p) && !removed.iter().any(|r| p.starts_with(r)));
     }
     if !changed.is_empty() {
         let api_version = res.api_version();
-        match list
-            .iter_mut()
-            .find(|e| e.manager == manager && e.operation == "Update" && e.subresource.is_empty())
-        {
+        match list.iter_mut().find(|e| e.manager == manager && e.operation == "Update" && e.subresource.is_empty()) {
             Some(e) => {
                 e.fields.extend(changed);
                 e.time = crate::object::now_rfc3339();
@@ -403,21 +371,12 @@ fn merge_applied(target: &mut Value, applied: &Value, names: &mut Vec<String>) {
 
 /// Server-side apply of `applied` by `manager` onto `current` (None: create). Returns the new
 /// object with managedFields set, or a 409 naming the conflicting fields and managers.
-pub fn apply(
-    current: Option<&Value>,
-    applied: &Value,
-    manager: &str,
-    force: bool,
-    res: &Resource,
-) -> Result<Value, ApiError> {
+pub fn apply(current: Option<&Value>, applied: &Value, manager: &str, force: bool, res: &Resource) -> Result<Value, ApiError> {
     let applied_set = fields_of(applied);
     let mut list = current.map(entries).unwrap_or_default();
     let mut conflicts: Vec<(String, String, FieldPath)> = Vec::new();
     if let Some(cur) = current {
-        for e in list
-            .iter()
-            .filter(|e| !(e.manager == manager && e.operation == "Apply"))
-        {
+        for e in list.iter().filter(|e| !(e.manager == manager && e.operation == "Apply")) {
             for p in e.fields.intersection(&applied_set) {
                 if is_container(applied, p) {
                     continue;
@@ -429,29 +388,13 @@ pub fn apply(
         }
     }
     if !conflicts.is_empty() && !force {
-        return Err(conflict_error(
-            &conflicts,
-            res,
-            crate::object::name(applied),
-        ));
+        return Err(conflict_error(&conflicts, res, crate::object::name(applied)));
     }
     let mut obj = current.cloned().unwrap_or_else(|| json!({}));
     // Fields this manager applied before and no longer declares go, unless someone else owns them.
-    if let Some(previous) = list
-        .iter()
-        .find(|e| e.manager == manager && e.operation == "Apply")
-    {
-        let others: FieldSet = list
-            .iter()
-            .filter(|e| !(e.manager == manager && e.operation == "Apply"))
-            .flat_map(|e| e.fields.iter().cloned())
-            .collect();
-        let mut dropped: Vec<FieldPath> = previous
-            .fields
-            .difference(&applied_set)
-            .filter(|p| !others.contains(*p))
-            .cloned()
-            .collect();
+    if let Some(previous) = list.iter().find(|e| e.manager == manager && e.operation == "Apply") {
+        let others: FieldSet = list.iter().filter(|e| !(e.manager == manager && e.operation == "Apply")).flat_map(|e| e.fields.iter().cloned()).collect();
+        let mut dropped: Vec<FieldPath> = previous.fields.difference(&applied_set).filter(|p| !others.contains(*p)).cloned().collect();
         dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
         for p in dropped {
             remove_at(&mut obj, &p);
@@ -477,11 +420,7 @@ pub fn apply(
     Ok(obj)
 }
 
-fn conflict_error(
-    conflicts: &[(String, String, FieldPath)],
-    res: &Resource,
-    name: &str,
-) -> ApiError {
+fn conflict_error(conflicts: &[(String, String, FieldPath)], res: &Resource, name: &str) -> ApiError {
     let who = |m: &str, v: &str| format!("\"{m}\" using {v}");
     let body = if conflicts.len() == 1 {
         let (m, v, p) = &conflicts[0];
@@ -489,10 +428,7 @@ fn conflict_error(
     } else {
         let mut by_manager: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (m, v, p) in conflicts {
-            by_manager
-                .entry(who(m, v))
-                .or_default()
-                .push(path_string(p));
+            by_manager.entry(who(m, v)).or_default().push(path_string(p));
         }
         let mut s = String::from("conflicts with");
         if by_manager.len() == 1 {
@@ -513,21 +449,14 @@ fn conflict_error(
     };
     let n = conflicts.len();
     let mut e = ApiError::conflict(res.group, res.plural, name, "");
-    e.message = format!(
-        "Apply failed with {n} conflict{}: {body}",
-        if n == 1 { "" } else { "s" }
-    );
+    e.message = format!("Apply failed with {n} conflict{}: {body}", if n == 1 { "" } else { "s" });
     e.details = Some(Details {
         name: name.into(),
         group: res.group.into(),
         kind: res.plural.into(),
         causes: conflicts
             .iter()
-            .map(|(m, v, p)| Cause {
-                reason: "FieldManagerConflict".into(),
-                message: format!("conflict with {}", who(m, v)),
-                field: path_string(p),
-            })
+            .map(|(m, v, p)| Cause { reason: "FieldManagerConflict".into(), message: format!("conflict with {}", who(m, v)), field: path_string(p) })
             .collect(),
         retry_after_seconds: None,
     });
@@ -544,10 +473,7 @@ mod tests {
         let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "labels": {"app": "x"}}, "data": {"k": "v"}});
         let set = fields_of(&obj);
         let v1 = to_fields_v1(&set);
-        assert_eq!(
-            v1,
-            json!({"f:data": {".": {}, "f:k": {}}, "f:metadata": {"f:labels": {".": {}, "f:app": {}}}})
-        );
+        assert_eq!(v1, json!({"f:data": {".": {}, "f:k": {}}, "f:metadata": {"f:labels": {".": {}, "f:app": {}}}}));
         assert_eq!(from_fields_v1(&v1), set);
     }
 
@@ -558,18 +484,12 @@ mod tests {
         let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "other"}});
         let e = apply(Some(&created), &applied, "kubectl", false, &CONFIGMAPS).unwrap_err();
         assert_eq!(e.code, 409);
-        assert_eq!(
-            e.message,
-            "Apply failed with 1 conflict: conflict with \"kubectl-create\" using v1: .data.k"
-        );
+        assert_eq!(e.message, "Apply failed with 1 conflict: conflict with \"kubectl-create\" using v1: .data.k");
         let forced = apply(Some(&created), &applied, "kubectl", true, &CONFIGMAPS).unwrap();
         assert_eq!(forced["data"]["k"], "other");
         // The old manager keeps only the map itself; the forced field moved to the applier.
         let mf = forced["metadata"]["managedFields"].as_array().unwrap();
-        let create = mf
-            .iter()
-            .find(|e| e["manager"] == "kubectl-create")
-            .unwrap();
+        let create = mf.iter().find(|e| e["manager"] == "kubectl-create").unwrap();
         assert_eq!(create["fieldsV1"], json!({"f:data": {}}));
         let applier = mf.iter().find(|e| e["manager"] == "kubectl").unwrap();
         assert_eq!(applier["operation"], "Apply");
@@ -581,22 +501,8 @@ mod tests {
 
     #[test]
     fn apply_removes_fields_no_longer_declared() {
-        let first = apply(
-            None,
-            &json!({"metadata": {"name": "a"}, "data": {"a": "1", "b": "2"}}),
-            "m",
-            false,
-            &CONFIGMAPS,
-        )
-        .unwrap();
-        let second = apply(
-            Some(&first),
-            &json!({"metadata": {"name": "a"}, "data": {"a": "1"}}),
-            "m",
-            false,
-            &CONFIGMAPS,
-        )
-        .unwrap();
+        let first = apply(None, &json!({"metadata": {"name": "a"}, "data": {"a": "1", "b": "2"}}), "m", false, &CONFIGMAPS).unwrap();
+        let second = apply(Some(&first), &json!({"metadata": {"name": "a"}, "data": {"a": "1"}}), "m", false, &CONFIGMAPS).unwrap();
         assert_eq!(second["data"], json!({"a": "1"}));
     }
 }

@@ -38,11 +38,7 @@ pub fn register<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) {
 
 /// The name of a kind's schema, as Kubernetes names it (`io.k8s.api.core.v1.ConfigMap`).
 pub fn schema_name(r: &Resource) -> String {
-    let group = if r.group.is_empty() {
-        "core".to_string()
-    } else {
-        r.group.split('.').next().unwrap_or_default().to_string()
-    };
+    let group = if r.group.is_empty() { "core".to_string() } else { r.group.split('.').next().unwrap_or_default().to_string() };
     format!("io.k8s.api.{group}.{}.{}", r.version, r.kind)
 }
 
@@ -81,9 +77,7 @@ impl Resource {
     pub fn field_value(&self, obj: &Value, field: &str) -> Option<String> {
         match field {
             "metadata.name" => Some(crate::object::name(obj).to_string()),
-            "metadata.namespace" if self.namespaced => {
-                Some(crate::object::namespace(obj).to_string())
-            }
+            "metadata.namespace" if self.namespaced => Some(crate::object::namespace(obj).to_string()),
             f if self.selectable_fields.contains(&f) => Some(self.strategy.field_value(obj, f)),
             _ => None,
         }
@@ -116,10 +110,7 @@ pub trait Strategy: Sync {
         &crate::table::DEFAULT_COLUMNS
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        vec![
-            json!(crate::object::name(obj)),
-            json!(crate::object::age(obj)),
-        ]
+        vec![json!(crate::object::name(obj)), json!(crate::object::age(obj))]
     }
     fn field_value(&self, _obj: &Value, _field: &str) -> String {
         String::new()
@@ -128,9 +119,7 @@ pub trait Strategy: Sync {
 
 /// Deserialises into the k8s-openapi type and back: type errors surface here, and fields the
 /// type does not have are dropped and reported (for fieldValidation).
-fn roundtrip_as<T: serde::de::DeserializeOwned + serde::Serialize>(
-    obj: Value,
-) -> Result<(Value, Vec<String>), String> {
+fn roundtrip_as<T: serde::de::DeserializeOwned + serde::Serialize>(obj: Value) -> Result<(Value, Vec<String>), String> {
     let typed: T = serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
     let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
     let mut unknown = Vec::new();
@@ -142,11 +131,7 @@ fn unknown_fields(input: &Value, kept: &Value, path: &str, out: &mut Vec<String>
     match (input, kept) {
         (Value::Object(i), Value::Object(k)) => {
             for (key, v) in i {
-                let p = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
+                let p = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
                 match k.get(key) {
                     Some(kv) => unknown_fields(v, kv, &p, out),
                     None if !v.is_null() && !is_empty_container(v) => out.push(p),
@@ -192,18 +177,11 @@ impl Strategy for NamespaceStrategy {
         &crate::table::NAMESPACE_COLUMNS
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        vec![
-            json!(crate::object::name(obj)),
-            obj["status"]["phase"].clone(),
-            json!(crate::object::age(obj)),
-        ]
+        vec![json!(crate::object::name(obj)), obj["status"]["phase"].clone(), json!(crate::object::age(obj))]
     }
     fn field_value(&self, obj: &Value, field: &str) -> String {
         match field {
-            "status.phase" => obj["status"]["phase"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            "status.phase" => obj["status"]["phase"].as_str().unwrap_or_default().to_string(),
             _ => String::new(),
         }
     }
@@ -220,33 +198,13 @@ pub const MAX_DATA_SIZE: usize = 1024 * 1024;
 const IMMUTABLE_MSG: &str = "field is immutable when `immutable` is set";
 
 fn string_map(v: &Value) -> BTreeMap<String, Vec<u8>> {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str().unwrap_or_default().as_bytes().to_vec(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    v.as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec())).collect()).unwrap_or_default()
 }
 
 fn base64_map(v: &Value) -> BTreeMap<String, Vec<u8>> {
     v.as_object()
         .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        base64::engine::general_purpose::STANDARD
-                            .decode(v.as_str().unwrap_or_default())
-                            .unwrap_or_default(),
-                    )
-                })
-                .collect()
+            m.iter().map(|(k, v)| (k.clone(), base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).unwrap_or_default())).collect()
         })
         .unwrap_or_default()
 }
@@ -262,15 +220,12 @@ fn check_base64(obj: &Value, field: &str, kind: &str) -> ApiResult<()> {
             if let Some(s) = v.as_str() {
                 if let Err(e) = base64::engine::general_purpose::STANDARD.decode(s) {
                     let detail = match e {
-                        base64::DecodeError::InvalidByte(at, _)
-                        | base64::DecodeError::InvalidLastSymbol(at, _) => {
+                        base64::DecodeError::InvalidByte(at, _) | base64::DecodeError::InvalidLastSymbol(at, _) => {
                             format!("illegal base64 data at input byte {at}")
                         }
                         _ => format!("illegal base64 data at input byte {}", s.len()),
                     };
-                    return Err(ApiError::bad_request(format!(
-                        "{kind} in version \"v1\" cannot be handled as a {kind}: {detail}"
-                    )));
+                    return Err(ApiError::bad_request(format!("{kind} in version \"v1\" cannot be handled as a {kind}: {detail}")));
                 }
             }
         }
@@ -292,11 +247,7 @@ impl Strategy for ConfigMapStrategy {
         validation::validate_data_keys(binary.keys(), "binaryData", errs);
         for k in binary.keys() {
             if data.contains_key(k) {
-                errs.push(FieldError::invalid(
-                    validation::key_path("binaryData", k),
-                    k,
-                    "duplicate of key present in data",
-                ));
+                errs.push(FieldError::invalid(validation::key_path("binaryData", k), k, "duplicate of key present in data"));
             }
         }
         if validation::map_size(&data) + validation::map_size(&binary) > MAX_DATA_SIZE {
@@ -321,13 +272,8 @@ impl Strategy for ConfigMapStrategy {
         &crate::table::CONFIGMAP_COLUMNS
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        let n = obj["data"].as_object().map_or(0, |m| m.len())
-            + obj["binaryData"].as_object().map_or(0, |m| m.len());
-        vec![
-            json!(crate::object::name(obj)),
-            json!(n),
-            json!(crate::object::age(obj)),
-        ]
+        let n = obj["data"].as_object().map_or(0, |m| m.len()) + obj["binaryData"].as_object().map_or(0, |m| m.len());
+        vec![json!(crate::object::name(obj)), json!(n), json!(crate::object::age(obj))]
     }
 }
 
@@ -356,14 +302,8 @@ impl Strategy for SecretStrategy {
     fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {
         check_base64(obj, "data", "Secret")?;
         // stringData is write-only: merged into data (winning over it), never stored.
-        if let Some(Value::Object(string_data)) =
-            obj.as_object_mut().and_then(|m| m.remove("stringData"))
-        {
-            let data = obj
-                .as_object_mut()
-                .expect("object")
-                .entry("data")
-                .or_insert_with(|| json!({}));
+        if let Some(Value::Object(string_data)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
+            let data = obj.as_object_mut().expect("object").entry("data").or_insert_with(|| json!({}));
             if !data.is_object() {
                 *data = json!({});
             }
@@ -392,25 +332,15 @@ impl Strategy for SecretStrategy {
             if secret_type.ends_with(&key[1..]) {
                 if let Some(raw) = data.get(key) {
                     if let Err(e) = serde_json::from_slice::<Value>(raw) {
-                        errs.push(FieldError::invalid(
-                            validation::key_path("data", key),
-                            "<secret contents redacted>",
-                            e.to_string(),
-                        ));
+                        errs.push(FieldError::invalid(validation::key_path("data", key), "<secret contents redacted>", e.to_string()));
                     }
                 }
             }
         }
         if secret_type == "kubernetes.io/service-account-token"
-            && obj["metadata"]["annotations"]["kubernetes.io/service-account.name"]
-                .as_str()
-                .unwrap_or_default()
-                .is_empty()
+            && obj["metadata"]["annotations"]["kubernetes.io/service-account.name"].as_str().unwrap_or_default().is_empty()
         {
-            errs.push(FieldError::required(
-                "metadata.annotations[kubernetes.io/service-account.name]",
-                "",
-            ));
+            errs.push(FieldError::required("metadata.annotations[kubernetes.io/service-account.name]", ""));
         }
         if validation::map_size(&data) > MAX_DATA_SIZE {
             errs.push(FieldError::too_long("data", MAX_DATA_SIZE));
@@ -418,11 +348,7 @@ impl Strategy for SecretStrategy {
     }
     fn validate_update(&self, new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
         if new["type"] != old["type"] {
-            errs.push(FieldError::invalid(
-                "type",
-                new["type"].as_str().unwrap_or_default(),
-                "field is immutable",
-            ));
+            errs.push(FieldError::invalid("type", new["type"].as_str().unwrap_or_default(), "field is immutable"));
         }
         if immutable(old) {
             if !immutable(new) {
@@ -439,12 +365,7 @@ impl Strategy for SecretStrategy {
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
         let n = obj["data"].as_object().map_or(0, |m| m.len());
-        vec![
-            json!(crate::object::name(obj)),
-            obj["type"].clone(),
-            json!(n),
-            json!(crate::object::age(obj)),
-        ]
+        vec![json!(crate::object::name(obj)), obj["type"].clone(), json!(n), json!(crate::object::age(obj))]
     }
     fn field_value(&self, obj: &Value, field: &str) -> String {
         match field {
@@ -504,19 +425,14 @@ pub static ALL: &[&Resource] = &[&CONFIGMAPS, &NAMESPACES, &SECRETS];
 
 /// Looks a resource up by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    ALL.iter()
-        .copied()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    ALL.iter().copied().find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// The group-versions served, each with its resources.
 pub fn group_versions() -> Vec<(&'static str, &'static str, Vec<&'static Resource>)> {
     let mut out: Vec<(&str, &str, Vec<&Resource>)> = Vec::new();
     for r in ALL {
-        match out
-            .iter_mut()
-            .find(|(g, v, _)| *g == r.group && *v == r.version)
-        {
+        match out.iter_mut().find(|(g, v, _)| *g == r.group && *v == r.version) {
             Some((_, _, rs)) => rs.push(r),
             None => out.push((r.group, r.version, vec![r])),
         }
@@ -543,38 +459,22 @@ mod tests {
         let mut s = json!({"data": {"k": "%%%"}});
         let e = SecretStrategy.prepare_create(&mut s).unwrap_err();
         assert_eq!((e.code, e.reason), (400, "BadRequest"));
-        assert!(
-            e.message.contains("illegal base64 data at input byte 0"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("illegal base64 data at input byte 0"), "{}", e.message);
     }
 
     #[test]
     fn tls_requires_both_keys() {
         let mut errs = vec![];
-        SecretStrategy.validate(
-            &json!({"type": "kubernetes.io/tls", "data": {"tls.crt": "eA=="}}),
-            &mut errs,
-        );
+        SecretStrategy.validate(&json!({"type": "kubernetes.io/tls", "data": {"tls.crt": "eA=="}}), &mut errs);
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].to_string(), "data[tls.key]: Required value");
     }
 
     #[test]
     fn roundtrip_reports_unknown_fields_and_type_errors() {
-        let (v, unknown) = ConfigMapStrategy
-            .roundtrip(
-                json!({"metadata": {"name": "a", "bogus": 1}, "data": {"a": "b"}, "extra": true}),
-            )
-            .unwrap();
-        assert_eq!(
-            unknown,
-            vec!["extra".to_string(), "metadata.bogus".to_string()]
-        );
+        let (v, unknown) = ConfigMapStrategy.roundtrip(json!({"metadata": {"name": "a", "bogus": 1}, "data": {"a": "b"}, "extra": true})).unwrap();
+        assert_eq!(unknown, vec!["extra".to_string(), "metadata.bogus".to_string()]);
         assert!(v.get("extra").is_none());
-        assert!(ConfigMapStrategy
-            .roundtrip(json!({"data": {"a": 1}}))
-            .is_err());
+        assert!(ConfigMapStrategy.roundtrip(json!({"data": {"a": 1}})).is_err());
     }
 }

@@ -40,10 +40,7 @@ fn schemas_for(resources: &[&Resource]) -> Map<String, Value> {
     for r in resources {
         let name = kinds::schema_name(r);
         if let Some(Value::Object(schema)) = defs.get_mut(&name) {
-            schema.insert(
-                "x-kubernetes-group-version-kind".into(),
-                json!([{"group": r.group, "version": r.version, "kind": r.kind}]),
-            );
+            schema.insert("x-kubernetes-group-version-kind".into(), json!([{"group": r.group, "version": r.version, "kind": r.kind}]));
             // k8s-openapi marks metadata required because the Rust field is not optional; the
             // Kubernetes schema does not.
             schema.remove("required");
@@ -60,11 +57,7 @@ fn operation(r: &Resource, action: &str, op_id: String, with_body: bool, writes:
     let schema_ref = json!({"$ref": format!("#/components/schemas/{}", kinds::schema_name(r))});
     let mut params = vec![];
     if writes {
-        params.push(parameter(
-            "dryRun",
-            "query",
-            "When present, indicates that modifications should not be persisted.",
-        ));
+        params.push(parameter("dryRun", "query", "When present, indicates that modifications should not be persisted."));
         params.push(parameter("fieldManager", "query", "fieldManager is a name associated with the actor or entity that is making these changes."));
         params.push(parameter("fieldValidation", "query", "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: Ignore, Warn (default), Strict."));
     }
@@ -86,15 +79,9 @@ fn paths_for(group: &str, version: &str, resources: &[&Resource]) -> Map<String,
     let base = format!("/{}", gv_path(group, version));
     for r in resources {
         let (collection, item) = if r.namespaced {
-            (
-                format!("{base}/namespaces/{{namespace}}/{}", r.plural),
-                format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural),
-            )
+            (format!("{base}/namespaces/{{namespace}}/{}", r.plural), format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural))
         } else {
-            (
-                format!("{base}/{}", r.plural),
-                format!("{base}/{}/{{name}}", r.plural),
-            )
+            (format!("{base}/{}", r.plural), format!("{base}/{}/{{name}}", r.plural))
         };
         let k = r.kind;
         let scope = if r.namespaced { "Namespaced" } else { "" };
@@ -132,28 +119,16 @@ impl OpenApi {
                 "paths": paths_for(group, version, &resources),
                 "components": {"schemas": schemas_for(&resources)},
             });
-            let hash = hex::encode_upper(sha2::Sha512::digest(doc.to_string().as_bytes()))[..128]
-                .to_string();
+            let hash = hex::encode_upper(sha2::Sha512::digest(doc.to_string().as_bytes()))[..128].to_string();
             v3.insert(gv_path(group, version), (doc, hash));
         }
-        OpenApi {
-            v2_protobuf: v2::document().encode_to_vec(),
-            v3,
-        }
+        OpenApi { v2_protobuf: v2::document().encode_to_vec(), v3 }
     }
 
     /// The `/openapi/v3` root document.
     pub fn v3_root(&self) -> Value {
-        let paths: Map<String, Value> = self
-            .v3
-            .iter()
-            .map(|(p, (_, h))| {
-                (
-                    p.clone(),
-                    json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={h}")}),
-                )
-            })
-            .collect();
+        let paths: Map<String, Value> =
+            self.v3.iter().map(|(p, (_, h))| (p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={h}")}))).collect();
         json!({"paths": paths})
     }
 }
@@ -297,42 +272,19 @@ mod v2 {
     }
 
     fn op(r: &Resource, action: &str, id: String, writes: bool) -> Operation {
-        let gvk = format!(
-            "group: \"{}\"\nkind: {}\nversion: {}\n",
-            r.group, r.kind, r.version
-        );
+        let gvk = format!("group: \"{}\"\nkind: {}\nversion: {}\n", r.group, r.kind, r.version);
         Operation {
             operation_id: id,
-            parameters: if writes {
-                vec![
-                    query("dryRun"),
-                    query("fieldManager"),
-                    query("fieldValidation"),
-                ]
-            } else {
-                vec![]
-            },
+            parameters: if writes { vec![query("dryRun"), query("fieldManager"), query("fieldValidation")] } else { vec![] },
             responses: Some(Responses {
                 response_code: vec![NamedResponseValue {
                     name: "200".into(),
-                    value: Some(ResponseValue {
-                        response: Some(Response {
-                            description: "OK".into(),
-                        }),
-                    }),
+                    value: Some(ResponseValue { response: Some(Response { description: "OK".into() }) }),
                 }],
             }),
             vendor_extension: vec![
-                NamedAny {
-                    name: "x-kubernetes-action".into(),
-                    value: Some(Any {
-                        yaml: format!("{action}\n"),
-                    }),
-                },
-                NamedAny {
-                    name: "x-kubernetes-group-version-kind".into(),
-                    value: Some(Any { yaml: gvk }),
-                },
+                NamedAny { name: "x-kubernetes-action".into(), value: Some(Any { yaml: format!("{action}\n") }) },
+                NamedAny { name: "x-kubernetes-group-version-kind".into(), value: Some(Any { yaml: gvk }) },
             ],
         }
     }
@@ -342,15 +294,9 @@ mod v2 {
         for r in kinds::ALL {
             let base = format!("/{}", gv_path(r.group, r.version));
             let (collection, item) = if r.namespaced {
-                (
-                    format!("{base}/namespaces/{{namespace}}/{}", r.plural),
-                    format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural),
-                )
+                (format!("{base}/namespaces/{{namespace}}/{}", r.plural), format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural))
             } else {
-                (
-                    format!("{base}/{}", r.plural),
-                    format!("{base}/{}/{{name}}", r.plural),
-                )
+                (format!("{base}/{}", r.plural), format!("{base}/{}/{{name}}", r.plural))
             };
             let k = r.kind;
             path.push(NamedPathItem {
@@ -372,14 +318,7 @@ mod v2 {
                 }),
             });
         }
-        Document {
-            swagger: "2.0".into(),
-            info: Some(Info {
-                title: "Kubernetes".into(),
-                version: "v1.32.0".into(),
-            }),
-            paths: Some(Paths { path }),
-        }
+        Document { swagger: "2.0".into(), info: Some(Info { title: "Kubernetes".into(), version: "v1.32.0".into() }), paths: Some(Paths { path }) }
     }
 }
 
@@ -392,28 +331,12 @@ mod tests {
         let o = OpenApi::build();
         let (doc, _) = &o.v3["api/v1"];
         let cm = &doc["components"]["schemas"]["io.k8s.api.core.v1.ConfigMap"];
-        assert_eq!(
-            cm["x-kubernetes-group-version-kind"][0]["kind"],
-            "ConfigMap"
-        );
-        assert!(cm["properties"]["data"]["description"]
-            .as_str()
-            .unwrap()
-            .starts_with("Data contains the configuration data"));
-        assert!(
-            doc["components"]["schemas"]["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]
-                .is_object()
-        );
+        assert_eq!(cm["x-kubernetes-group-version-kind"][0]["kind"], "ConfigMap");
+        assert!(cm["properties"]["data"]["description"].as_str().unwrap().starts_with("Data contains the configuration data"));
+        assert!(doc["components"]["schemas"]["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"].is_object());
         let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]["patch"];
-        assert!(patch["parameters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["name"] == "fieldValidation"));
-        assert!(o.v3_root()["paths"]["api/v1"]["serverRelativeURL"]
-            .as_str()
-            .unwrap()
-            .starts_with("/openapi/v3/api/v1?hash="));
+        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        assert!(o.v3_root()["paths"]["api/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/api/v1?hash="));
         assert!(!o.v2_protobuf.is_empty());
     }
 }

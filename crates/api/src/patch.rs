@@ -25,29 +25,21 @@ impl PatchType {
             "application/json-patch+json" => Some(PatchType::Json),
             "application/merge-patch+json" => Some(PatchType::Merge),
             "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
-                Some(PatchType::Apply)
-            }
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Some(PatchType::Apply),
             _ => None,
         }
     }
 }
 
-pub const PATCH_CONTENT_TYPES: &[&str] = &[
-    "application/json-patch+json",
-    "application/merge-patch+json",
-    "application/strategic-merge-patch+json",
-    "application/apply-patch+yaml",
-];
+pub const PATCH_CONTENT_TYPES: &[&str] =
+    &["application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json", "application/apply-patch+yaml"];
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
 }
 
 pub fn json_patch(original: &Value, body: &[u8]) -> Result<Value, ApiError> {
-    let patch: json_patch::Patch = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let patch: json_patch::Patch = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let mut doc = original.clone();
     json_patch::patch(&mut doc, &patch).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     Ok(doc)
@@ -56,9 +48,7 @@ pub fn json_patch(original: &Value, body: &[u8]) -> Result<Value, ApiError> {
 pub fn merge_patch(original: &Value, body: &[u8]) -> Result<Value, ApiError> {
     let patch = parse_json(body)?;
     if !patch.is_object() {
-        return Err(ApiError::bad_request(
-            "error decoding patch: a merge patch must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("error decoding patch: a merge patch must be a JSON object"));
     }
     let mut doc = original.clone();
     json_patch::merge(&mut doc, &patch);
@@ -68,9 +58,7 @@ pub fn merge_patch(original: &Value, body: &[u8]) -> Result<Value, ApiError> {
 pub fn strategic_merge_patch(original: &Value, body: &[u8]) -> Result<Value, ApiError> {
     let patch = parse_json(body)?;
     let Value::Object(patch) = patch else {
-        return Err(ApiError::bad_request(
-            "error decoding patch: a strategic merge patch must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("error decoding patch: a strategic merge patch must be a JSON object"));
     };
     let mut doc = match original {
         Value::Object(m) => m.clone(),
@@ -87,9 +75,7 @@ pub fn merge_key(path: &[&str], field: &str) -> ListStrategy {
     match (parent, field) {
         ("metadata", "finalizers") => ListStrategy::MergePrimitive,
         ("metadata", "ownerReferences") => ListStrategy::MergeBy("uid"),
-        (_, "containers" | "initContainers" | "ephemeralContainers") => {
-            ListStrategy::MergeBy("name")
-        }
+        (_, "containers" | "initContainers" | "ephemeralContainers") => ListStrategy::MergeBy("name"),
         (_, "env") => ListStrategy::MergeBy("name"),
         (_, "volumes") => ListStrategy::MergeBy("name"),
         (_, "volumeMounts") => ListStrategy::MergeBy("mountPath"),
@@ -99,9 +85,7 @@ pub fn merge_key(path: &[&str], field: &str) -> ListStrategy {
         (_, "conditions") => ListStrategy::MergeBy("type"),
         (_, "topologySpreadConstraints") => ListStrategy::MergeBy("topologyKey"),
         (_, "resourceClaims") => ListStrategy::MergeBy("name"),
-        ("containers" | "initContainers" | "ephemeralContainers", "ports") => {
-            ListStrategy::MergeBy("containerPort")
-        }
+        ("containers" | "initContainers" | "ephemeralContainers", "ports") => ListStrategy::MergeBy("containerPort"),
         _ => ListStrategy::Replace,
     }
 }
@@ -113,11 +97,7 @@ pub enum ListStrategy {
     MergeBy(&'static str),
 }
 
-fn merge_map(
-    orig: &mut Map<String, Value>,
-    patch: &Map<String, Value>,
-    path: &[&str],
-) -> Result<(), String> {
+fn merge_map(orig: &mut Map<String, Value>, patch: &Map<String, Value>, path: &[&str]) -> Result<(), String> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("replace") => {
             *orig = strip_directives(patch);
@@ -128,12 +108,7 @@ fn merge_map(
             return Ok(());
         }
         Some("merge") | None => {}
-        Some(other) => {
-            return Err(format!(
-                "unknown patch type: {other} in map: {}",
-                Value::Object(patch.clone())
-            ))
-        }
+        Some(other) => return Err(format!("unknown patch type: {other} in map: {}", Value::Object(patch.clone()))),
     }
     for (key, value) in patch {
         if key == "$patch" || key == "$retainKeys" || key.starts_with("$setElementOrder/") {
@@ -172,10 +147,7 @@ fn merge_map(
             }
         }
     }
-    for (k, order) in patch.iter().filter_map(|(k, v)| {
-        k.strip_prefix("$setElementOrder/")
-            .map(|f| (f.to_string(), v.clone()))
-    }) {
+    for (k, order) in patch.iter().filter_map(|(k, v)| k.strip_prefix("$setElementOrder/").map(|f| (f.to_string(), v.clone()))) {
         if let (Some(Value::Array(list)), Some(order)) = (orig.get_mut(&k), order.as_array()) {
             reorder(list, order, merge_key(path, &k));
         }
@@ -188,31 +160,14 @@ fn merge_map(
 }
 
 fn strip_directives(m: &Map<String, Value>) -> Map<String, Value> {
-    m.iter()
-        .filter(|(k, _)| !k.starts_with('$'))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-fn merge_list(
-    orig: &[Value],
-    patch: &[Value],
-    path: &[&str],
-    field: &str,
-) -> Result<Vec<Value>, String> {
+fn merge_list(orig: &[Value], patch: &[Value], path: &[&str], field: &str) -> Result<Vec<Value>, String> {
     match merge_key(path, field) {
         ListStrategy::Replace => {
             // A list without a merge strategy is replaced whole; `$patch` items make no sense there.
-            Ok(patch
-                .iter()
-                .map(|v| {
-                    if let Value::Object(m) = v {
-                        Value::Object(strip_directives(m))
-                    } else {
-                        v.clone()
-                    }
-                })
-                .collect())
+            Ok(patch.iter().map(|v| if let Value::Object(m) = v { Value::Object(strip_directives(m)) } else { v.clone() }).collect())
         }
         ListStrategy::MergePrimitive => {
             let mut out = orig.to_vec();
@@ -224,15 +179,8 @@ fn merge_list(
             Ok(out)
         }
         ListStrategy::MergeBy(key) => {
-            if patch
-                .iter()
-                .any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace"))
-            {
-                return Ok(patch
-                    .iter()
-                    .filter(|p| p.get("$patch").is_none())
-                    .cloned()
-                    .collect());
+            if patch.iter().any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace")) {
+                return Ok(patch.iter().filter(|p| p.get("$patch").is_none()).cloned().collect());
             }
             let mut out = orig.to_vec();
             let mut child_path = path.to_vec();
@@ -242,9 +190,7 @@ fn merge_list(
                     return Err(format!("{field}: expected a map in a list merged by {key}"));
                 };
                 let Some(k) = pm.get(key) else {
-                    return Err(format!(
-                        "map: {p} does not contain declared merge key: {key}"
-                    ));
+                    return Err(format!("map: {p} does not contain declared merge key: {key}"));
                 };
                 let pos = out.iter().position(|o| o.get(key) == Some(k));
                 if pm.get("$patch").and_then(Value::as_str) == Some("delete") {
@@ -309,60 +255,20 @@ mod tests {
         let patch = json!({"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"server"}],"containers":[{"$setElementOrder/env":[{"name":"HF_TOKEN"},{"name":"KEEP"},{"name":"LOG_LEVEL"}],"env":[{"name":"LOG_LEVEL","valueFrom":{"configMapKeyRef":{"key":"LOG_LEVEL","name":"inference-params"}}}],"name":"server"}]}}}});
         let out = smp(orig, patch);
         let env = &out["spec"]["template"]["spec"]["containers"][0]["env"];
-        assert_eq!(
-            env.as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["name"].as_str().unwrap())
-                .collect::<Vec<_>>(),
-            ["HF_TOKEN", "KEEP", "LOG_LEVEL"]
-        );
-        assert_eq!(
-            out["spec"]["template"]["spec"]["containers"][0]["image"],
-            "x"
-        );
+        assert_eq!(env.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect::<Vec<_>>(), ["HF_TOKEN", "KEEP", "LOG_LEVEL"]);
+        assert_eq!(out["spec"]["template"]["spec"]["containers"][0]["image"], "x");
     }
 
     #[test]
     fn directives() {
         let orig = json!({"metadata": {"labels": {"a": "1", "b": "2"}, "finalizers": ["x"]}, "data": {"k": "v"}});
-        assert_eq!(
-            smp(orig.clone(), json!({"metadata": {"labels": {"a": null}}}))["metadata"]["labels"],
-            json!({"b": "2"})
-        );
-        assert_eq!(
-            smp(
-                orig.clone(),
-                json!({"metadata": {"labels": {"$patch": "replace", "c": "3"}}})
-            )["metadata"]["labels"],
-            json!({"c": "3"})
-        );
-        assert_eq!(
-            smp(orig.clone(), json!({"metadata": {"finalizers": ["y"]}}))["metadata"]["finalizers"],
-            json!(["x", "y"])
-        );
-        assert_eq!(
-            smp(
-                orig.clone(),
-                json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]}})
-            )["metadata"]["finalizers"],
-            json!([])
-        );
+        assert_eq!(smp(orig.clone(), json!({"metadata": {"labels": {"a": null}}}))["metadata"]["labels"], json!({"b": "2"}));
+        assert_eq!(smp(orig.clone(), json!({"metadata": {"labels": {"$patch": "replace", "c": "3"}}}))["metadata"]["labels"], json!({"c": "3"}));
+        assert_eq!(smp(orig.clone(), json!({"metadata": {"finalizers": ["y"]}}))["metadata"]["finalizers"], json!(["x", "y"]));
+        assert_eq!(smp(orig.clone(), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]}}))["metadata"]["finalizers"], json!([]));
         let list = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
-        assert_eq!(
-            smp(
-                list.clone(),
-                json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}})
-            )["spec"]["containers"],
-            json!([{"name": "b"}])
-        );
-        assert_eq!(
-            smp(
-                list,
-                json!({"spec": {"containers": [{"name": "c"}, {"$patch": "replace"}]}})
-            )["spec"]["containers"],
-            json!([{"name": "c"}])
-        );
+        assert_eq!(smp(list.clone(), json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}))["spec"]["containers"], json!([{"name": "b"}]));
+        assert_eq!(smp(list, json!({"spec": {"containers": [{"name": "c"}, {"$patch": "replace"}]}}))["spec"]["containers"], json!([{"name": "c"}]));
         let retain = smp(
             json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}),
             json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
@@ -373,15 +279,8 @@ mod tests {
     #[test]
     fn json_and_merge_patches() {
         let orig = json!({"data": {"a": "1"}});
-        assert_eq!(
-            merge_patch(&orig, br#"{"data":{"a":null,"b":"2"}}"#).unwrap(),
-            json!({"data": {"b": "2"}})
-        );
-        assert_eq!(
-            json_patch(&orig, br#"[{"op":"add","path":"/data/c","value":"3"}]"#).unwrap()["data"]
-                ["c"],
-            "3"
-        );
+        assert_eq!(merge_patch(&orig, br#"{"data":{"a":null,"b":"2"}}"#).unwrap(), json!({"data": {"b": "2"}}));
+        assert_eq!(json_patch(&orig, br#"[{"op":"add","path":"/data/c","value":"3"}]"#).unwrap()["data"]["c"], "3");
         let e = json_patch(&orig, br#"[{"op":"remove","path":"/nope"}]"#).unwrap_err();
         assert_eq!(e.code, 422);
         assert_eq!(merge_patch(&orig, b"{not json").unwrap_err().code, 400);

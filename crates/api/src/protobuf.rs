@@ -81,18 +81,7 @@ fn object_meta(m: &Option<meta::ObjectMeta>) -> Value {
 }
 
 fn b64_map(m: &std::collections::BTreeMap<String, Vec<u8>>) -> Option<Value> {
-    (!m.is_empty()).then(|| {
-        Value::Object(
-            m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        json!(base64::engine::general_purpose::STANDARD.encode(v)),
-                    )
-                })
-                .collect(),
-        )
-    })
+    (!m.is_empty()).then(|| Value::Object(m.iter().map(|(k, v)| (k.clone(), json!(base64::engine::general_purpose::STANDARD.encode(v)))).collect()))
 }
 
 fn decode_err(e: impl std::fmt::Display) -> String {
@@ -101,10 +90,7 @@ fn decode_err(e: impl std::fmt::Display) -> String {
 
 /// Decodes an enveloped protobuf body into (apiVersion, kind, JSON object).
 pub fn decode(body: &[u8]) -> Result<Value, String> {
-    let rest = body.strip_prefix(MAGIC).ok_or_else(|| {
-        "provided data does not appear to be a protobuf message, expected prefix [107 56 115 0]"
-            .to_string()
-    })?;
+    let rest = body.strip_prefix(MAGIC).ok_or_else(|| "provided data does not appear to be a protobuf message, expected prefix [107 56 115 0]".to_string())?;
     let unknown = Unknown::decode(rest).map_err(decode_err)?;
     let tm = unknown.type_meta.unwrap_or_default();
     let api_version = tm.api_version.unwrap_or_default();
@@ -112,8 +98,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     let raw = unknown.raw.unwrap_or_default();
     let mut obj = match (api_version.as_str(), kind.as_str()) {
         ("v1", "Namespace") => {
-            let ns =
-                k8s_pb::api::core::v1::Namespace::decode(raw.as_slice()).map_err(decode_err)?;
+            let ns = k8s_pb::api::core::v1::Namespace::decode(raw.as_slice()).map_err(decode_err)?;
             let mut o = json!({"metadata": object_meta(&ns.metadata)});
             if let Some(spec) = ns.spec.filter(|s| !s.finalizers.is_empty()) {
                 o["spec"] = json!({"finalizers": spec.finalizers});
@@ -121,8 +106,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             o
         }
         ("v1", "ConfigMap") => {
-            let cm =
-                k8s_pb::api::core::v1::ConfigMap::decode(raw.as_slice()).map_err(decode_err)?;
+            let cm = k8s_pb::api::core::v1::ConfigMap::decode(raw.as_slice()).map_err(decode_err)?;
             let mut o = json!({"metadata": object_meta(&cm.metadata)});
             if let Some(d) = str_map(&cm.data) {
                 o["data"] = d;
@@ -152,11 +136,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             }
             o
         }
-        _ => {
-            return Err(format!(
-            "no kind \"{kind}\" is registered for version \"{api_version}\" in scheme \"protobuf\""
-        ))
-        }
+        _ => return Err(format!("no kind \"{kind}\" is registered for version \"{api_version}\" in scheme \"protobuf\"")),
     };
     obj["apiVersion"] = json!(api_version);
     obj["kind"] = json!(kind);
@@ -174,22 +154,15 @@ mod tests {
     // Bodies captured from kubectl 1.32 (reference/kubectl-wire.md §2).
     #[test]
     fn kubectl_create_bodies() {
-        let ns = decode(&unhex("6b3873000a0f0a02763112094e616d65737061636512240a1c0a0c61692d696e666572656e636512001a0022002a0032003800420012001a020a001a002200")).unwrap();
-        assert_eq!(
-            ns,
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai-inference"}})
-        );
+        let ns =
+            decode(&unhex("6b3873000a0f0a02763112094e616d65737061636512240a1c0a0c61692d696e666572656e636512001a0022002a0032003800420012001a020a001a002200"))
+                .unwrap();
+        assert_eq!(ns, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai-inference"}}));
         let cm = decode(&unhex("6b3873000a0f0a0276311209436f6e6669674d617012570a2c0a10696e666572656e63652d706172616d7312001a0c61692d696e666572656e636522002a0032003800420012110a094c4f475f4c4556454c1204696e666f12140a0e4d41585f42415443485f53495a45120233321a002200")).unwrap();
-        assert_eq!(
-            cm["data"],
-            json!({"LOG_LEVEL": "info", "MAX_BATCH_SIZE": "32"})
-        );
+        assert_eq!(cm["data"], json!({"LOG_LEVEL": "info", "MAX_BATCH_SIZE": "32"}));
         assert_eq!(cm["metadata"]["namespace"], "ai-inference");
         let s = decode(&unhex("6b3873000a0c0a027631120653656372657412440a2a0a0e68662d63726564656e7469616c7312001a0c61692d696e666572656e636522002a0032003800420012140a0868665f746f6b656e120868665f78787878781a001a002200")).unwrap();
-        assert_eq!(
-            s["data"]["hf_token"],
-            base64::engine::general_purpose::STANDARD.encode("hf_xxxxx")
-        );
+        assert_eq!(s["data"]["hf_token"], base64::engine::general_purpose::STANDARD.encode("hf_xxxxx"));
         assert!(s.get("type").is_none());
     }
 

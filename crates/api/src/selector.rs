@@ -78,8 +78,7 @@ fn tokenize(s: &str) -> Vec<Token> {
             }
             _ => {
                 let start = i;
-                while i < chars.len() && !chars[i].is_whitespace() && !"=!<>(),".contains(chars[i])
-                {
+                while i < chars.len() && !chars[i].is_whitespace() && !"=!<>(),".contains(chars[i]) {
                     i += 1;
                 }
                 out.push(Token::Ident(chars[start..i].iter().collect()));
@@ -116,34 +115,18 @@ impl LabelSelector {
             }
             let key = match tokens.get(i) {
                 Some(Token::Ident(k)) => k.clone(),
-                other => {
-                    return Err(format!(
-                        "found '{}', expected: !, identifier, or 'end of string'",
-                        describe(other)
-                    ))
-                }
+                other => return Err(format!("found '{}', expected: !, identifier, or 'end of string'", describe(other))),
             };
             i += 1;
             validate_key(&key)?;
             let at_end = matches!(tokens.get(i), None | Some(Token::Comma));
             let req = if negate {
                 if !at_end {
-                    return Err(format!(
-                        "found '{}', expected: ',' or 'end of string'",
-                        describe(tokens.get(i))
-                    ));
+                    return Err(format!("found '{}', expected: ',' or 'end of string'", describe(tokens.get(i))));
                 }
-                Requirement {
-                    key,
-                    op: Op::DoesNotExist,
-                    values: BTreeSet::new(),
-                }
+                Requirement { key, op: Op::DoesNotExist, values: BTreeSet::new() }
             } else if at_end {
-                Requirement {
-                    key,
-                    op: Op::Exists,
-                    values: BTreeSet::new(),
-                }
+                Requirement { key, op: Op::Exists, values: BTreeSet::new() }
             } else {
                 let op = match tokens.get(i) {
                     Some(Token::Op("=")) | Some(Token::Op("==")) => Op::Equals,
@@ -153,20 +136,14 @@ impl LabelSelector {
                     Some(Token::Ident(w)) if w == "in" => Op::In,
                     Some(Token::Ident(w)) if w == "notin" => Op::NotIn,
                     other => {
-                        return Err(format!(
-                            "found '{}', expected: in, notin, =, ==, !=, gt, lt",
-                            describe(other)
-                        ));
+                        return Err(format!("found '{}', expected: in, notin, =, ==, !=, gt, lt", describe(other)));
                     }
                 };
                 i += 1;
                 let mut values = BTreeSet::new();
                 if matches!(op, Op::In | Op::NotIn) {
                     if tokens.get(i) != Some(&Token::Open) {
-                        return Err(format!(
-                            "found '{}', expected: '('",
-                            describe(tokens.get(i))
-                        ));
+                        return Err(format!("found '{}', expected: '('", describe(tokens.get(i))));
                     }
                     i += 1;
                     loop {
@@ -179,12 +156,7 @@ impl LabelSelector {
                                 // An empty value between commas is the empty string.
                                 values.insert(String::new());
                             }
-                            other => {
-                                return Err(format!(
-                                    "found '{}', expected: ',', ')' or identifier",
-                                    describe(other)
-                                ))
-                            }
+                            other => return Err(format!("found '{}', expected: ',', ')' or identifier", describe(other))),
                         }
                         match tokens.get(i) {
                             Some(Token::Comma) => i += 1,
@@ -192,12 +164,7 @@ impl LabelSelector {
                                 i += 1;
                                 break;
                             }
-                            other => {
-                                return Err(format!(
-                                    "found '{}', expected: ',' or ')'",
-                                    describe(other)
-                                ))
-                            }
+                            other => return Err(format!("found '{}', expected: ',' or ')'", describe(other))),
                         }
                     }
                 } else {
@@ -210,12 +177,7 @@ impl LabelSelector {
                         None | Some(Token::Comma) => {
                             values.insert(String::new());
                         }
-                        other => {
-                            return Err(format!(
-                                "found '{}', expected: identifier",
-                                describe(other)
-                            ))
-                        }
+                        other => return Err(format!("found '{}', expected: identifier", describe(other))),
                     }
                 }
                 for v in &values {
@@ -224,10 +186,7 @@ impl LabelSelector {
                             return Err(format!("unable to parse requirement: for 'Gt', 'Lt' operators, the value must be an integer: {v}"));
                         }
                     } else if let Some(m) = validation::label_value(v).into_iter().next() {
-                        return Err(format!(
-                            "unable to parse requirement: values[0][{key}]: Invalid value: {}: {m}",
-                            validation::go_quote(v)
-                        ));
+                        return Err(format!("unable to parse requirement: values[0][{key}]: Invalid value: {}: {m}", validation::go_quote(v)));
                     }
                 }
                 Requirement { key, op, values }
@@ -236,12 +195,7 @@ impl LabelSelector {
             match tokens.get(i) {
                 None => break,
                 Some(Token::Comma) => i += 1,
-                other => {
-                    return Err(format!(
-                        "found '{}', expected: ',' or 'end of string'",
-                        describe(other)
-                    ))
-                }
+                other => return Err(format!("found '{}', expected: ',' or 'end of string'", describe(other))),
             }
         }
         Ok(LabelSelector { requirements })
@@ -252,32 +206,20 @@ impl LabelSelector {
         let mut requirements = Vec::new();
         if let Some(m) = sel["matchLabels"].as_object() {
             for (k, v) in m {
-                requirements.push(Requirement {
-                    key: k.clone(),
-                    op: Op::Equals,
-                    values: [v.as_str().unwrap_or_default().to_string()].into(),
-                });
+                requirements.push(Requirement { key: k.clone(), op: Op::Equals, values: [v.as_str().unwrap_or_default().to_string()].into() });
             }
         }
         if let Some(exprs) = sel["matchExpressions"].as_array() {
             for e in exprs {
                 let key = e["key"].as_str().unwrap_or_default().to_string();
-                let values: BTreeSet<String> = e["values"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let values: BTreeSet<String> =
+                    e["values"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
                 let op = match e["operator"].as_str().unwrap_or_default() {
                     "In" => Op::In,
                     "NotIn" => Op::NotIn,
                     "Exists" => Op::Exists,
                     "DoesNotExist" => Op::DoesNotExist,
-                    other => {
-                        return Err(format!("{other:?} is not a valid label selector operator"))
-                    }
+                    other => return Err(format!("{other:?} is not a valid label selector operator")),
                 };
                 requirements.push(Requirement { key, op, values });
             }
@@ -298,10 +240,7 @@ impl LabelSelector {
                 Op::Exists => v.is_some(),
                 Op::DoesNotExist => v.is_none(),
                 Op::GreaterThan | Op::LessThan => {
-                    let (Some(have), Some(want)) = (
-                        v.and_then(|v| v.parse::<i64>().ok()),
-                        r.values.iter().next().and_then(|w| w.parse::<i64>().ok()),
-                    ) else {
+                    let (Some(have), Some(want)) = (v.and_then(|v| v.parse::<i64>().ok()), r.values.iter().next().and_then(|w| w.parse::<i64>().ok())) else {
                         return false;
                     };
                     if r.op == Op::GreaterThan {
@@ -318,10 +257,7 @@ impl LabelSelector {
 fn validate_key(key: &str) -> Result<(), String> {
     match validation::qualified_name(key).into_iter().next() {
         None => Ok(()),
-        Some(m) => Err(format!(
-            "unable to parse requirement: key: Invalid value: {}: {m}",
-            validation::go_quote(key)
-        )),
+        Some(m) => Err(format!("unable to parse requirement: key: Invalid value: {}: {m}", validation::go_quote(key))),
     }
 }
 
@@ -366,11 +302,7 @@ fn unescape(s: &str) -> Result<String, String> {
         if c == '\\' {
             match chars.next() {
                 Some(e @ ('\\' | ',' | '=')) => out.push(e),
-                Some(e) => {
-                    return Err(format!(
-                        "invalid field selector: invalid escape sequence: \\{e}"
-                    ))
-                }
+                Some(e) => return Err(format!("invalid field selector: invalid escape sequence: \\{e}")),
                 None => return Err("invalid field selector: unterminated escape sequence".into()),
             }
         } else {
@@ -397,15 +329,9 @@ impl FieldSelector {
             } else if let Some(idx) = find_unescaped(&part, "=") {
                 (&part[..idx], &part[idx + 1..], false)
             } else {
-                return Err(format!(
-                    "invalid selector: '{s}'; can't understand '{part}'"
-                ));
+                return Err(format!("invalid selector: '{s}'; can't understand '{part}'"));
             };
-            terms.push(FieldTerm {
-                field: unescape(field.trim())?,
-                value: unescape(value.trim())?,
-                negate,
-            });
+            terms.push(FieldTerm { field: unescape(field.trim())?, value: unescape(value.trim())?, negate });
         }
         Ok(FieldSelector { terms })
     }
@@ -416,10 +342,7 @@ impl FieldSelector {
 
     /// The name this selector pins, if it has a `metadata.name=` term (used by RBAC).
     pub fn exact_name(&self) -> Option<&str> {
-        self.terms
-            .iter()
-            .find(|t| t.field == "metadata.name" && !t.negate)
-            .map(|t| t.value.as_str())
+        self.terms.iter().find(|t| t.field == "metadata.name" && !t.negate).map(|t| t.value.as_str())
     }
 
     /// Matches using `get` to read a field; unknown fields never get here (checked earlier).
@@ -474,25 +397,13 @@ mod tests {
             ("n>4", true),
             ("n<5", false),
         ] {
-            assert_eq!(
-                LabelSelector::parse(sel).unwrap().matches(Some(&labels)),
-                want,
-                "{sel}"
-            );
+            assert_eq!(LabelSelector::parse(sel).unwrap().matches(Some(&labels)), want, "{sel}");
         }
     }
 
     #[test]
     fn parse_errors() {
-        for bad in [
-            "app in web",
-            "=x",
-            "app=(",
-            "app in (a",
-            "bad key=x",
-            "a=b c",
-            "n>x",
-        ] {
+        for bad in ["app in web", "=x", "app=(", "app in (a", "bad key=x", "a=b c", "n>x"] {
             assert!(LabelSelector::parse(bad).is_err(), "{bad}");
         }
     }
@@ -501,20 +412,9 @@ mod tests {
     fn field_selectors() {
         let f = FieldSelector::parse("metadata.name=a,type!=Opaque").unwrap();
         assert_eq!(f.exact_name(), Some("a"));
-        assert!(f.matches(|k| Some(if k == "metadata.name" {
-            "a".into()
-        } else {
-            "kubernetes.io/tls".into()
-        })));
-        assert!(!f.matches(|k| Some(if k == "metadata.name" {
-            "a".into()
-        } else {
-            "Opaque".into()
-        })));
-        assert_eq!(
-            FieldSelector::parse(r"metadata.name=a\,b").unwrap().terms[0].value,
-            "a,b"
-        );
+        assert!(f.matches(|k| Some(if k == "metadata.name" { "a".into() } else { "kubernetes.io/tls".into() })));
+        assert!(!f.matches(|k| Some(if k == "metadata.name" { "a".into() } else { "Opaque".into() })));
+        assert_eq!(FieldSelector::parse(r"metadata.name=a\,b").unwrap().terms[0].value, "a,b");
         assert!(FieldSelector::parse("nonsense").is_err());
     }
 }

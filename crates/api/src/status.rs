@@ -43,54 +43,25 @@ pub fn qualified(group: &str, resource: &str) -> String {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-        }
+        ApiError { code, reason, message: message.into(), details: None }
     }
 
     fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
-        self.details = Some(Details {
-            name: name.into(),
-            group: group.into(),
-            kind: kind.into(),
-            ..Default::default()
-        });
+        self.details = Some(Details { name: name.into(), group: group.into(), kind: kind.into(), ..Default::default() });
         self
     }
 
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{}\" not found", qualified(group, resource), name),
-        )
-        .with_details(group, resource, name)
+        Self::new(404, "NotFound", format!("{} \"{}\" not found", qualified(group, resource), name)).with_details(group, resource, name)
     }
 
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{}\" already exists", qualified(group, resource), name),
-        )
-        .with_details(group, resource, name)
+        Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", qualified(group, resource), name)).with_details(group, resource, name)
     }
 
     pub fn conflict(group: &str, resource: &str, name: &str, why: &str) -> Self {
-        Self::new(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{}\": {}",
-                qualified(group, resource),
-                name,
-                why
-            ),
-        )
-        .with_details(group, resource, name)
+        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{}\": {}", qualified(group, resource), name, why))
+            .with_details(group, resource, name)
     }
 
     pub fn stale_update(group: &str, resource: &str, name: &str) -> Self {
@@ -99,38 +70,12 @@ impl ApiError {
 
     /// 422 with one cause per field error; `kind` is the Kind (e.g. "ConfigMap").
     pub fn invalid(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> Self {
-        let qualified_kind = if group.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}.{group}")
-        };
-        let aggregate = if errors.len() == 1 {
-            errors[0].to_string()
-        } else {
-            format!(
-                "[{}]",
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        let mut e = Self::new(
-            422,
-            "Invalid",
-            format!("{qualified_kind} \"{name}\" is invalid: {aggregate}"),
-        )
-        .with_details(group, kind, name);
+        let qualified_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let aggregate =
+            if errors.len() == 1 { errors[0].to_string() } else { format!("[{}]", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")) };
+        let mut e = Self::new(422, "Invalid", format!("{qualified_kind} \"{name}\" is invalid: {aggregate}")).with_details(group, kind, name);
         if let Some(d) = e.details.as_mut() {
-            d.causes = errors
-                .iter()
-                .map(|fe| Cause {
-                    reason: fe.kind.reason().into(),
-                    message: fe.body(),
-                    field: fe.field.clone(),
-                })
-                .collect();
+            d.causes = errors.iter().map(|fe| Cause { reason: fe.kind.reason().into(), message: fe.body(), field: fe.field.clone() }).collect();
         }
         e
     }
@@ -145,23 +90,12 @@ impl ApiError {
     }
 
     pub fn method_not_supported(group: &str, resource: &str, verb: &str) -> Self {
-        Self::new(
-            405,
-            "MethodNotAllowed",
-            format!(
-                "{verb} is not supported on resources of kind \"{}\"",
-                qualified(group, resource)
-            ),
-        )
-        .with_details(group, resource, "")
+        Self::new(405, "MethodNotAllowed", format!("{verb} is not supported on resources of kind \"{}\"", qualified(group, resource)))
+            .with_details(group, resource, "")
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            405,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource",
-        )
+        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
     }
 
     pub fn unsupported_media_type(content_type: &str, accepted: &[&str]) -> Self {
@@ -174,14 +108,7 @@ impl ApiError {
     }
 
     pub fn not_acceptable(accepted: &[&str]) -> Self {
-        Self::new(
-            406,
-            "NotAcceptable",
-            format!(
-                "only the following media types are accepted: {}",
-                accepted.join(", ")
-            ),
-        )
+        Self::new(406, "NotAcceptable", format!("only the following media types are accepted: {}", accepted.join(", ")))
     }
 
     pub fn request_entity_too_large(message: impl Into<String>) -> Self {
@@ -206,20 +133,11 @@ impl ApiError {
 
     /// kube-apiserver's answer to a path it does not serve.
     pub fn path_not_found() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-        .with_details("", "", "")
+        Self::new(404, "NotFound", "the server could not find the requested resource").with_details("", "", "")
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            500,
-            "InternalError",
-            format!("Internal error occurred: {}", message.into()),
-        )
+        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {
@@ -248,15 +166,7 @@ impl ApiError {
                 details.insert("kind".into(), d.kind.clone().into());
             }
             if !d.causes.is_empty() {
-                details.insert(
-                    "causes".into(),
-                    d.causes
-                        .iter()
-                        .map(
-                            |c| json!({"reason": c.reason, "message": c.message, "field": c.field}),
-                        )
-                        .collect(),
-                );
+                details.insert("causes".into(), d.causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect());
             }
             if let Some(s) = d.retry_after_seconds {
                 details.insert("retryAfterSeconds".into(), s.into());

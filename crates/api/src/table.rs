@@ -19,20 +19,8 @@ pub struct Column {
 const NAME_DESC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
 const AGE_DESC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
 
-const NAME: Column = Column {
-    name: "Name",
-    kind: "string",
-    format: "name",
-    description: NAME_DESC,
-    priority: 0,
-};
-const AGE: Column = Column {
-    name: "Age",
-    kind: "string",
-    format: "",
-    description: AGE_DESC,
-    priority: 0,
-};
+const NAME: Column = Column { name: "Name", kind: "string", format: "name", description: NAME_DESC, priority: 0 };
+const AGE: Column = Column { name: "Age", kind: "string", format: "", description: AGE_DESC, priority: 0 };
 
 pub static DEFAULT_COLUMNS: [Column; 2] = [NAME, AGE];
 
@@ -49,17 +37,8 @@ pub static SECRET_COLUMNS: [Column; 4] = [
     AGE,
 ];
 
-pub static NAMESPACE_COLUMNS: [Column; 3] = [
-    NAME,
-    Column {
-        name: "Status",
-        kind: "string",
-        format: "",
-        description: "The status of the namespace",
-        priority: 0,
-    },
-    AGE,
-];
+pub static NAMESPACE_COLUMNS: [Column; 3] =
+    [NAME, Column { name: "Status", kind: "string", format: "", description: "The status of the namespace", priority: 0 }, AGE];
 
 fn partial_metadata(obj: &Value) -> Value {
     let mut meta = obj["metadata"].clone();
@@ -70,12 +49,7 @@ fn partial_metadata(obj: &Value) -> Value {
 }
 
 /// A Table of `objects`; `include_object` is the `includeObject` parameter (Metadata by default).
-pub fn table(
-    resource: &Resource,
-    objects: &[Value],
-    list_meta: Value,
-    include_object: &str,
-) -> Value {
+pub fn table(resource: &Resource, objects: &[Value], list_meta: Value, include_object: &str) -> Value {
     let columns: Vec<Value> = resource
         .strategy
         .columns()

@@ -68,82 +68,32 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn invalid(field: impl Into<String>, value: &str, detail: impl Into<String>) -> Self {
-        FieldError {
-            kind: ErrorType::Invalid,
-            field: field.into(),
-            value: Some(go_quote(value)),
-            detail: detail.into(),
-        }
+        FieldError { kind: ErrorType::Invalid, field: field.into(), value: Some(go_quote(value)), detail: detail.into() }
     }
-    pub fn invalid_raw(
-        field: impl Into<String>,
-        value: impl Into<String>,
-        detail: impl Into<String>,
-    ) -> Self {
-        FieldError {
-            kind: ErrorType::Invalid,
-            field: field.into(),
-            value: Some(value.into()),
-            detail: detail.into(),
-        }
+    pub fn invalid_raw(field: impl Into<String>, value: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError { kind: ErrorType::Invalid, field: field.into(), value: Some(value.into()), detail: detail.into() }
     }
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError {
-            kind: ErrorType::Required,
-            field: field.into(),
-            value: None,
-            detail: detail.into(),
-        }
+        FieldError { kind: ErrorType::Required, field: field.into(), value: None, detail: detail.into() }
     }
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError {
-            kind: ErrorType::Forbidden,
-            field: field.into(),
-            value: None,
-            detail: detail.into(),
-        }
+        FieldError { kind: ErrorType::Forbidden, field: field.into(), value: None, detail: detail.into() }
     }
     pub fn too_long(field: impl Into<String>, max: usize) -> Self {
-        FieldError {
-            kind: ErrorType::TooLong,
-            field: field.into(),
-            value: None,
-            detail: format!("must have at most {max} bytes"),
-        }
+        FieldError { kind: ErrorType::TooLong, field: field.into(), value: None, detail: format!("must have at most {max} bytes") }
     }
     pub fn not_supported(field: impl Into<String>, value: &str, supported: &[&str]) -> Self {
-        let list = supported
-            .iter()
-            .map(|s| go_quote(s))
-            .collect::<Vec<_>>()
-            .join(", ");
-        FieldError {
-            kind: ErrorType::NotSupported,
-            field: field.into(),
-            value: Some(go_quote(value)),
-            detail: format!("supported values: {list}"),
-        }
+        let list = supported.iter().map(|s| go_quote(s)).collect::<Vec<_>>().join(", ");
+        FieldError { kind: ErrorType::NotSupported, field: field.into(), value: Some(go_quote(value)), detail: format!("supported values: {list}") }
     }
     pub fn duplicate(field: impl Into<String>, value: &str) -> Self {
-        FieldError {
-            kind: ErrorType::Duplicate,
-            field: field.into(),
-            value: Some(go_quote(value)),
-            detail: String::new(),
-        }
+        FieldError { kind: ErrorType::Duplicate, field: field.into(), value: Some(go_quote(value)), detail: String::new() }
     }
 
     /// What follows "field: " in the error string; also the cause's message.
     pub fn body(&self) -> String {
         let mut s = match (&self.kind, &self.value) {
-            (
-                ErrorType::Required
-                | ErrorType::Forbidden
-                | ErrorType::TooLong
-                | ErrorType::Internal,
-                _,
-            )
-            | (_, None) => self.kind.text().to_string(),
+            (ErrorType::Required | ErrorType::Forbidden | ErrorType::TooLong | ErrorType::Internal, _) | (_, None) => self.kind.text().to_string(),
             (_, Some(v)) => format!("{}: {}", self.kind.text(), v),
         };
         if !self.detail.is_empty() {
@@ -171,9 +121,7 @@ pub fn go_quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -203,8 +151,7 @@ fn max_len_error(n: usize) -> String {
 }
 
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
-const DNS1123_SUBDOMAIN_FMT: &str =
-    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_FMT: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
@@ -261,11 +208,7 @@ pub fn qualified_name(value: &str) -> Vec<String> {
             if prefix.is_empty() {
                 errs.push("prefix part must be non-empty".to_string());
             } else {
-                errs.extend(
-                    dns1123_subdomain(prefix)
-                        .into_iter()
-                        .map(|m| format!("prefix part {m}")),
-                );
+                errs.extend(dns1123_subdomain(prefix).into_iter().map(|m| format!("prefix part {m}")));
             }
             name
         }
@@ -399,21 +342,13 @@ pub fn name_errors(rule: NameRule, name: &str) -> Vec<String> {
 }
 
 /// ValidateObjectMeta: name, generateName, namespace presence, labels, annotations, finalizers.
-pub fn validate_object_meta(
-    obj: &Value,
-    namespaced: bool,
-    rule: NameRule,
-    errs: &mut Vec<FieldError>,
-) {
+pub fn validate_object_meta(obj: &Value, namespaced: bool, rule: NameRule, errs: &mut Vec<FieldError>) {
     let meta = &obj["metadata"];
     let name = meta["name"].as_str().unwrap_or_default();
     let generate_name = meta["generateName"].as_str().unwrap_or_default();
     if name.is_empty() {
         if generate_name.is_empty() {
-            errs.push(FieldError::required(
-                "metadata.name",
-                "name or generateName is required",
-            ));
+            errs.push(FieldError::required("metadata.name", "name or generateName is required"));
         }
     } else {
         for m in name_errors(rule, name) {
@@ -424,11 +359,7 @@ pub fn validate_object_meta(
         // generateName is validated as a prefix: the name it yields must still be valid.
         let probe = format!("{generate_name}a");
         for m in name_errors(rule, &probe) {
-            errs.push(FieldError::invalid(
-                "metadata.generateName",
-                generate_name,
-                m,
-            ));
+            errs.push(FieldError::invalid("metadata.generateName", generate_name, m));
         }
     }
     let namespace = meta["namespace"].as_str().unwrap_or_default();
@@ -441,10 +372,7 @@ pub fn validate_object_meta(
             }
         }
     } else if !namespace.is_empty() {
-        errs.push(FieldError::forbidden(
-            "metadata.namespace",
-            "not allowed on this type",
-        ));
+        errs.push(FieldError::forbidden("metadata.namespace", "not allowed on this type"));
     }
     validate_labels(meta.get("labels"), "metadata.labels", errs);
     validate_annotations(meta.get("annotations"), "metadata.annotations", errs);
@@ -453,17 +381,10 @@ pub fn validate_object_meta(
         for (i, f) in fins.iter().enumerate() {
             let f = f.as_str().unwrap_or_default();
             for m in qualified_name(f) {
-                errs.push(FieldError::invalid(
-                    format!("metadata.finalizers[{i}]"),
-                    f,
-                    m,
-                ));
+                errs.push(FieldError::invalid(format!("metadata.finalizers[{i}]"), f, m));
             }
             if !seen.insert(f) {
-                errs.push(FieldError::duplicate(
-                    format!("metadata.finalizers[{i}]"),
-                    f,
-                ));
+                errs.push(FieldError::duplicate(format!("metadata.finalizers[{i}]"), f));
             }
         }
     }
@@ -476,21 +397,13 @@ pub fn validate_object_meta_update(new: &Value, old: &Value, errs: &mut Vec<Fiel
         let o = &old["metadata"][field];
         if n != o {
             let shown = n.as_str().map(go_quote).unwrap_or_else(|| n.to_string());
-            errs.push(FieldError::invalid_raw(
-                format!("metadata.{field}"),
-                shown,
-                "field is immutable",
-            ));
+            errs.push(FieldError::invalid_raw(format!("metadata.{field}"), shown, "field is immutable"));
         }
     }
 }
 
 /// Keys of `data`-like maps, reported under `path[key]`.
-pub fn validate_data_keys<'a>(
-    keys: impl Iterator<Item = &'a String>,
-    path: &str,
-    errs: &mut Vec<FieldError>,
-) {
+pub fn validate_data_keys<'a>(keys: impl Iterator<Item = &'a String>, path: &str, errs: &mut Vec<FieldError>) {
     for k in keys {
         for m in config_map_key(k) {
             errs.push(FieldError::invalid(key_path(path, k), k, m));
@@ -514,11 +427,7 @@ mod tests {
             errs,
             vec!["a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"]
         );
-        let e = FieldError::invalid(
-            "metadata.name",
-            "model-registry credentials",
-            errs[0].clone(),
-        );
+        let e = FieldError::invalid("metadata.name", "model-registry credentials", errs[0].clone());
         assert!(e.to_string().starts_with("metadata.name: Invalid value: \"model-registry credentials\": a lowercase RFC 1123 subdomain"));
     }
 
@@ -528,18 +437,14 @@ mod tests {
             dns1123_label("Bad_NS")[0],
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
         );
-        assert!(dns1123_label(&"a".repeat(64))
-            .contains(&"must be no more than 63 characters".to_string()));
+        assert!(dns1123_label(&"a".repeat(64)).contains(&"must be no more than 63 characters".to_string()));
     }
 
     #[test]
     fn config_keys() {
         assert!(config_map_key("MAX_BATCH_SIZE").is_empty());
         assert!(config_map_key("tls.crt").is_empty());
-        assert_eq!(
-            config_map_key("..x"),
-            vec!["must not start with '..'".to_string()]
-        );
+        assert_eq!(config_map_key("..x"), vec!["must not start with '..'".to_string()]);
         assert_eq!(config_map_key("a b").len(), 1);
     }
 
@@ -548,22 +453,13 @@ mod tests {
         assert!(qualified_name("app.kubernetes.io/part-of").is_empty());
         assert!(qualified_name("app.kubernetes io/part-of").len() == 1);
         assert_eq!(qualified_name("a/b/c").len(), 1);
-        assert_eq!(
-            qualified_name("/x"),
-            vec!["prefix part must be non-empty".to_string()]
-        );
+        assert_eq!(qualified_name("/x"), vec!["prefix part must be non-empty".to_string()]);
     }
 
     #[test]
     fn forbidden_body_has_no_value() {
         let e = FieldError::forbidden("data", "field is immutable when `immutable` is set");
-        assert_eq!(
-            e.to_string(),
-            "data: Forbidden: field is immutable when `immutable` is set"
-        );
-        assert_eq!(
-            FieldError::required("data[tls.crt]", "").to_string(),
-            "data[tls.crt]: Required value"
-        );
+        assert_eq!(e.to_string(), "data: Forbidden: field is immutable when `immutable` is set");
+        assert_eq!(FieldError::required("data[tls.crt]", "").to_string(), "data[tls.crt]: Required value");
     }
 }

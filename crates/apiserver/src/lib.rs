@@ -4,6 +4,8 @@
 pub mod authn;
 pub mod cache;
 pub mod handler;
+pub mod health;
+pub mod storage_admin;
 pub mod lifecycle;
 pub mod negotiate;
 pub mod pki;
@@ -21,6 +23,43 @@ use anyhow::{Context, Result};
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// kube-apiserver's `--encryption-provider-config`; by default lockbox writes and uses
+    /// `DATA/encryption-config.yaml` (secretbox for Secrets).
+    pub encryption_config: Option<PathBuf>,
+    /// How often the encryption configuration file is checked for changes.
+    pub encryption_reload_interval: Duration,
+}
+
+/// The encryption configuration file a data dir uses by default, created on first use.
+pub fn default_encryption_config(data_dir: &std::path::Path) -> Result<PathBuf> {
+    let path = data_dir.join("encryption-config.yaml");
+    if !path.exists() {
+        pki::write_private(&path, crypt::config::default_config_text().as_bytes())?;
+        tracing::info!(path = %path.display(), "generated an encryption configuration: Secrets are encrypted with secretbox");
+    }
+    Ok(path)
+}
+
+/// The API group of a storage resource name, for matching encryption rules.
+pub fn group_of_resource() -> crypt::reload::GroupOf {
+    Arc::new(|plural: &str| api::kinds::ALL.iter().find(|r| r.plural == plural).map(|r| r.group.to_string()).unwrap_or_default())
+}
+
+/// Loads an encryption configuration (off the async threads: KMS providers probe their plugin).
+pub async fn load_encryption(path: PathBuf) -> Result<Arc<crypt::reload::Reloading>> {
+    tokio::task::spawn_blocking(move || crypt::reload::Reloading::load(&path, group_of_resource()))
+        .await?
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Holds the data dir's lock for as long as the returned file is open; fails if another
+/// lockbox process holds it.
+pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(data_dir.join("lockbox.lock"))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(_) => anyhow::bail!("the data dir {} is in use by a running lockbox", data_dir.display()),
+    }
 }
 
 /// The address clients should use for `listen` (an unspecified address becomes loopback).

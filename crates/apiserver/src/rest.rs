@@ -132,6 +132,11 @@ impl Registry {
         })
     }
 
+    /// Was the stored value read with a key other than the current write key?
+    pub fn is_stale(&self, res: &Resource, ns: &str, name: &str) -> bool {
+        self.cache.get(&res.key(ns, name)).is_some_and(|e| e.stale)
+    }
+
     pub async fn get(&self, res: &Resource, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
         self.sync().await?;
         self.get_cached(res, ns, name)
@@ -457,7 +462,9 @@ impl Registry {
             api::fieldmanager::record_update(Some(current), &mut new, &opts.field_manager, res);
         }
         object::drop_empty_meta(&mut new);
-        if api::fieldmanager::same_ignoring_timestamps(current, &new) {
+        // A no-op update writes nothing, unless the stored bytes are stale (not encrypted with
+        // the current write key): then it rewrites them, which is how re-encryption works.
+        if api::fieldmanager::same_ignoring_timestamps(current, &new) && !self.is_stale(res, ns, &name) {
             return Ok(current.clone());
         }
         if opts.dry_run {

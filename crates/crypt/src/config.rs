@@ -95,32 +95,18 @@ pub type KmsFactory<'a> = &'a dyn Fn(&KmsConfig) -> Result<Box<dyn Transformer>,
 fn decode_key(path: &str, secret: &str) -> Result<Vec<u8>, String> {
     base64::engine::general_purpose::STANDARD
         .decode(secret)
-        .map_err(|e| {
-            format!(
-                "{path}.secret: Invalid value: \"REDACTED\": secrets must be base64 encoded: {e}"
-            )
-        })
+        .map_err(|e| format!("{path}.secret: Invalid value: \"REDACTED\": secrets must be base64 encoded: {e}"))
 }
 
 impl EncryptionConfig {
     pub fn load(path: &Path, kms: KmsFactory) -> Result<EncryptionConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "error reading encryption provider configuration file {:?}: {e}",
-                path.display().to_string()
-            )
-        })?;
-        Self::parse(&text, kms).map_err(|e| {
-            format!(
-                "error while parsing encryption provider configuration file {:?}: {e}",
-                path.display().to_string()
-            )
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("error reading encryption provider configuration file {:?}: {e}", path.display().to_string()))?;
+        Self::parse(&text, kms).map_err(|e| format!("error while parsing encryption provider configuration file {:?}: {e}", path.display().to_string()))
     }
 
     pub fn parse(text: &str, kms: KmsFactory) -> Result<EncryptionConfig, String> {
-        let file: File =
-            serde_norway::from_str(text).map_err(|e| format!("strict decoding error: {e}"))?;
+        let file: File = serde_norway::from_str(text).map_err(|e| format!("strict decoding error: {e}"))?;
         match (file.api_version.as_deref(), file.kind.as_deref()) {
             (Some("apiserver.config.k8s.io/v1"), Some("EncryptionConfiguration")) => {}
             (v, k) => {
@@ -141,9 +127,7 @@ impl EncryptionConfig {
         for (ri, rc) in file.resources.iter().enumerate() {
             let rpath = format!("resources[{ri}]");
             if rc.resources.is_empty() {
-                return Err(format!(
-                    "{rpath}.resources: Required value: at least one {rpath}.resources is required"
-                ));
+                return Err(format!("{rpath}.resources: Required value: at least one {rpath}.resources is required"));
             }
             for (i, r) in rc.resources.iter().enumerate() {
                 if r.chars().any(|c| c.is_uppercase()) {
@@ -164,35 +148,24 @@ impl EncryptionConfig {
                 seen_resources.insert(r.clone());
             }
             if rc.providers.is_empty() {
-                return Err(format!(
-                    "{rpath}.providers: Required value: at least one {rpath}.providers is required"
-                ));
+                return Err(format!("{rpath}.providers: Required value: at least one {rpath}.providers is required"));
             }
             let mut entries = Vec::new();
             for (pi, p) in rc.providers.iter().enumerate() {
                 let ppath = format!("{rpath}.providers[{pi}]");
-                let set = [
-                    p.aescbc.is_some(),
-                    p.aesgcm.is_some(),
-                    p.secretbox.is_some(),
-                    p.identity.is_some(),
-                    p.kms.is_some(),
-                ]
-                .iter()
-                .filter(|b| **b)
-                .count();
+                let set = [p.aescbc.is_some(), p.aesgcm.is_some(), p.secretbox.is_some(), p.identity.is_some(), p.kms.is_some()].iter().filter(|b| **b).count();
                 if set == 0 {
-                    return Err(format!("{ppath}: Invalid value: {{}}: provider does not contain any of the expected providers: KMS, AESGCM, AESCBC, Secretbox, Identity"));
+                    return Err(format!(
+                        "{ppath}: Invalid value: {{}}: provider does not contain any of the expected providers: KMS, AESGCM, AESCBC, Secretbox, Identity"
+                    ));
                 }
                 if set > 1 {
-                    return Err(format!("{ppath}: Invalid value: {{}}: more than one provider specified in a single element, should split into different list elements"));
+                    return Err(format!(
+                        "{ppath}: Invalid value: {{}}: more than one provider specified in a single element, should split into different list elements"
+                    ));
                 }
                 if p.identity.is_some() {
-                    entries.push(PrefixEntry {
-                        prefix: vec![],
-                        transformer: Box::new(Identity),
-                        label: "identity".into(),
-                    });
+                    entries.push(PrefixEntry { prefix: vec![], transformer: Box::new(Identity), label: "identity".into() });
                     continue;
                 }
                 if let Some(k) = &p.kms {
@@ -219,7 +192,11 @@ impl EncryptionConfig {
                         return Err(format!("{kpath}.endpoint: Invalid value: \"\": endpoint is a mandatory field for a kms"));
                     }
                     if !k.endpoint.starts_with("unix://") {
-                        return Err(format!("{kpath}.endpoint: Invalid value: \"{}\": unsupported scheme \"{}\" for KMS provider, only unix is supported", k.endpoint, k.endpoint.split("://").next().unwrap_or_default()));
+                        return Err(format!(
+                            "{kpath}.endpoint: Invalid value: \"{}\": unsupported scheme \"{}\" for KMS provider, only unix is supported",
+                            k.endpoint,
+                            k.endpoint.split("://").next().unwrap_or_default()
+                        ));
                     }
                     if k.cachesize.is_some() {
                         return Err(format!("{kpath}.cachesize: Invalid value: {}: cachesize is not supported in v2", k.cachesize.unwrap_or_default()));
@@ -240,41 +217,38 @@ impl EncryptionConfig {
                 };
                 let kpath = format!("{ppath}.{name}.keys");
                 if keys.keys.is_empty() {
-                    return Err(format!(
-                        "{kpath}: Required value: at least one keys is required"
-                    ));
+                    return Err(format!("{kpath}: Required value: at least one keys is required"));
                 }
                 let mut names = BTreeSet::new();
                 for (ki, key) in keys.keys.iter().enumerate() {
                     let kp = format!("{kpath}[{ki}]");
                     if key.name.is_empty() {
-                        return Err(format!(
-                            "{kp}.name: Required value: name is a mandatory field for a key"
-                        ));
+                        return Err(format!("{kp}.name: Required value: name is a mandatory field for a key"));
                     }
                     // Kubernetes does not check these two; a duplicate name would make the
                     // second key unreachable for writes and ambiguous for reads, so lockbox does.
                     if key.name.contains(':') {
-                        return Err(format!(
-                            "{kp}.name: Invalid value: \"{}\": key name must not contain ':'",
-                            key.name
-                        ));
+                        return Err(format!("{kp}.name: Invalid value: \"{}\": key name must not contain ':'", key.name));
                     }
                     if !names.insert(key.name.clone()) {
                         return Err(format!("{kp}.name: Invalid value: \"{}\": duplicate key name, key names must be unique", key.name));
                     }
                     if key.secret.is_empty() {
-                        return Err(format!(
-                            "{kp}.secret: Required value: secret is a mandatory field for a key"
-                        ));
+                        return Err(format!("{kp}.secret: Required value: secret is a mandatory field for a key"));
                     }
                     let raw = decode_key(&kp, &key.secret)?;
                     let transformer: Box<dyn Transformer> = match name {
                         "aescbc" | "aesgcm" if ![16, 24, 32].contains(&raw.len()) => {
-                            return Err(format!("{kp}.secret: Invalid value: \"REDACTED\": secret is not of the expected length, got {}, expected one of [16 24 32]", raw.len()));
+                            return Err(format!(
+                                "{kp}.secret: Invalid value: \"REDACTED\": secret is not of the expected length, got {}, expected one of [16 24 32]",
+                                raw.len()
+                            ));
                         }
                         "secretbox" if raw.len() != 32 => {
-                            return Err(format!("{kp}.secret: Invalid value: \"REDACTED\": secret is not of the expected length, got {}, expected one of [32]", raw.len()));
+                            return Err(format!(
+                                "{kp}.secret: Invalid value: \"REDACTED\": secret is not of the expected length, got {}, expected one of [32]",
+                                raw.len()
+                            ));
                         }
                         "aescbc" => Box::new(AesCbc::new(&raw)?),
                         "aesgcm" => Box::new(AesGcm::new(&raw)?),
@@ -287,44 +261,23 @@ impl EncryptionConfig {
                     });
                 }
             }
-            rules.push(Rule {
-                resources: rc.resources.clone(),
-                transformers: Arc::new(PrefixTransformers { entries }),
-            });
+            rules.push(Rule { resources: rc.resources.clone(), transformers: Arc::new(PrefixTransformers { entries }) });
         }
-        Ok(EncryptionConfig {
-            rules,
-            kms: kms_all,
-        })
+        Ok(EncryptionConfig { rules, kms: kms_all })
     }
 
     /// The chain for `resource` in `group` (core: ""): the first rule that names it, by exact
     /// name, `*.<group>`, or `*.*`.
     pub fn for_resource(&self, group: &str, resource: &str) -> Option<Arc<PrefixTransformers>> {
-        let exact = if group.is_empty() {
-            resource.to_string()
-        } else {
-            format!("{resource}.{group}")
-        };
+        let exact = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
         let group_wildcard = format!("*.{group}");
-        self.rules
-            .iter()
-            .find(|r| {
-                r.resources
-                    .iter()
-                    .any(|n| *n == exact || *n == group_wildcard || n == "*.*")
-            })
-            .map(|r| r.transformers.clone())
+        self.rules.iter().find(|r| r.resources.iter().any(|n| *n == exact || *n == group_wildcard || n == "*.*")).map(|r| r.transformers.clone())
     }
 }
 
 /// Does an earlier rule `earlier` already cover resource `r`?
 fn masks(earlier: &str, r: &str) -> bool {
-    let group = |x: &str| {
-        x.split_once('.')
-            .map(|(_, g)| g.to_string())
-            .unwrap_or_default()
-    };
+    let group = |x: &str| x.split_once('.').map(|(_, g)| g.to_string()).unwrap_or_default();
     earlier == "*.*" || (earlier.starts_with("*.") && earlier != r && group(earlier) == group(r))
 }
 
@@ -337,16 +290,13 @@ pub struct ResourceTransformers {
 
 /// The resource segment of a storage key.
 pub fn resource_of(key: &str) -> &str {
-    key.strip_prefix("/registry/")
-        .and_then(|k| k.split('/').next())
-        .unwrap_or_default()
+    key.strip_prefix("/registry/").and_then(|k| k.split('/').next()).unwrap_or_default()
 }
 
 impl ResourceTransformers {
     pub fn chain(&self, key: &str) -> Option<Arc<PrefixTransformers>> {
         let resource = resource_of(key);
-        self.config
-            .for_resource(&(self.group_of)(resource), resource)
+        self.config.for_resource(&(self.group_of)(resource), resource)
     }
 }
 
@@ -358,11 +308,7 @@ impl Transformer for ResourceTransformers {
         }
     }
 
-    fn transform_from_storage(
-        &self,
-        stored: &[u8],
-        context: &str,
-    ) -> Result<(Bytes, ReadInfo), Error> {
+    fn transform_from_storage(&self, stored: &[u8], context: &str) -> Result<(Bytes, ReadInfo), Error> {
         match self.chain(context) {
             Some(c) => c.transform_from_storage(stored, context),
             None => Identity.transform_from_storage(stored, context),
@@ -412,14 +358,10 @@ mod tests {
         let chain = c.for_resource("", "secrets").unwrap();
         assert_eq!(chain.write_label(), "secretbox:key1");
         assert!(c.for_resource("", "configmaps").is_none());
-        let stored = chain
-            .transform_to_storage(b"hello", "/registry/secrets/a/b")
-            .unwrap();
+        let stored = chain.transform_to_storage(b"hello", "/registry/secrets/a/b").unwrap();
         assert!(stored.starts_with(b"k8s:enc:secretbox:v1:key1:"));
         // Plaintext written before encryption is still readable, and stale.
-        let (plain, info) = chain
-            .transform_from_storage(b"{\"old\":1}", "/registry/secrets/a/b")
-            .unwrap();
+        let (plain, info) = chain.transform_from_storage(b"{\"old\":1}", "/registry/secrets/a/b").unwrap();
         assert_eq!(&plain[..], b"{\"old\":1}");
         assert!(info.stale);
     }
@@ -429,21 +371,10 @@ mod tests {
         let key = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
         let text = format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - identity: {{}}\n- resources: ['*.apps', '*.']\n  providers:\n  - aesgcm:\n      keys: [{{name: a, secret: {key}}}]\n");
         let c = parse(&text).unwrap();
-        assert_eq!(
-            c.for_resource("", "secrets").unwrap().write_label(),
-            "identity"
-        );
-        assert_eq!(
-            c.for_resource("", "configmaps").unwrap().write_label(),
-            "aesgcm:a"
-        );
-        assert_eq!(
-            c.for_resource("apps", "deployments").unwrap().write_label(),
-            "aesgcm:a"
-        );
-        assert!(c
-            .for_resource("rbac.authorization.k8s.io", "roles")
-            .is_none());
+        assert_eq!(c.for_resource("", "secrets").unwrap().write_label(), "identity");
+        assert_eq!(c.for_resource("", "configmaps").unwrap().write_label(), "aesgcm:a");
+        assert_eq!(c.for_resource("apps", "deployments").unwrap().write_label(), "aesgcm:a");
+        assert!(c.for_resource("rbac.authorization.k8s.io", "roles").is_none());
     }
 
     #[test]
@@ -451,20 +382,39 @@ mod tests {
         let cases = [
             (format!("{HEAD}resources: []\n"), "resources: Required value: at least one resources is required"),
             (format!("{HEAD}resources:\n- resources: [secrets]\n"), "resources[0].providers: Required value"),
-            (format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys: []\n"), "resources[0].providers[0].aescbc.keys: Required value"),
-            (format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys: [{{name: k, secret: '!!'}}]\n"), "resources[0].providers[0].aescbc.keys[0].secret: Invalid value: \"REDACTED\": secrets must be base64 encoded"),
-            (format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - secretbox:\n      keys: [{{name: k, secret: YWJj}}]\n"), "secret is not of the expected length, got 3, expected one of [32]"),
-            (format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - aesgcm:\n      keys: [{{name: k, secret: YWJj}}]\n"), "got 3, expected one of [16 24 32]"),
-            (format!("{HEAD}resources:\n- resources: ['*.']\n  providers:\n  - identity: {{}}\n- resources: [secrets]\n  providers:\n  - identity: {{}}\n"), "resource \"secrets\" is masked by earlier rule \"*.\""),
-            (format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - kms:\n      apiVersion: v2\n      name: x\n"), "kms.endpoint: Invalid value: \"\": endpoint is a mandatory field for a kms"),
-            (format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - identity: {{}}\n    aescbc: {{keys: []}}\n"), "more than one provider specified in a single element"),
+            (
+                format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys: []\n"),
+                "resources[0].providers[0].aescbc.keys: Required value",
+            ),
+            (
+                format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys: [{{name: k, secret: '!!'}}]\n"),
+                "resources[0].providers[0].aescbc.keys[0].secret: Invalid value: \"REDACTED\": secrets must be base64 encoded",
+            ),
+            (
+                format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - secretbox:\n      keys: [{{name: k, secret: YWJj}}]\n"),
+                "secret is not of the expected length, got 3, expected one of [32]",
+            ),
+            (
+                format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - aesgcm:\n      keys: [{{name: k, secret: YWJj}}]\n"),
+                "got 3, expected one of [16 24 32]",
+            ),
+            (
+                format!("{HEAD}resources:\n- resources: ['*.']\n  providers:\n  - identity: {{}}\n- resources: [secrets]\n  providers:\n  - identity: {{}}\n"),
+                "resource \"secrets\" is masked by earlier rule \"*.\"",
+            ),
+            (
+                format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - kms:\n      apiVersion: v2\n      name: x\n"),
+                "kms.endpoint: Invalid value: \"\": endpoint is a mandatory field for a kms",
+            ),
+            (
+                format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - identity: {{}}\n    aescbc: {{keys: []}}\n"),
+                "more than one provider specified in a single element",
+            ),
             (format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - identiy: {{}}\n"), "unknown field `identiy`"),
             ("apiVersion: v1\nkind: Config\n".to_string(), "expected apiVersion apiserver.config.k8s.io/v1"),
         ];
         for (text, want) in cases {
-            let err = parse(&text)
-                .err()
-                .unwrap_or_else(|| panic!("accepted: {text}"));
+            let err = parse(&text).err().unwrap_or_else(|| panic!("accepted: {text}"));
             assert!(err.contains(want), "{err}\nshould contain: {want}");
         }
     }

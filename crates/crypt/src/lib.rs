@@ -7,8 +7,11 @@
 //! storage. For now the only transformer is identity; the encryption providers plug in here.
 
 pub mod config;
+pub mod kms;
+pub mod metrics;
 pub mod prefix;
 pub mod providers;
+pub mod reload;
 
 use bytes::Bytes;
 
@@ -32,11 +35,7 @@ pub struct ReadInfo {
 /// bound into authenticated encryption so a value cannot be moved to another key.
 pub trait Transformer: Send + Sync + 'static {
     fn transform_to_storage(&self, plaintext: &[u8], context: &str) -> Result<Bytes, Error>;
-    fn transform_from_storage(
-        &self,
-        stored: &[u8],
-        context: &str,
-    ) -> Result<(Bytes, ReadInfo), Error>;
+    fn transform_from_storage(&self, stored: &[u8], context: &str) -> Result<(Bytes, ReadInfo), Error>;
 }
 
 /// Stores values as they are.
@@ -47,16 +46,10 @@ impl Transformer for Identity {
         Ok(Bytes::copy_from_slice(plaintext))
     }
 
-    fn transform_from_storage(
-        &self,
-        stored: &[u8],
-        _context: &str,
-    ) -> Result<(Bytes, ReadInfo), Error> {
+    fn transform_from_storage(&self, stored: &[u8], _context: &str) -> Result<(Bytes, ReadInfo), Error> {
         // A value written by an encrypting provider starts with "k8s:enc:"; identity cannot read it.
         if stored.starts_with(b"k8s:enc:") {
-            return Err(Error::Undecryptable(
-                "identity transformer tried to read encrypted data".into(),
-            ));
+            return Err(Error::Undecryptable("identity transformer tried to read encrypted data".into()));
         }
         Ok((Bytes::copy_from_slice(stored), ReadInfo::default()))
     }

@@ -37,53 +37,35 @@ pub fn describe(stored: &[u8]) -> String {
 
 impl PrefixTransformers {
     pub fn write_label(&self) -> &str {
-        self.entries
-            .first()
-            .map(|e| e.label.as_str())
-            .unwrap_or("identity")
+        self.entries.first().map(|e| e.label.as_str()).unwrap_or("identity")
     }
 }
 
 impl Transformer for PrefixTransformers {
     fn transform_to_storage(&self, plaintext: &[u8], context: &str) -> Result<Bytes, Error> {
-        let first = self
-            .entries
-            .first()
-            .ok_or_else(|| Error::Undecryptable("no encryption provider is configured".into()))?;
-        let body = first.transformer.transform_to_storage(plaintext, context)?;
+        let first = self.entries.first().ok_or_else(|| Error::Undecryptable("no encryption provider is configured".into()))?;
+        let body = first.transformer.transform_to_storage(plaintext, context);
+        crate::metrics::transformation("to_storage", &first.prefix, body.is_ok());
+        let body = body?;
         let mut out = Vec::with_capacity(first.prefix.len() + body.len());
         out.extend_from_slice(&first.prefix);
         out.extend_from_slice(&body);
         Ok(Bytes::from(out))
     }
 
-    fn transform_from_storage(
-        &self,
-        stored: &[u8],
-        context: &str,
-    ) -> Result<(Bytes, ReadInfo), Error> {
+    fn transform_from_storage(&self, stored: &[u8], context: &str) -> Result<(Bytes, ReadInfo), Error> {
         let mut errors = Vec::new();
         for (i, e) in self.entries.iter().enumerate() {
             let Some(rest) = stored.strip_prefix(e.prefix.as_slice()) else {
                 continue;
             };
             match e.transformer.transform_from_storage(rest, context) {
-                Ok((plain, info)) => {
-                    return Ok((
-                        plain,
-                        ReadInfo {
-                            stale: info.stale || i != 0,
-                        },
-                    ))
-                }
+                Ok((plain, info)) => return Ok((plain, ReadInfo { stale: info.stale || i != 0 })),
                 Err(err) => errors.push(format!("{}: {err}", e.label)),
             }
         }
         if errors.is_empty() {
-            return Err(Error::Undecryptable(format!(
-                "no matching prefix found (data was written by {})",
-                describe(stored)
-            )));
+            return Err(Error::Undecryptable(format!("no matching prefix found (data was written by {})", describe(stored))));
         }
         Err(Error::Undecryptable(errors.join("; ")))
     }

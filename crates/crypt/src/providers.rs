@@ -30,9 +30,7 @@ impl AesCbc {
     pub fn new(key: &[u8]) -> Result<Self, String> {
         match key.len() {
             16 | 24 | 32 => Ok(AesCbc { key: key.to_vec() }),
-            n => Err(format!(
-                "key size {n} is not supported, must be 16, 24 or 32 bytes"
-            )),
+            n => Err(format!("key size {n} is not supported, must be 16, 24 or 32 bytes")),
         }
     }
 }
@@ -62,9 +60,7 @@ impl Transformer for AesCbc {
         let ct = with_cbc!(
             self.key,
             A,
-            cbc::Encryptor::<A>::new_from_slices(&self.key, &iv)
-                .map_err(|e| Error::Undecryptable(e.to_string()))?
-                .encrypt_padded_vec_mut::<Pkcs7>(plaintext)
+            cbc::Encryptor::<A>::new_from_slices(&self.key, &iv).map_err(|e| Error::Undecryptable(e.to_string()))?.encrypt_padded_vec_mut::<Pkcs7>(plaintext)
         );
         let mut out = Vec::with_capacity(16 + ct.len());
         out.extend_from_slice(&iv);
@@ -72,28 +68,18 @@ impl Transformer for AesCbc {
         Ok(Bytes::from(out))
     }
 
-    fn transform_from_storage(
-        &self,
-        stored: &[u8],
-        _context: &str,
-    ) -> Result<(Bytes, ReadInfo), Error> {
+    fn transform_from_storage(&self, stored: &[u8], _context: &str) -> Result<(Bytes, ReadInfo), Error> {
         if stored.len() < 16 {
-            return Err(Error::Undecryptable(
-                "the stored data was shorter than the required size".into(),
-            ));
+            return Err(Error::Undecryptable("the stored data was shorter than the required size".into()));
         }
         let (iv, ct) = stored.split_at(16);
         if ct.is_empty() || ct.len() % 16 != 0 {
-            return Err(Error::Undecryptable(
-                "the stored data is not a multiple of the block size".into(),
-            ));
+            return Err(Error::Undecryptable("the stored data is not a multiple of the block size".into()));
         }
         let pt = with_cbc!(
             self.key,
             A,
-            cbc::Decryptor::<A>::new_from_slices(&self.key, iv)
-                .map_err(|e| Error::Undecryptable(e.to_string()))?
-                .decrypt_padded_vec_mut::<Pkcs7>(ct)
+            cbc::Decryptor::<A>::new_from_slices(&self.key, iv).map_err(|e| Error::Undecryptable(e.to_string()))?.decrypt_padded_vec_mut::<Pkcs7>(ct)
         )
         .map_err(|_| Error::Undecryptable("invalid PKCS#7 padding in the stored data".into()))?;
         Ok((Bytes::from(pt), ReadInfo::default()))
@@ -109,35 +95,21 @@ impl AesGcm {
     pub fn new(key: &[u8]) -> Result<Self, String> {
         match key.len() {
             16 | 24 | 32 => Ok(AesGcm { key: key.to_vec() }),
-            n => Err(format!(
-                "key size {n} is not supported, must be 16, 24 or 32 bytes"
-            )),
+            n => Err(format!("key size {n} is not supported, must be 16, 24 or 32 bytes")),
         }
     }
 }
 
 /// AES-GCM seal/open with a 12-byte nonce, for aesgcm and the KMS v2 envelope.
-pub fn gcm_seal(
-    key: &[u8],
-    nonce: &[u8; 12],
-    plaintext: &[u8],
-    aad: &[u8],
-) -> Result<Vec<u8>, Error> {
-    let payload = Payload {
-        msg: plaintext,
-        aad,
-    };
+pub fn gcm_seal(key: &[u8], nonce: &[u8; 12], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, Error> {
+    let payload = Payload { msg: plaintext, aad };
     let n = aes_gcm::Nonce::from_slice(nonce);
     let r = match key.len() {
-        16 => aes_gcm::Aes128Gcm::new_from_slice(key)
-            .map_err(|e| Error::Undecryptable(e.to_string()))?
-            .encrypt(n, payload),
+        16 => aes_gcm::Aes128Gcm::new_from_slice(key).map_err(|e| Error::Undecryptable(e.to_string()))?.encrypt(n, payload),
         24 => aes_gcm::AesGcm::<aes::Aes192, aes_gcm::aead::consts::U12>::new_from_slice(key)
             .map_err(|e| Error::Undecryptable(e.to_string()))?
             .encrypt(n, payload),
-        _ => aes_gcm::Aes256Gcm::new_from_slice(key)
-            .map_err(|e| Error::Undecryptable(e.to_string()))?
-            .encrypt(n, payload),
+        _ => aes_gcm::Aes256Gcm::new_from_slice(key).map_err(|e| Error::Undecryptable(e.to_string()))?.encrypt(n, payload),
     };
     r.map_err(|_| Error::Undecryptable("encryption failed".into()))
 }
@@ -146,15 +118,11 @@ pub fn gcm_open(key: &[u8], nonce: &[u8], sealed: &[u8], aad: &[u8]) -> Result<V
     let payload = Payload { msg: sealed, aad };
     let n = aes_gcm::Nonce::from_slice(nonce);
     let r = match key.len() {
-        16 => aes_gcm::Aes128Gcm::new_from_slice(key)
-            .map_err(|e| Error::Undecryptable(e.to_string()))?
-            .decrypt(n, payload),
+        16 => aes_gcm::Aes128Gcm::new_from_slice(key).map_err(|e| Error::Undecryptable(e.to_string()))?.decrypt(n, payload),
         24 => aes_gcm::AesGcm::<aes::Aes192, aes_gcm::aead::consts::U12>::new_from_slice(key)
             .map_err(|e| Error::Undecryptable(e.to_string()))?
             .decrypt(n, payload),
-        _ => aes_gcm::Aes256Gcm::new_from_slice(key)
-            .map_err(|e| Error::Undecryptable(e.to_string()))?
-            .decrypt(n, payload),
+        _ => aes_gcm::Aes256Gcm::new_from_slice(key).map_err(|e| Error::Undecryptable(e.to_string()))?.decrypt(n, payload),
     };
     r.map_err(|_| Error::Undecryptable("cipher: message authentication failed".into()))
 }
@@ -169,21 +137,12 @@ impl Transformer for AesGcm {
         Ok(Bytes::from(out))
     }
 
-    fn transform_from_storage(
-        &self,
-        stored: &[u8],
-        context: &str,
-    ) -> Result<(Bytes, ReadInfo), Error> {
+    fn transform_from_storage(&self, stored: &[u8], context: &str) -> Result<(Bytes, ReadInfo), Error> {
         if stored.len() < 12 + 16 {
-            return Err(Error::Undecryptable(
-                "the stored data was shorter than the required size".into(),
-            ));
+            return Err(Error::Undecryptable("the stored data was shorter than the required size".into()));
         }
         let (nonce, sealed) = stored.split_at(12);
-        Ok((
-            Bytes::from(gcm_open(&self.key, nonce, sealed, context.as_bytes())?),
-            ReadInfo::default(),
-        ))
+        Ok((Bytes::from(gcm_open(&self.key, nonce, sealed, context.as_bytes())?), ReadInfo::default()))
     }
 }
 
@@ -195,16 +154,10 @@ pub struct Secretbox {
 impl Secretbox {
     pub fn new(key: &[u8]) -> Result<Self, String> {
         if key.len() != 32 {
-            return Err(format!(
-                "key size {} is not supported, must be 32 bytes",
-                key.len()
-            ));
+            return Err(format!("key size {} is not supported, must be 32 bytes", key.len()));
         }
         use crypto_secretbox::KeyInit as _;
-        Ok(Secretbox {
-            cipher: crypto_secretbox::XSalsa20Poly1305::new_from_slice(key)
-                .map_err(|e| e.to_string())?,
-        })
+        Ok(Secretbox { cipher: crypto_secretbox::XSalsa20Poly1305::new_from_slice(key).map_err(|e| e.to_string())? })
     }
 }
 
@@ -212,34 +165,24 @@ impl Transformer for Secretbox {
     fn transform_to_storage(&self, plaintext: &[u8], _context: &str) -> Result<Bytes, Error> {
         use crypto_secretbox::aead::Aead as _;
         let nonce: [u8; 24] = random();
-        let sealed = self
-            .cipher
-            .encrypt(crypto_secretbox::Nonce::from_slice(&nonce), plaintext)
-            .map_err(|_| Error::Undecryptable("encryption failed".into()))?;
+        let sealed =
+            self.cipher.encrypt(crypto_secretbox::Nonce::from_slice(&nonce), plaintext).map_err(|_| Error::Undecryptable("encryption failed".into()))?;
         let mut out = Vec::with_capacity(24 + sealed.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         Ok(Bytes::from(out))
     }
 
-    fn transform_from_storage(
-        &self,
-        stored: &[u8],
-        _context: &str,
-    ) -> Result<(Bytes, ReadInfo), Error> {
+    fn transform_from_storage(&self, stored: &[u8], _context: &str) -> Result<(Bytes, ReadInfo), Error> {
         use crypto_secretbox::aead::Aead as _;
         if stored.len() < 24 + 16 {
-            return Err(Error::Undecryptable(
-                "the stored data was shorter than the required size".into(),
-            ));
+            return Err(Error::Undecryptable("the stored data was shorter than the required size".into()));
         }
         let (nonce, sealed) = stored.split_at(24);
         let pt = self
             .cipher
             .decrypt(crypto_secretbox::Nonce::from_slice(nonce), sealed)
-            .map_err(|_| {
-                Error::Undecryptable("output array was not large enough for encryption".into())
-            })?;
+            .map_err(|_| Error::Undecryptable("output array was not large enough for encryption".into()))?;
         Ok((Bytes::from(pt), ReadInfo::default()))
     }
 }
@@ -250,13 +193,9 @@ mod tests {
 
     fn roundtrip(t: &dyn Transformer) {
         for msg in [&b""[..], b"x", b"exactly sixteen!", &[7u8; 1000]] {
-            let stored = t
-                .transform_to_storage(msg, "/registry/secrets/ns/a")
-                .unwrap();
+            let stored = t.transform_to_storage(msg, "/registry/secrets/ns/a").unwrap();
             assert_ne!(&stored[..], msg);
-            let (back, _) = t
-                .transform_from_storage(&stored, "/registry/secrets/ns/a")
-                .unwrap();
+            let (back, _) = t.transform_from_storage(&stored, "/registry/secrets/ns/a").unwrap();
             assert_eq!(&back[..], msg);
         }
     }
@@ -272,22 +211,14 @@ mod tests {
         assert!(Secretbox::new(&[0; 16]).is_err());
 
         let gcm = AesGcm::new(&[2; 32]).unwrap();
-        let stored = gcm
-            .transform_to_storage(b"secret", "/registry/secrets/ns/a")
-            .unwrap();
+        let stored = gcm.transform_to_storage(b"secret", "/registry/secrets/ns/a").unwrap();
         // The storage key is authenticated: moved data does not open.
-        assert!(gcm
-            .transform_from_storage(&stored, "/registry/secrets/ns/b")
-            .is_err());
+        assert!(gcm.transform_from_storage(&stored, "/registry/secrets/ns/b").is_err());
         let mut flipped = stored.to_vec();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert!(gcm
-            .transform_from_storage(&flipped, "/registry/secrets/ns/a")
-            .is_err());
-        assert!(gcm
-            .transform_from_storage(&stored[..20], "/registry/secrets/ns/a")
-            .is_err());
+        assert!(gcm.transform_from_storage(&flipped, "/registry/secrets/ns/a").is_err());
+        assert!(gcm.transform_from_storage(&stored[..20], "/registry/secrets/ns/a").is_err());
 
         let sb = Secretbox::new(&[3; 32]).unwrap();
         let mut s = sb.transform_to_storage(b"secret", "k").unwrap().to_vec();

@@ -7,11 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "lockbox",
-    version,
-    about = "Kubernetes ConfigMaps and Secrets, in one fast binary"
-)]
+#[command(name = "lockbox", version, about = "Kubernetes ConfigMaps and Secrets, in one fast binary")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,9 +36,7 @@ fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("lockbox");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/lockbox")
 }
 
@@ -51,10 +45,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Up { data_dir, listen } => {
             tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
+                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
                 .with_writer(std::io::stderr)
                 .init();
             let data_dir = data_dir.unwrap_or_else(default_data_dir);
@@ -62,15 +53,8 @@ fn main() -> Result<()> {
             rt.block_on(apiserver::run(apiserver::Config { data_dir, listen }))
         }
         Command::Kubeconfig { data_dir } => {
-            let path = data_dir
-                .unwrap_or_else(default_data_dir)
-                .join("admin.kubeconfig");
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "reading {} (has `lockbox up` run with this data dir?)",
-                    path.display()
-                )
-            })?;
+            let path = data_dir.unwrap_or_else(default_data_dir).join("admin.kubeconfig");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {} (has `lockbox up` run with this data dir?)", path.display()))?;
             print!("{text}");
             Ok(())
         }

@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
-};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 
 use common::{raw, Server};
@@ -24,10 +22,7 @@ fn cm(name: &str, data: &[(&str, &str)]) -> ConfigMap {
 
 async fn namespace(client: &kube::Client, name: &str) {
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
 }
 
 #[tokio::test]
@@ -36,33 +31,18 @@ async fn configmap_lifecycle_and_optimistic_concurrency() {
     let c = s.client().await;
     namespace(&c, "t1").await;
     let api: Api<ConfigMap> = Api::namespaced(c.clone(), "t1");
-    let created = api
-        .create(&PostParams::default(), &cm("a", &[("k", "v")]))
-        .await
-        .unwrap();
+    let created = api.create(&PostParams::default(), &cm("a", &[("k", "v")])).await.unwrap();
     let meta = &created.metadata;
-    assert!(
-        meta.uid.is_some() && meta.creation_timestamp.is_some() && meta.resource_version.is_some()
-    );
+    assert!(meta.uid.is_some() && meta.creation_timestamp.is_some() && meta.resource_version.is_some());
     assert_eq!(created.data.as_ref().unwrap()["k"], "v");
 
     // Update with the current resourceVersion works; the stale one is a 409 Conflict.
     let mut first = created.clone();
     first.data.as_mut().unwrap().insert("k".into(), "v2".into());
-    let updated = api
-        .replace("a", &PostParams::default(), &first)
-        .await
-        .unwrap();
-    assert_ne!(
-        updated.metadata.resource_version,
-        created.metadata.resource_version
-    );
+    let updated = api.replace("a", &PostParams::default(), &first).await.unwrap();
+    assert_ne!(updated.metadata.resource_version, created.metadata.resource_version);
     let mut stale = created.clone();
-    stale
-        .data
-        .as_mut()
-        .unwrap()
-        .insert("k".into(), "lost".into());
+    stale.data.as_mut().unwrap().insert("k".into(), "lost".into());
     match api.replace("a", &PostParams::default(), &stale).await {
         Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (409, "Conflict")),
         other => panic!("expected conflict, got {other:?}"),
@@ -87,14 +67,8 @@ async fn configmap_lifecycle_and_optimistic_concurrency() {
     gen.metadata.name = None;
     gen.metadata.generate_name = Some("gen-".into());
     let g = api.create(&PostParams::default(), &gen).await.unwrap();
-    assert!(
-        g.metadata.name.as_ref().unwrap().starts_with("gen-")
-            && g.metadata.name.as_ref().unwrap().len() == 9
-    );
-    let dry = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
+    assert!(g.metadata.name.as_ref().unwrap().starts_with("gen-") && g.metadata.name.as_ref().unwrap().len() == 9);
+    let dry = PostParams { dry_run: true, ..Default::default() };
     api.create(&dry, &cm("dry", &[])).await.unwrap();
     assert!(api.get_opt("dry").await.unwrap().is_none());
 
@@ -102,46 +76,18 @@ async fn configmap_lifecycle_and_optimistic_concurrency() {
     let mut imm = cm("imm", &[("a", "1")]);
     imm.immutable = Some(true);
     api.create(&PostParams::default(), &imm).await.unwrap();
-    let e = api
-        .patch(
-            "imm",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {"a": "2"}})),
-        )
-        .await
-        .unwrap_err();
+    let e = api.patch("imm", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "2"}}))).await.unwrap_err();
     match e {
         kube::Error::Api(s) => {
             assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
-            assert!(
-                s.message
-                    .contains("data: Forbidden: field is immutable when `immutable` is set"),
-                "{}",
-                s.message
-            );
+            assert!(s.message.contains("data: Forbidden: field is immutable when `immutable` is set"), "{}", s.message);
         }
         other => panic!("{other:?}"),
     }
-    let e = api
-        .patch(
-            "imm",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"immutable": false})),
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(e, kube::Error::Api(ref s) if s.code == 422 && s.message.contains("immutable: Forbidden")),
-        "{e:?}"
-    );
+    let e = api.patch("imm", &PatchParams::default(), &Patch::Merge(json!({"immutable": false}))).await.unwrap_err();
+    assert!(matches!(e, kube::Error::Api(ref s) if s.code == 422 && s.message.contains("immutable: Forbidden")), "{e:?}");
     // Labels can still change on an immutable ConfigMap.
-    api.patch(
-        "imm",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
-    )
-    .await
-    .unwrap();
+    api.patch("imm", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}))).await.unwrap();
 
     // Delete answers with a Success status; the object is gone.
     api.delete("a", &DeleteParams::default()).await.unwrap();
@@ -164,50 +110,22 @@ async fn secrets_string_data_types_and_field_selectors() {
     match api.create(&PostParams::default(), &tls).await {
         Err(kube::Error::Api(s)) => {
             assert_eq!(s.code, 422);
-            assert_eq!(
-                s.message,
-                "Secret \"t\" is invalid: data[tls.key]: Required value"
-            );
+            assert_eq!(s.message, "Secret \"t\" is invalid: data[tls.key]: Required value");
         }
         other => panic!("{other:?}"),
     }
-    let tls: Secret = serde_json::from_value(json!({"metadata": {"name": "t"}, "type": "kubernetes.io/tls", "data": {"tls.crt": "eA==", "tls.key": "eQ=="}})).unwrap();
+    let tls: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "t"}, "type": "kubernetes.io/tls", "data": {"tls.crt": "eA==", "tls.key": "eQ=="}})).unwrap();
     api.create(&PostParams::default(), &tls).await.unwrap();
     // The type cannot change.
-    let e = api
-        .patch(
-            "t",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"type": "Opaque"})),
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(e, kube::Error::Api(ref s) if s.code == 422 && s.message.contains("type: Invalid value: \"Opaque\": field is immutable")),
-        "{e:?}"
-    );
+    let e = api.patch("t", &PatchParams::default(), &Patch::Merge(json!({"type": "Opaque"}))).await.unwrap_err();
+    assert!(matches!(e, kube::Error::Api(ref s) if s.code == 422 && s.message.contains("type: Invalid value: \"Opaque\": field is immutable")), "{e:?}");
 
-    let tls_only = api
-        .list(&ListParams::default().fields("type=kubernetes.io/tls"))
-        .await
-        .unwrap();
-    assert_eq!(
-        tls_only
-            .items
-            .iter()
-            .map(|s| s.metadata.name.clone().unwrap())
-            .collect::<Vec<_>>(),
-        ["t"]
-    );
-    let by_name = api
-        .list(&ListParams::default().fields("metadata.name=s"))
-        .await
-        .unwrap();
+    let tls_only = api.list(&ListParams::default().fields("type=kubernetes.io/tls")).await.unwrap();
+    assert_eq!(tls_only.items.iter().map(|s| s.metadata.name.clone().unwrap()).collect::<Vec<_>>(), ["t"]);
+    let by_name = api.list(&ListParams::default().fields("metadata.name=s")).await.unwrap();
     assert_eq!(by_name.items.len(), 1);
-    match api
-        .list(&ListParams::default().fields("spec.bogus=x"))
-        .await
-    {
+    match api.list(&ListParams::default().fields("spec.bogus=x")).await {
         Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest")),
         other => panic!("{other:?}"),
     }
@@ -221,47 +139,13 @@ async fn label_selectors_paging_and_tables() {
     let api: Api<ConfigMap> = Api::namespaced(c.clone(), "t3");
     for i in 0..7 {
         let mut m = cm(&format!("cm-{i}"), &[("i", &i.to_string())]);
-        m.metadata.labels = Some(
-            [(
-                "tier".to_string(),
-                if i % 2 == 0 { "even" } else { "odd" }.to_string(),
-            )]
-            .into(),
-        );
+        m.metadata.labels = Some([("tier".to_string(), if i % 2 == 0 { "even" } else { "odd" }.to_string())].into());
         api.create(&PostParams::default(), &m).await.unwrap();
     }
-    assert_eq!(
-        api.list(&ListParams::default().labels("tier=even"))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        4
-    );
-    assert_eq!(
-        api.list(&ListParams::default().labels("tier in (odd,none)"))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        3
-    );
-    assert_eq!(
-        api.list(&ListParams::default().labels("tier,tier notin (odd)"))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        4
-    );
-    assert_eq!(
-        api.list(&ListParams::default().labels("!tier"))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        0
-    );
+    assert_eq!(api.list(&ListParams::default().labels("tier=even")).await.unwrap().items.len(), 4);
+    assert_eq!(api.list(&ListParams::default().labels("tier in (odd,none)")).await.unwrap().items.len(), 3);
+    assert_eq!(api.list(&ListParams::default().labels("tier,tier notin (odd)")).await.unwrap().items.len(), 4);
+    assert_eq!(api.list(&ListParams::default().labels("!tier")).await.unwrap().items.len(), 0);
 
     // Pages of 3 cover everything once, in name order, at one resourceVersion.
     let mut names = Vec::new();
@@ -275,12 +159,7 @@ async fn label_selectors_paging_and_tables() {
             Some(token) if !token.is_empty() => {
                 lp = lp.continue_token(&token);
                 // A write between pages does not show up in the paged list.
-                api.create(
-                    &PostParams::default(),
-                    &cm(&format!("late-{}", names.len()), &[]),
-                )
-                .await
-                .unwrap();
+                api.create(&PostParams::default(), &cm(&format!("late-{}", names.len()), &[])).await.unwrap();
             }
             _ => break,
         }
@@ -290,20 +169,12 @@ async fn label_selectors_paging_and_tables() {
 
     // Table output: kube-apiserver's columns and the row's object metadata.
     let req = http::Request::get("/api/v1/namespaces/t3/configmaps?limit=2")
-        .header(
-            "Accept",
-            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
-        )
+        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
         .body(vec![])
         .unwrap();
     let table: serde_json::Value = c.request(req).await.unwrap();
     assert_eq!(table["kind"], "Table");
-    let cols: Vec<&str> = table["columnDefinitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let cols: Vec<&str> = table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(cols, ["Name", "Data", "Age"]);
     assert_eq!(table["rows"][0]["cells"][1], 1);
     assert_eq!(table["rows"][0]["object"]["metadata"]["namespace"], "t3");
@@ -316,36 +187,15 @@ async fn watches_resume_and_filter() {
     let c = s.client().await;
     namespace(&c, "t4").await;
     let api: Api<ConfigMap> = Api::namespaced(c.clone(), "t4");
-    let first = api
-        .create(&PostParams::default(), &cm("w0", &[]))
-        .await
-        .unwrap();
+    let first = api.create(&PostParams::default(), &cm("w0", &[])).await.unwrap();
     let rv = first.metadata.resource_version.clone().unwrap();
-    let mut stream = api
-        .watch(&WatchParams::default().labels("app=x").timeout(20), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut stream = api.watch(&WatchParams::default().labels("app=x").timeout(20), &rv).await.unwrap().boxed();
     let mut labelled = cm("w1", &[]);
     labelled.metadata.labels = Some([("app".to_string(), "x".to_string())].into());
     api.create(&PostParams::default(), &labelled).await.unwrap();
-    api.create(&PostParams::default(), &cm("unlabelled", &[]))
-        .await
-        .unwrap();
-    api.patch(
-        "w1",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"a": "b"}})),
-    )
-    .await
-    .unwrap();
-    api.patch(
-        "w1",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {"app": "y"}}})),
-    )
-    .await
-    .unwrap();
+    api.create(&PostParams::default(), &cm("unlabelled", &[])).await.unwrap();
+    api.patch("w1", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "b"}}))).await.unwrap();
+    api.patch("w1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "y"}}}))).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 3 {
         match stream.try_next().await.unwrap().unwrap() {
@@ -357,21 +207,10 @@ async fn watches_resume_and_filter() {
         }
     }
     // Leaving the selector is a DELETED event, as in Kubernetes.
-    assert_eq!(
-        seen,
-        [
-            ("ADDED", "w1".to_string()),
-            ("MODIFIED", "w1".to_string()),
-            ("DELETED", "w1".to_string())
-        ]
-    );
+    assert_eq!(seen, [("ADDED", "w1".to_string()), ("MODIFIED", "w1".to_string()), ("DELETED", "w1".to_string())]);
 
     // Without a resourceVersion a watch starts with the current objects.
-    let mut from_now = api
-        .watch(&WatchParams::default().timeout(5), "0")
-        .await
-        .unwrap()
-        .boxed();
+    let mut from_now = api.watch(&WatchParams::default().timeout(5), "0").await.unwrap().boxed();
     let mut initial = 0;
     while let Some(Ok(WatchEvent::Added(_))) = from_now.next().await {
         initial += 1;
@@ -388,128 +227,47 @@ async fn patches_apply_and_field_validation() {
     let c = s.client().await;
     namespace(&c, "t5").await;
     let api: Api<ConfigMap> = Api::namespaced(c.clone(), "t5");
-    api.create(&PostParams::default(), &cm("p", &[("a", "1"), ("b", "2")]))
-        .await
-        .unwrap();
-    let (code, _, _) = raw(
-        &c,
-        "PATCH",
-        "/api/v1/namespaces/t5/configmaps/p",
-        "application/json-patch+json",
-        br#"[{"op":"remove","path":"/data/a"}]"#,
-    )
-    .await;
+    api.create(&PostParams::default(), &cm("p", &[("a", "1"), ("b", "2")])).await.unwrap();
+    let (code, _, _) = raw(&c, "PATCH", "/api/v1/namespaces/t5/configmaps/p", "application/json-patch+json", br#"[{"op":"remove","path":"/data/a"}]"#).await;
     assert_eq!(code, 200);
-    api.patch(
-        "p",
-        &PatchParams::default(),
-        &Patch::Strategic(
-            json!({"metadata": {"finalizers": ["example.com/hold"]}, "data": {"c": "3"}}),
-        ),
-    )
-    .await
-    .unwrap();
+    api.patch("p", &PatchParams::default(), &Patch::Strategic(json!({"metadata": {"finalizers": ["example.com/hold"]}, "data": {"c": "3"}}))).await.unwrap();
     let got = api.get("p").await.unwrap();
-    assert_eq!(
-        got.data.unwrap(),
-        BTreeMap::from([
-            ("b".to_string(), "2".to_string()),
-            ("c".to_string(), "3".to_string())
-        ])
-    );
+    assert_eq!(got.data.unwrap(), BTreeMap::from([("b".to_string(), "2".to_string()), ("c".to_string(), "3".to_string())]));
 
     // Finalizers hold a delete: the object gets a deletionTimestamp and stays until released.
     api.delete("p", &DeleteParams::default()).await.unwrap();
     let held = api.get("p").await.unwrap();
     assert!(held.metadata.deletion_timestamp.is_some());
-    api.patch(
-        "p",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
+    api.patch("p", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
     assert!(api.get_opt("p").await.unwrap().is_none());
 
     // Server-side apply: create, conflict with another manager, force.
     let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "mine"}});
     let pp = PatchParams::apply("manager-a");
-    api.patch("ssa", &pp, &Patch::Apply(&applied))
-        .await
-        .unwrap();
+    api.patch("ssa", &pp, &Patch::Apply(&applied)).await.unwrap();
     let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "theirs"}});
-    match api
-        .patch(
-            "ssa",
-            &PatchParams::apply("manager-b"),
-            &Patch::Apply(&other),
-        )
-        .await
-    {
+    match api.patch("ssa", &PatchParams::apply("manager-b"), &Patch::Apply(&other)).await {
         Err(kube::Error::Api(s)) => {
             assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
-            assert_eq!(
-                s.message,
-                "Apply failed with 1 conflict: conflict with \"manager-a\" using v1: .data.k"
-            );
+            assert_eq!(s.message, "Apply failed with 1 conflict: conflict with \"manager-a\" using v1: .data.k");
         }
         other => panic!("{other:?}"),
     }
-    let forced = api
-        .patch(
-            "ssa",
-            &PatchParams::apply("manager-b").force(),
-            &Patch::Apply(&other),
-        )
-        .await
-        .unwrap();
+    let forced = api.patch("ssa", &PatchParams::apply("manager-b").force(), &Patch::Apply(&other)).await.unwrap();
     assert_eq!(forced.data.unwrap()["k"], "theirs");
 
     // fieldValidation: Strict rejects an unknown field; Warn (the default) warns and drops it.
     let body = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"fv"},"bogus":1}"#;
-    let (code, _, status) = raw(
-        &c,
-        "POST",
-        "/api/v1/namespaces/t5/configmaps?fieldValidation=Strict",
-        "application/json",
-        body,
-    )
-    .await;
+    let (code, _, status) = raw(&c, "POST", "/api/v1/namespaces/t5/configmaps?fieldValidation=Strict", "application/json", body).await;
     assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")));
-    assert_eq!(
-        status["message"],
-        "strict decoding error: unknown field \"bogus\""
-    );
-    let (code, warnings, obj) = raw(
-        &c,
-        "POST",
-        "/api/v1/namespaces/t5/configmaps",
-        "application/json",
-        body,
-    )
-    .await;
+    assert_eq!(status["message"], "strict decoding error: unknown field \"bogus\"");
+    let (code, warnings, obj) = raw(&c, "POST", "/api/v1/namespaces/t5/configmaps", "application/json", body).await;
     assert_eq!(code, 201);
-    assert_eq!(
-        warnings,
-        vec!["299 - \"unknown field \\\"bogus\\\"\"".to_string()]
-    );
+    assert_eq!(warnings, vec!["299 - \"unknown field \\\"bogus\\\"\"".to_string()]);
     assert!(obj.get("bogus").is_none());
     let dup = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dup"},"data":{"a":"1","a":"2"}}"#;
-    let (code, _, status) = raw(
-        &c,
-        "POST",
-        "/api/v1/namespaces/t5/configmaps?fieldValidation=Strict",
-        "application/json",
-        dup,
-    )
-    .await;
-    assert_eq!(
-        (code, status["message"].as_str()),
-        (
-            400,
-            Some("strict decoding error: duplicate field \"data.a\"")
-        )
-    );
+    let (code, _, status) = raw(&c, "POST", "/api/v1/namespaces/t5/configmaps?fieldValidation=Strict", "application/json", dup).await;
+    assert_eq!((code, status["message"].as_str()), (400, Some("strict decoding error: duplicate field \"data.a\"")));
 }
 
 #[tokio::test]
@@ -522,14 +280,9 @@ async fn namespace_termination_and_restart_persistence() {
     let mut held = cm("held", &[]);
     held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     doomed.create(&PostParams::default(), &held).await.unwrap();
-    doomed
-        .create(&PostParams::default(), &cm("plain", &[]))
-        .await
-        .unwrap();
+    doomed.create(&PostParams::default(), &cm("plain", &[])).await.unwrap();
     let nss: Api<Namespace> = Api::all(c.clone());
-    nss.delete("doomed", &DeleteParams::default())
-        .await
-        .unwrap();
+    nss.delete("doomed", &DeleteParams::default()).await.unwrap();
     let ns = nss.get("doomed").await.unwrap();
     assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
     // Creating into a terminating namespace is Forbidden; into a missing one, NotFound.
@@ -540,28 +293,15 @@ async fn namespace_termination_and_restart_persistence() {
         }
         other => panic!("{other:?}"),
     }
-    match Api::<ConfigMap>::namespaced(c.clone(), "missing")
-        .create(&PostParams::default(), &cm("x", &[]))
-        .await
-    {
-        Err(kube::Error::Api(s)) => assert_eq!(
-            (s.code, s.message.as_str()),
-            (404, "namespaces \"missing\" not found")
-        ),
+    match Api::<ConfigMap>::namespaced(c.clone(), "missing").create(&PostParams::default(), &cm("x", &[])).await {
+        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.message.as_str()), (404, "namespaces \"missing\" not found")),
         other => panic!("{other:?}"),
     }
     // The held object keeps the namespace alive until its finalizer goes.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(nss.get_opt("doomed").await.unwrap().is_some());
     assert!(doomed.get_opt("plain").await.unwrap().is_none());
-    doomed
-        .patch(
-            "held",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
-        .await
-        .unwrap();
+    doomed.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
     let mut gone = false;
     for _ in 0..100 {
         if nss.get_opt("doomed").await.unwrap().is_none() {
@@ -574,9 +314,7 @@ async fn namespace_termination_and_restart_persistence() {
 
     // Everything written survives a restart.
     let kept: Api<Secret> = Api::namespaced(c.clone(), "kept");
-    let sec: Secret =
-        serde_json::from_value(json!({"metadata": {"name": "persist"}, "stringData": {"k": "v"}}))
-            .unwrap();
+    let sec: Secret = serde_json::from_value(json!({"metadata": {"name": "persist"}, "stringData": {"k": "v"}})).unwrap();
     let before = kept.create(&PostParams::default(), &sec).await.unwrap();
     s.stop();
     s.launch().await;
@@ -584,22 +322,11 @@ async fn namespace_termination_and_restart_persistence() {
     let kept: Api<Secret> = Api::namespaced(c.clone(), "kept");
     let after = kept.get("persist").await.unwrap();
     assert_eq!(after.metadata.uid, before.metadata.uid);
-    assert_eq!(
-        after.metadata.resource_version,
-        before.metadata.resource_version
-    );
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version);
     assert_eq!(after.data.unwrap()["k"].0, b"v");
-    assert!(Api::<Namespace>::all(c.clone())
-        .get_opt("doomed")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(Api::<Namespace>::all(c.clone()).get_opt("doomed").await.unwrap().is_none());
     // A watch from before the restart is older than the new cache's window: 410 Gone.
-    let mut w = kept
-        .watch(&WatchParams::default(), "1")
-        .await
-        .unwrap()
-        .boxed();
+    let mut w = kept.watch(&WatchParams::default(), "1").await.unwrap().boxed();
     match w.try_next().await.unwrap() {
         Some(WatchEvent::Error(e)) => assert_eq!(e.code, 410),
         other => panic!("{other:?}"),
@@ -611,8 +338,5 @@ async fn unauthenticated_requests_get_401() {
     let s = Server::start().await;
     let anon = s.anonymous_client().await;
     let (code, _, status) = raw(&anon, "GET", "/api/v1/namespaces", "", b"").await;
-    assert_eq!(
-        (code, status["reason"].as_str()),
-        (401, Some("Unauthorized"))
-    );
+    assert_eq!((code, status["reason"].as_str()), (401, Some("Unauthorized")));
 }

@@ -11,122 +11,27 @@ const JSON: &str = "application/json";
 async fn bad_inputs_get_kubernetes_status_errors() {
     let s = Server::start().await;
     let c = s.client().await;
-    let (code, _, _) = raw(
-        &c,
-        "POST",
-        "/api/v1/namespaces",
-        JSON,
-        br#"{"metadata":{"name":"bad"}}"#,
-    )
-    .await;
+    let (code, _, _) = raw(&c, "POST", "/api/v1/namespaces", JSON, br#"{"metadata":{"name":"bad"}}"#).await;
     assert_eq!(code, 201);
-    let (code, _, existing) = raw(
-        &c,
-        "POST",
-        &format!("{NS}/configmaps"),
-        JSON,
-        br#"{"metadata":{"name":"exists"},"data":{"a":"1"}}"#,
-    )
-    .await;
+    let (code, _, existing) = raw(&c, "POST", &format!("{NS}/configmaps"), JSON, br#"{"metadata":{"name":"exists"},"data":{"a":"1"}}"#).await;
     assert_eq!(code, 201);
-    let stale_rv: i64 = existing["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .parse::<i64>()
-        .unwrap()
-        - 1;
-    raw(
-        &c,
-        "PATCH",
-        &format!("{NS}/configmaps/exists"),
-        "application/merge-patch+json",
-        br#"{"data":{"a":"2"}}"#,
-    )
-    .await;
+    let stale_rv: i64 = existing["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap() - 1;
+    raw(&c, "PATCH", &format!("{NS}/configmaps/exists"), "application/merge-patch+json", br#"{"data":{"a":"2"}}"#).await;
 
     let huge_value = "x".repeat(1024 * 1024 + 10);
     let too_much_data = format!(r#"{{"metadata":{{"name":"big"}},"data":{{"k":"{huge_value}"}}}}"#);
-    let over_limit_body = format!(
-        r#"{{"metadata":{{"name":"huge"}},"data":{{"k":"{}"}}}}"#,
-        "y".repeat(3 * 1024 * 1024 + 10)
-    );
-    let stale = format!(
-        r#"{{"metadata":{{"name":"exists","resourceVersion":"{stale_rv}"}},"data":{{"a":"3"}}}}"#
-    );
+    let over_limit_body = format!(r#"{{"metadata":{{"name":"huge"}},"data":{{"k":"{}"}}}}"#, "y".repeat(3 * 1024 * 1024 + 10));
+    let stale = format!(r#"{{"metadata":{{"name":"exists","resourceVersion":"{stale_rv}"}},"data":{{"a":"3"}}}}"#);
 
     let cases: Vec<(&str, &str, String, &str, Vec<u8>, u16, &str)> = vec![
-        (
-            "malformed JSON",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            b"{".to_vec(),
-            400,
-            "BadRequest",
-        ),
-        (
-            "trailing garbage",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            b"{} {}".to_vec(),
-            400,
-            "BadRequest",
-        ),
-        (
-            "null body",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            b"null".to_vec(),
-            400,
-            "BadRequest",
-        ),
-        (
-            "malformed YAML",
-            "POST",
-            format!("{NS}/configmaps"),
-            "application/yaml",
-            b"metadata: [".to_vec(),
-            400,
-            "BadRequest",
-        ),
-        (
-            "malformed protobuf",
-            "POST",
-            format!("{NS}/configmaps"),
-            "application/vnd.kubernetes.protobuf",
-            b"k8s\0\xff\xff\xff".to_vec(),
-            400,
-            "BadRequest",
-        ),
-        (
-            "protobuf without magic",
-            "POST",
-            format!("{NS}/configmaps"),
-            "application/vnd.kubernetes.protobuf",
-            b"\x0a\x00".to_vec(),
-            400,
-            "BadRequest",
-        ),
-        (
-            "wrong type in field",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            br#"{"metadata":{"name":"t"},"data":{"a":1}}"#.to_vec(),
-            400,
-            "BadRequest",
-        ),
-        (
-            "wrong kind",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"k"}}"#.to_vec(),
-            400,
-            "BadRequest",
-        ),
+        ("malformed JSON", "POST", format!("{NS}/configmaps"), JSON, b"{".to_vec(), 400, "BadRequest"),
+        ("trailing garbage", "POST", format!("{NS}/configmaps"), JSON, b"{} {}".to_vec(), 400, "BadRequest"),
+        ("null body", "POST", format!("{NS}/configmaps"), JSON, b"null".to_vec(), 400, "BadRequest"),
+        ("malformed YAML", "POST", format!("{NS}/configmaps"), "application/yaml", b"metadata: [".to_vec(), 400, "BadRequest"),
+        ("malformed protobuf", "POST", format!("{NS}/configmaps"), "application/vnd.kubernetes.protobuf", b"k8s\0\xff\xff\xff".to_vec(), 400, "BadRequest"),
+        ("protobuf without magic", "POST", format!("{NS}/configmaps"), "application/vnd.kubernetes.protobuf", b"\x0a\x00".to_vec(), 400, "BadRequest"),
+        ("wrong type in field", "POST", format!("{NS}/configmaps"), JSON, br#"{"metadata":{"name":"t"},"data":{"a":1}}"#.to_vec(), 400, "BadRequest"),
+        ("wrong kind", "POST", format!("{NS}/configmaps"), JSON, br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"k"}}"#.to_vec(), 400, "BadRequest"),
         (
             "wrong apiVersion",
             "POST",
@@ -136,69 +41,13 @@ async fn bad_inputs_get_kubernetes_status_errors() {
             400,
             "BadRequest",
         ),
-        (
-            "namespace mismatch",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            br#"{"metadata":{"name":"n","namespace":"other"}}"#.to_vec(),
-            400,
-            "BadRequest",
-        ),
-        (
-            "unsupported media type",
-            "POST",
-            format!("{NS}/configmaps"),
-            "text/plain",
-            b"hello".to_vec(),
-            415,
-            "UnsupportedMediaType",
-        ),
-        (
-            "body over 3 MiB",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            over_limit_body.into_bytes(),
-            413,
-            "RequestEntityTooLarge",
-        ),
-        (
-            "data over 1 MiB",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            too_much_data.into_bytes(),
-            422,
-            "Invalid",
-        ),
-        (
-            "invalid name",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            br#"{"metadata":{"name":"Bad Name"}}"#.to_vec(),
-            422,
-            "Invalid",
-        ),
-        (
-            "missing name",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            br#"{"metadata":{}}"#.to_vec(),
-            422,
-            "Invalid",
-        ),
-        (
-            "invalid data key",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            br#"{"metadata":{"name":"k"},"data":{"a b":"x"}}"#.to_vec(),
-            422,
-            "Invalid",
-        ),
+        ("namespace mismatch", "POST", format!("{NS}/configmaps"), JSON, br#"{"metadata":{"name":"n","namespace":"other"}}"#.to_vec(), 400, "BadRequest"),
+        ("unsupported media type", "POST", format!("{NS}/configmaps"), "text/plain", b"hello".to_vec(), 415, "UnsupportedMediaType"),
+        ("body over 3 MiB", "POST", format!("{NS}/configmaps"), JSON, over_limit_body.into_bytes(), 413, "RequestEntityTooLarge"),
+        ("data over 1 MiB", "POST", format!("{NS}/configmaps"), JSON, too_much_data.into_bytes(), 422, "Invalid"),
+        ("invalid name", "POST", format!("{NS}/configmaps"), JSON, br#"{"metadata":{"name":"Bad Name"}}"#.to_vec(), 422, "Invalid"),
+        ("missing name", "POST", format!("{NS}/configmaps"), JSON, br#"{"metadata":{}}"#.to_vec(), 422, "Invalid"),
+        ("invalid data key", "POST", format!("{NS}/configmaps"), JSON, br#"{"metadata":{"name":"k"},"data":{"a b":"x"}}"#.to_vec(), 422, "Invalid"),
         (
             "data and binaryData overlap",
             "POST",
@@ -208,40 +57,15 @@ async fn bad_inputs_get_kubernetes_status_errors() {
             422,
             "Invalid",
         ),
-        (
-            "invalid label",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            br#"{"metadata":{"name":"k","labels":{"a b":"c"}}}"#.to_vec(),
-            422,
-            "Invalid",
-        ),
-        (
-            "invalid annotation key",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            br#"{"metadata":{"name":"k","annotations":{"/x":"c"}}}"#.to_vec(),
-            422,
-            "Invalid",
-        ),
-        (
-            "secret with bad base64",
-            "POST",
-            format!("{NS}/secrets"),
-            JSON,
-            br#"{"metadata":{"name":"s"},"data":{"a":"!!"}}"#.to_vec(),
-            400,
-            "BadRequest",
-        ),
+        ("invalid label", "POST", format!("{NS}/configmaps"), JSON, br#"{"metadata":{"name":"k","labels":{"a b":"c"}}}"#.to_vec(), 422, "Invalid"),
+        ("invalid annotation key", "POST", format!("{NS}/configmaps"), JSON, br#"{"metadata":{"name":"k","annotations":{"/x":"c"}}}"#.to_vec(), 422, "Invalid"),
+        ("secret with bad base64", "POST", format!("{NS}/secrets"), JSON, br#"{"metadata":{"name":"s"},"data":{"a":"!!"}}"#.to_vec(), 400, "BadRequest"),
         (
             "dockerconfigjson without its key",
             "POST",
             format!("{NS}/secrets"),
             JSON,
-            br#"{"metadata":{"name":"s"},"type":"kubernetes.io/dockerconfigjson","data":{}}"#
-                .to_vec(),
+            br#"{"metadata":{"name":"s"},"type":"kubernetes.io/dockerconfigjson","data":{}}"#.to_vec(),
             422,
             "Invalid",
         ),
@@ -263,186 +87,26 @@ async fn bad_inputs_get_kubernetes_status_errors() {
             422,
             "Invalid",
         ),
-        (
-            "invalid namespace name",
-            "POST",
-            "/api/v1/namespaces".into(),
-            JSON,
-            br#"{"metadata":{"name":"Bad_NS"}}"#.to_vec(),
-            422,
-            "Invalid",
-        ),
-        (
-            "duplicate create",
-            "POST",
-            format!("{NS}/configmaps"),
-            JSON,
-            br#"{"metadata":{"name":"exists"}}"#.to_vec(),
-            409,
-            "AlreadyExists",
-        ),
-        (
-            "stale resourceVersion",
-            "PUT",
-            format!("{NS}/configmaps/exists"),
-            JSON,
-            stale.into_bytes(),
-            409,
-            "Conflict",
-        ),
-        (
-            "name mismatch on update",
-            "PUT",
-            format!("{NS}/configmaps/exists"),
-            JSON,
-            br#"{"metadata":{"name":"other"}}"#.to_vec(),
-            400,
-            "BadRequest",
-        ),
-        (
-            "update of a missing object",
-            "PUT",
-            format!("{NS}/configmaps/missing"),
-            JSON,
-            br#"{"metadata":{"name":"missing"}}"#.to_vec(),
-            404,
-            "NotFound",
-        ),
-        (
-            "bad label selector",
-            "GET",
-            format!("{NS}/configmaps?labelSelector=a%20in%20b"),
-            "",
-            vec![],
-            400,
-            "BadRequest",
-        ),
-        (
-            "bad field selector",
-            "GET",
-            format!("{NS}/configmaps?fieldSelector=nonsense"),
-            "",
-            vec![],
-            400,
-            "BadRequest",
-        ),
-        (
-            "unsupported field selector",
-            "GET",
-            format!("{NS}/configmaps?fieldSelector=data.a%3D1"),
-            "",
-            vec![],
-            400,
-            "BadRequest",
-        ),
-        (
-            "bad continue token",
-            "GET",
-            format!("{NS}/configmaps?limit=1&continue=garbage"),
-            "",
-            vec![],
-            400,
-            "BadRequest",
-        ),
-        (
-            "bad limit",
-            "GET",
-            format!("{NS}/configmaps?limit=many"),
-            "",
-            vec![],
-            400,
-            "BadRequest",
-        ),
-        (
-            "bad resourceVersion",
-            "GET",
-            format!("{NS}/configmaps?resourceVersion=abc"),
-            "",
-            vec![],
-            400,
-            "BadRequest",
-        ),
-        (
-            "bad resourceVersionMatch",
-            "GET",
-            format!("{NS}/configmaps?resourceVersion=1&resourceVersionMatch=Sometimes"),
-            "",
-            vec![],
-            422,
-            "Invalid",
-        ),
-        (
-            "bad watch resourceVersion",
-            "GET",
-            format!("{NS}/configmaps?watch=true&resourceVersion=abc"),
-            "",
-            vec![],
-            400,
-            "BadRequest",
-        ),
-        (
-            "unknown resource",
-            "GET",
-            format!("{NS}/widgets"),
-            "",
-            vec![],
-            404,
-            "NotFound",
-        ),
-        (
-            "unknown group",
-            "GET",
-            "/apis/nope.example/v1/things".into(),
-            "",
-            vec![],
-            404,
-            "NotFound",
-        ),
-        (
-            "missing object",
-            "GET",
-            format!("{NS}/configmaps/missing"),
-            "",
-            vec![],
-            404,
-            "NotFound",
-        ),
-        (
-            "create without namespace",
-            "POST",
-            "/api/v1/configmaps".into(),
-            JSON,
-            br#"{"metadata":{"name":"x"}}"#.to_vec(),
-            405,
-            "MethodNotAllowed",
-        ),
-        (
-            "malformed merge patch",
-            "PATCH",
-            format!("{NS}/configmaps/exists"),
-            "application/merge-patch+json",
-            b"{".to_vec(),
-            400,
-            "BadRequest",
-        ),
-        (
-            "malformed strategic patch",
-            "PATCH",
-            format!("{NS}/configmaps/exists"),
-            "application/strategic-merge-patch+json",
-            b"[1]".to_vec(),
-            400,
-            "BadRequest",
-        ),
-        (
-            "malformed JSON patch",
-            "PATCH",
-            format!("{NS}/configmaps/exists"),
-            "application/json-patch+json",
-            br#"{"op":"add"}"#.to_vec(),
-            400,
-            "BadRequest",
-        ),
+        ("invalid namespace name", "POST", "/api/v1/namespaces".into(), JSON, br#"{"metadata":{"name":"Bad_NS"}}"#.to_vec(), 422, "Invalid"),
+        ("duplicate create", "POST", format!("{NS}/configmaps"), JSON, br#"{"metadata":{"name":"exists"}}"#.to_vec(), 409, "AlreadyExists"),
+        ("stale resourceVersion", "PUT", format!("{NS}/configmaps/exists"), JSON, stale.into_bytes(), 409, "Conflict"),
+        ("name mismatch on update", "PUT", format!("{NS}/configmaps/exists"), JSON, br#"{"metadata":{"name":"other"}}"#.to_vec(), 400, "BadRequest"),
+        ("update of a missing object", "PUT", format!("{NS}/configmaps/missing"), JSON, br#"{"metadata":{"name":"missing"}}"#.to_vec(), 404, "NotFound"),
+        ("bad label selector", "GET", format!("{NS}/configmaps?labelSelector=a%20in%20b"), "", vec![], 400, "BadRequest"),
+        ("bad field selector", "GET", format!("{NS}/configmaps?fieldSelector=nonsense"), "", vec![], 400, "BadRequest"),
+        ("unsupported field selector", "GET", format!("{NS}/configmaps?fieldSelector=data.a%3D1"), "", vec![], 400, "BadRequest"),
+        ("bad continue token", "GET", format!("{NS}/configmaps?limit=1&continue=garbage"), "", vec![], 400, "BadRequest"),
+        ("bad limit", "GET", format!("{NS}/configmaps?limit=many"), "", vec![], 400, "BadRequest"),
+        ("bad resourceVersion", "GET", format!("{NS}/configmaps?resourceVersion=abc"), "", vec![], 400, "BadRequest"),
+        ("bad resourceVersionMatch", "GET", format!("{NS}/configmaps?resourceVersion=1&resourceVersionMatch=Sometimes"), "", vec![], 422, "Invalid"),
+        ("bad watch resourceVersion", "GET", format!("{NS}/configmaps?watch=true&resourceVersion=abc"), "", vec![], 400, "BadRequest"),
+        ("unknown resource", "GET", format!("{NS}/widgets"), "", vec![], 404, "NotFound"),
+        ("unknown group", "GET", "/apis/nope.example/v1/things".into(), "", vec![], 404, "NotFound"),
+        ("missing object", "GET", format!("{NS}/configmaps/missing"), "", vec![], 404, "NotFound"),
+        ("create without namespace", "POST", "/api/v1/configmaps".into(), JSON, br#"{"metadata":{"name":"x"}}"#.to_vec(), 405, "MethodNotAllowed"),
+        ("malformed merge patch", "PATCH", format!("{NS}/configmaps/exists"), "application/merge-patch+json", b"{".to_vec(), 400, "BadRequest"),
+        ("malformed strategic patch", "PATCH", format!("{NS}/configmaps/exists"), "application/strategic-merge-patch+json", b"[1]".to_vec(), 400, "BadRequest"),
+        ("malformed JSON patch", "PATCH", format!("{NS}/configmaps/exists"), "application/json-patch+json", br#"{"op":"add"}"#.to_vec(), 400, "BadRequest"),
         (
             "JSON patch on a missing path",
             "PATCH",
@@ -452,15 +116,7 @@ async fn bad_inputs_get_kubernetes_status_errors() {
             422,
             "Invalid",
         ),
-        (
-            "unknown patch type",
-            "PATCH",
-            format!("{NS}/configmaps/exists"),
-            "text/plain",
-            b"{}".to_vec(),
-            415,
-            "UnsupportedMediaType",
-        ),
+        ("unknown patch type", "PATCH", format!("{NS}/configmaps/exists"), "text/plain", b"{}".to_vec(), 415, "UnsupportedMediaType"),
         (
             "patch that makes the object invalid",
             "PATCH",
@@ -497,42 +153,10 @@ async fn bad_inputs_get_kubernetes_status_errors() {
             400,
             "BadRequest",
         ),
-        (
-            "bad fieldValidation",
-            "POST",
-            format!("{NS}/configmaps?fieldValidation=Loose"),
-            JSON,
-            br#"{"metadata":{"name":"fv"}}"#.to_vec(),
-            400,
-            "BadRequest",
-        ),
-        (
-            "bad dryRun",
-            "POST",
-            format!("{NS}/configmaps?dryRun=Some"),
-            JSON,
-            br#"{"metadata":{"name":"dr"}}"#.to_vec(),
-            400,
-            "BadRequest",
-        ),
-        (
-            "bad propagationPolicy",
-            "DELETE",
-            format!("{NS}/configmaps/exists"),
-            JSON,
-            br#"{"propagationPolicy":"Sideways"}"#.to_vec(),
-            422,
-            "Invalid",
-        ),
-        (
-            "malformed DeleteOptions",
-            "DELETE",
-            format!("{NS}/configmaps/exists"),
-            JSON,
-            b"{".to_vec(),
-            400,
-            "BadRequest",
-        ),
+        ("bad fieldValidation", "POST", format!("{NS}/configmaps?fieldValidation=Loose"), JSON, br#"{"metadata":{"name":"fv"}}"#.to_vec(), 400, "BadRequest"),
+        ("bad dryRun", "POST", format!("{NS}/configmaps?dryRun=Some"), JSON, br#"{"metadata":{"name":"dr"}}"#.to_vec(), 400, "BadRequest"),
+        ("bad propagationPolicy", "DELETE", format!("{NS}/configmaps/exists"), JSON, br#"{"propagationPolicy":"Sideways"}"#.to_vec(), 422, "Invalid"),
+        ("malformed DeleteOptions", "DELETE", format!("{NS}/configmaps/exists"), JSON, b"{".to_vec(), 400, "BadRequest"),
         (
             "stale delete precondition",
             "DELETE",
@@ -542,44 +166,27 @@ async fn bad_inputs_get_kubernetes_status_errors() {
             409,
             "Conflict",
         ),
-        (
-            "deletecollection of namespaces",
-            "DELETE",
-            "/api/v1/namespaces".into(),
-            "",
-            vec![],
-            405,
-            "MethodNotAllowed",
-        ),
+        ("deletecollection of namespaces", "DELETE", "/api/v1/namespaces".into(), "", vec![], 405, "MethodNotAllowed"),
     ];
     let mut failures = Vec::new();
     for (what, method, path, ct, body, want_code, want_reason) in &cases {
         let (code, _, status) = raw(&c, method, path, ct, body).await;
         let reason = status["reason"].as_str().unwrap_or_default();
         if code != *want_code || reason != *want_reason || status["kind"] != "Status" {
-            failures.push(format!(
-                "{what}: got {code} {reason} {status}, want {want_code} {want_reason}"
-            ));
+            failures.push(format!("{what}: got {code} {reason} {status}, want {want_code} {want_reason}"));
         }
         assert!(code < 500, "{what}: {code} {status}");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // A 406 for a client that accepts only protobuf.
-    let req = http::Request::get(format!("{NS}/configmaps"))
-        .header("Accept", "application/vnd.kubernetes.protobuf")
-        .body(kube::client::Body::from(vec![]))
-        .unwrap();
+    let req =
+        http::Request::get(format!("{NS}/configmaps")).header("Accept", "application/vnd.kubernetes.protobuf").body(kube::client::Body::from(vec![])).unwrap();
     assert_eq!(c.send(req).await.unwrap().status().as_u16(), 406);
 
     // Nothing was written by the rejected requests, and the existing object is intact.
     let (_, _, list) = raw(&c, "GET", &format!("{NS}/configmaps"), "", b"").await;
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["metadata"]["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["exists"]);
     assert_eq!(list["items"][0]["data"]["a"], "2");
     let (_, _, secrets) = raw(&c, "GET", &format!("{NS}/secrets"), "", b"").await;
@@ -590,23 +197,9 @@ async fn bad_inputs_get_kubernetes_status_errors() {
 async fn seed_verbatim_name_message_matches_kubernetes() {
     let s = Server::start().await;
     let c = s.client().await;
-    raw(
-        &c,
-        "POST",
-        "/api/v1/namespaces",
-        JSON,
-        br#"{"metadata":{"name":"ai-inference"}}"#,
-    )
-    .await;
+    raw(&c, "POST", "/api/v1/namespaces", JSON, br#"{"metadata":{"name":"ai-inference"}}"#).await;
     let body = br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"model-registry credentials"},"type":"Opaque"}"#;
-    let (code, _, status) = raw(
-        &c,
-        "POST",
-        "/api/v1/namespaces/ai-inference/secrets",
-        JSON,
-        body,
-    )
-    .await;
+    let (code, _, status) = raw(&c, "POST", "/api/v1/namespaces/ai-inference/secrets", JSON, body).await;
     assert_eq!(code, 422);
     assert_eq!(
         status["details"]["causes"][0],

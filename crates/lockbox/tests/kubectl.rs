@@ -9,15 +9,9 @@ use std::process::Command;
 use common::Server;
 
 fn shared_manifests() -> PathBuf {
-    let base = std::env::var_os("LOCKBOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let base = std::env::var_os("LOCKBOX_SHARED").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
     let dir = base.join("acceptance/manifests");
-    assert!(
-        dir.is_dir(),
-        "the seed manifests are expected at {} (set LOCKBOX_SHARED)",
-        dir.display()
-    );
+    assert!(dir.is_dir(), "the seed manifests are expected at {} (set LOCKBOX_SHARED)", dir.display());
     dir
 }
 
@@ -31,40 +25,20 @@ struct Kubectl<'a> {
 impl Kubectl<'_> {
     /// Runs kubectl; returns (success, stdout + stderr).
     fn run(&mut self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(self.bin)
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("KUBECACHEDIR", &self.cache)
-            .output()
-            .expect("run kubectl");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.log
-            .push(format!("$ kubectl {}\n{text}", args.join(" ")));
+        let out = Command::new(self.bin).args(args).env("KUBECONFIG", &self.kubeconfig).env("KUBECACHEDIR", &self.cache).output().expect("run kubectl");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        self.log.push(format!("$ kubectl {}\n{text}", args.join(" ")));
         (out.status.success(), text)
     }
 
     fn ok(&mut self, args: &[&str], needle: &str) {
         let (ok, text) = self.run(args);
-        assert!(
-            ok && text.contains(needle),
-            "{}: `kubectl {}` should succeed with {needle:?}; got:\n{text}",
-            self.bin.display(),
-            args.join(" ")
-        );
+        assert!(ok && text.contains(needle), "{}: `kubectl {}` should succeed with {needle:?}; got:\n{text}", self.bin.display(), args.join(" "));
     }
 
     fn fails(&mut self, args: &[&str], needle: &str) {
         let (ok, text) = self.run(args);
-        assert!(
-            !ok && text.contains(needle),
-            "{}: `kubectl {}` should fail with {needle:?}; got:\n{text}",
-            self.bin.display(),
-            args.join(" ")
-        );
+        assert!(!ok && text.contains(needle), "{}: `kubectl {}` should fail with {needle:?}; got:\n{text}", self.bin.display(), args.join(" "));
     }
 }
 
@@ -72,123 +46,33 @@ async fn scenario(bin: &Path) {
     let s = Server::start().await;
     let m = shared_manifests();
     let work = s.dir.path();
-    let mut k = Kubectl {
-        bin,
-        kubeconfig: s.kubeconfig(),
-        cache: work.join("kubecache"),
-        log: vec![],
-    };
+    let mut k = Kubectl { bin, kubeconfig: s.kubeconfig(), cache: work.join("kubecache"), log: vec![] };
     let ns = ["-n", "ai-inference"];
     let file = |name: &str| m.join(name).to_string_lossy().into_owned();
 
-    k.ok(
-        &["create", "namespace", "ai-inference"],
-        "namespace/ai-inference created",
-    );
-    k.ok(
-        &["apply", "-f", &file("01-configmaps.yaml")],
-        "configmap/inference-config created",
-    );
-    k.ok(
-        &["apply", "-f", &file("01-configmaps.yaml")],
-        "configmap/inference-config unchanged",
-    );
-    k.ok(
-        &[
-            "get",
-            "cm",
-            "inference-config",
-            ns[0],
-            ns[1],
-            "-o",
-            "jsonpath={.data.MAX_BATCH_SIZE}",
-        ],
-        "32",
-    );
+    k.ok(&["create", "namespace", "ai-inference"], "namespace/ai-inference created");
+    k.ok(&["apply", "-f", &file("01-configmaps.yaml")], "configmap/inference-config created");
+    k.ok(&["apply", "-f", &file("01-configmaps.yaml")], "configmap/inference-config unchanged");
+    k.ok(&["get", "cm", "inference-config", ns[0], ns[1], "-o", "jsonpath={.data.MAX_BATCH_SIZE}"], "32");
     k.fails(
-        &[
-            "patch",
-            "cm",
-            "inference-config-immutable",
-            ns[0],
-            ns[1],
-            "--type",
-            "merge",
-            "-p",
-            r#"{"data":{"MODEL_CONFIG":"{}"}}"#,
-        ],
+        &["patch", "cm", "inference-config-immutable", ns[0], ns[1], "--type", "merge", "-p", r#"{"data":{"MODEL_CONFIG":"{}"}}"#],
         "field is immutable when `immutable` is set",
     );
+    k.ok(&["apply", "-f", &file("02-secrets.yaml")], "secret/huggingface-token created");
+    let (_, b64) = k.run(&["get", "secret", "huggingface-token", ns[0], ns[1], "-o", "jsonpath={.data.hf_token}"]);
+    assert_eq!(String::from_utf8(base64_decode(b64.trim())).unwrap(), "hf_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    k.fails(&["apply", "-f", &file("90-seed-verbatim-invalid.yaml")], "Invalid value: \"model-registry credentials\"");
     k.ok(
-        &["apply", "-f", &file("02-secrets.yaml")],
-        "secret/huggingface-token created",
-    );
-    let (_, b64) = k.run(&[
-        "get",
-        "secret",
-        "huggingface-token",
-        ns[0],
-        ns[1],
-        "-o",
-        "jsonpath={.data.hf_token}",
-    ]);
-    assert_eq!(
-        String::from_utf8(base64_decode(b64.trim())).unwrap(),
-        "hf_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-    );
-    k.fails(
-        &["apply", "-f", &file("90-seed-verbatim-invalid.yaml")],
-        "Invalid value: \"model-registry credentials\"",
-    );
-    k.ok(
-        &[
-            "create",
-            "configmap",
-            "inference-params",
-            "--from-literal=MAX_BATCH_SIZE=32",
-            "--from-literal=LOG_LEVEL=info",
-            "--namespace=ai-inference",
-        ],
+        &["create", "configmap", "inference-params", "--from-literal=MAX_BATCH_SIZE=32", "--from-literal=LOG_LEVEL=info", "--namespace=ai-inference"],
         "configmap/inference-params created",
     );
-    k.ok(
-        &[
-            "create",
-            "secret",
-            "generic",
-            "hf-credentials",
-            "--from-literal=hf_token=hf_xxxxx",
-            "--namespace=ai-inference",
-        ],
-        "secret/hf-credentials created",
-    );
-    k.fails(
-        &[
-            "create",
-            "configmap",
-            "inference-params",
-            "--from-literal=a=b",
-            "-n",
-            "ai-inference",
-        ],
-        "configmaps \"inference-params\" already exists",
-    );
+    k.ok(&["create", "secret", "generic", "hf-credentials", "--from-literal=hf_token=hf_xxxxx", "--namespace=ai-inference"], "secret/hf-credentials created");
+    k.fails(&["create", "configmap", "inference-params", "--from-literal=a=b", "-n", "ai-inference"], "configmaps \"inference-params\" already exists");
 
     // A TLS secret from a certificate and key made by openssl.
     let (crt, key) = (work.join("tls.crt"), work.join("tls.key"));
     let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=inference",
-            "-keyout",
-        ])
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=inference", "-keyout"])
         .arg(&key)
         .arg("-out")
         .arg(&crt)
@@ -196,134 +80,42 @@ async fn scenario(bin: &Path) {
         .expect("openssl");
     assert!(made.status.success());
     k.ok(
-        &[
-            "create",
-            "secret",
-            "tls",
-            "inference-tls",
-            &format!("--cert={}", crt.display()),
-            &format!("--key={}", key.display()),
-            ns[0],
-            ns[1],
-        ],
+        &["create", "secret", "tls", "inference-tls", &format!("--cert={}", crt.display()), &format!("--key={}", key.display()), ns[0], ns[1]],
         "secret/inference-tls created",
     );
 
     // Tables: kube-apiserver's columns, and NAMESPACE from the row objects with -A.
     k.ok(&["get", "secrets", ns[0], ns[1]], "kubernetes.io/tls");
     let (_, all) = k.run(&["get", "secrets", "-A"]);
-    assert!(
-        all.lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .eq(["NAMESPACE", "NAME", "TYPE", "DATA", "AGE"]),
-        "{all}"
-    );
-    assert!(
-        all.lines().any(|l| l.starts_with("ai-inference")
-            && l.contains("hf-credentials")
-            && l.contains("Opaque")),
-        "{all}"
-    );
+    assert!(all.lines().next().unwrap_or_default().split_whitespace().eq(["NAMESPACE", "NAME", "TYPE", "DATA", "AGE"]), "{all}");
+    assert!(all.lines().any(|l| l.starts_with("ai-inference") && l.contains("hf-credentials") && l.contains("Opaque")), "{all}");
     let (_, cms) = k.run(&["get", "cm", ns[0], ns[1]]);
-    assert!(
-        cms.lines()
-            .any(|l| l.split_whitespace().take(2).eq(["inference-config", "4"])),
-        "{cms}"
-    );
+    assert!(cms.lines().any(|l| l.split_whitespace().take(2).eq(["inference-config", "4"])), "{cms}");
     k.ok(&["get", "ns"], "kube-system");
 
     // Labels, selectors, annotations, edits by patch and by server-side apply.
-    k.ok(
-        &["label", "cm", "inference-params", "tier=gpu", ns[0], ns[1]],
-        "labeled",
-    );
-    k.ok(
-        &["get", "cm", "-l", "tier=gpu", ns[0], ns[1], "-o", "name"],
-        "configmap/inference-params",
-    );
-    k.ok(
-        &[
-            "get",
-            "cm",
-            "-l",
-            "tier in (cpu,gpu)",
-            ns[0],
-            ns[1],
-            "-o",
-            "name",
-        ],
-        "configmap/inference-params",
-    );
-    k.ok(
-        &[
-            "annotate",
-            "secret",
-            "hf-credentials",
-            "owner=ml",
-            ns[0],
-            ns[1],
-        ],
-        "secret/hf-credentials annotate",
-    );
-    k.ok(
-        &[
-            "patch",
-            "cm",
-            "inference-params",
-            ns[0],
-            ns[1],
-            "-p",
-            r#"{"data":{"LOG_LEVEL":"debug"}}"#,
-        ],
-        "patched",
-    );
-    k.ok(
-        &[
-            "get",
-            "cm",
-            "inference-params",
-            ns[0],
-            ns[1],
-            "-o",
-            "jsonpath={.data.LOG_LEVEL}",
-        ],
-        "debug",
-    );
-    k.ok(
-        &["apply", "--server-side", "-f", &file("01-configmaps.yaml")],
-        "serverside-applied",
-    );
+    k.ok(&["label", "cm", "inference-params", "tier=gpu", ns[0], ns[1]], "labeled");
+    k.ok(&["get", "cm", "-l", "tier=gpu", ns[0], ns[1], "-o", "name"], "configmap/inference-params");
+    k.ok(&["get", "cm", "-l", "tier in (cpu,gpu)", ns[0], ns[1], "-o", "name"], "configmap/inference-params");
+    k.ok(&["annotate", "secret", "hf-credentials", "owner=ml", ns[0], ns[1]], "secret/hf-credentials annotate");
+    k.ok(&["patch", "cm", "inference-params", ns[0], ns[1], "-p", r#"{"data":{"LOG_LEVEL":"debug"}}"#], "patched");
+    k.ok(&["get", "cm", "inference-params", ns[0], ns[1], "-o", "jsonpath={.data.LOG_LEVEL}"], "debug");
+    k.ok(&["apply", "--server-side", "-f", &file("01-configmaps.yaml")], "serverside-applied");
     k.ok(&["explain", "configmap.data"], "data");
 
     // Delete, then delete the namespace, which waits until it is gone.
-    k.ok(
-        &["delete", "cm", "inference-params", ns[0], ns[1]],
-        "configmap \"inference-params\" deleted",
-    );
-    k.fails(
-        &["get", "cm", "inference-params", ns[0], ns[1]],
-        "configmaps \"inference-params\" not found",
-    );
-    k.ok(
-        &["delete", "namespace", "ai-inference", "--timeout=30s"],
-        "namespace \"ai-inference\" deleted",
-    );
+    k.ok(&["delete", "cm", "inference-params", ns[0], ns[1]], "configmap \"inference-params\" deleted");
+    k.fails(&["get", "cm", "inference-params", ns[0], ns[1]], "configmaps \"inference-params\" not found");
+    k.ok(&["delete", "namespace", "ai-inference", "--timeout=30s"], "namespace \"ai-inference\" deleted");
     k.fails(&["get", "ns", "ai-inference"], "not found");
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
-    let out = Command::new("base64")
-        .arg("-d")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(s.as_bytes())?;
-            c.wait_with_output()
-        });
+    let out = Command::new("base64").arg("-d").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().and_then(|mut c| {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(s.as_bytes())?;
+        c.wait_with_output()
+    });
     out.expect("base64").stdout
 }
 

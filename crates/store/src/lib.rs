@@ -73,9 +73,7 @@ pub enum TxnResult {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "storage: the requested revision {requested} has been compacted (oldest is {compacted})"
-    )]
+    #[error("storage: the requested revision {requested} has been compacted (oldest is {compacted})")]
     Compacted { requested: i64, compacted: i64 },
     #[error("storage: {0}")]
     Backend(String),
@@ -100,19 +98,11 @@ pub struct RangeResult {
 pub trait Store: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
     /// Keys with `prefix`, strictly after `start_after` when given, in key order; `limit` 0 means all.
-    async fn range(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<RangeResult>;
+    async fn range(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<RangeResult>;
     async fn txn(&self, txn: Txn) -> Result<TxnResult>;
     /// Events with revision greater than `after`, in order, then every later event as it
     /// happens. Fails with [`Error::Compacted`] when `after` is older than the compaction point.
-    async fn watch(
-        &self,
-        after: i64,
-    ) -> Result<(Vec<Event>, broadcast::Receiver<std::sync::Arc<Vec<Event>>>)>;
+    async fn watch(&self, after: i64) -> Result<(Vec<Event>, broadcast::Receiver<std::sync::Arc<Vec<Event>>>)>;
     /// Forget the history at and before `revision`.
     async fn compact(&self, revision: i64) -> Result<()>;
     /// The latest committed revision.

@@ -18,9 +18,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::{
-    Compare, Error, Event, EventKind, KeyValue, Op, RangeResult, Result, Store, Txn, TxnResult,
-};
+use crate::{Compare, Error, Event, EventKind, KeyValue, Op, RangeResult, Result, Store, Txn, TxnResult};
 
 /// How many queued transactions may share one commit. Bounds the latency a large burst adds
 /// to the first writer in it.
@@ -77,10 +75,7 @@ INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 1), ('compacted', 0
 ";
 
 fn meta(conn: &Connection, name: &str) -> Result<i64> {
-    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
-        r.get(0)
-    })
-    .map_err(backend)
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).map_err(backend)
 }
 
 impl SqliteStore {
@@ -93,37 +88,16 @@ impl SqliteStore {
         let compacted = Arc::new(AtomicI64::new(meta(&write, "compacted")?));
         let (events, _) = broadcast::channel(4096);
         let (tx, rx) = mpsc::channel();
-        let writer = Writer {
-            conn: write,
-            revision: revision.clone(),
-            compacted: compacted.clone(),
-            events: events.clone(),
-        };
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| Error::Backend(e.to_string()))?;
-        Ok(Arc::new(SqliteStore {
-            writer: Mutex::new(tx),
-            reader: Arc::new(Mutex::new(reader)),
-            revision,
-            compacted,
-            events,
-        }))
+        let writer = Writer { conn: write, revision: revision.clone(), compacted: compacted.clone(), events: events.clone() };
+        std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || writer.run(rx)).map_err(|e| Error::Backend(e.to_string()))?;
+        Ok(Arc::new(SqliteStore { writer: Mutex::new(tx), reader: Arc::new(Mutex::new(reader)), revision, compacted, events }))
     }
 
     fn send(&self, req: Request) -> Result<()> {
-        self.writer
-            .lock()
-            .map_err(|_| Error::Closed)?
-            .send(req)
-            .map_err(|_| Error::Closed)
+        self.writer.lock().map_err(|_| Error::Closed)?.send(req).map_err(|_| Error::Closed)
     }
 
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = reader.lock().map_err(|_| Error::Closed)?;
@@ -135,18 +109,11 @@ impl SqliteStore {
 }
 
 fn row_kv(r: &rusqlite::Row) -> rusqlite::Result<KeyValue> {
-    Ok(KeyValue {
-        key: r.get(0)?,
-        value: Bytes::from(r.get::<_, Vec<u8>>(1)?),
-        create_revision: r.get(2)?,
-        mod_revision: r.get(3)?,
-    })
+    Ok(KeyValue { key: r.get(0)?, value: Bytes::from(r.get::<_, Vec<u8>>(1)?), create_revision: r.get(2)?, mod_revision: r.get(3)? })
 }
 
 fn get_kv(conn: &Connection, key: &str) -> rusqlite::Result<Option<KeyValue>> {
-    conn.prepare_cached("SELECT key, value, create_rev, mod_rev FROM kv WHERE key = ?1")?
-        .query_row([key], row_kv)
-        .optional()
+    conn.prepare_cached("SELECT key, value, create_rev, mod_rev FROM kv WHERE key = ?1")?.query_row([key], row_kv).optional()
 }
 
 /// The smallest string greater than every string that starts with `prefix`.
@@ -168,23 +135,14 @@ impl Store for SqliteStore {
         self.read(move |c| get_kv(c, &key).map_err(backend)).await
     }
 
-    async fn range(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<RangeResult> {
+    async fn range(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<RangeResult> {
         let prefix = prefix.to_string();
         let start = start_after.map(str::to_string);
         self.read(move |conn| {
             let tx = conn.transaction().map_err(backend)?;
             let revision = meta(&tx, "revision")?;
             let end = prefix_end(&prefix);
-            let fetch = if limit == 0 {
-                i64::MAX
-            } else {
-                limit as i64 + 1
-            };
+            let fetch = if limit == 0 { i64::MAX } else { limit as i64 + 1 };
             let mut kvs = {
                 let mut stmt = tx
                     .prepare_cached(
@@ -193,19 +151,12 @@ impl Store for SqliteStore {
                          ORDER BY key LIMIT ?4",
                     )
                     .map_err(backend)?;
-                let rows = stmt
-                    .query_map(params![prefix, end, start, fetch], row_kv)
-                    .map_err(backend)?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(backend)?
+                let rows = stmt.query_map(params![prefix, end, start, fetch], row_kv).map_err(backend)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)?
             };
             let more = limit != 0 && kvs.len() > limit;
             kvs.truncate(if limit == 0 { kvs.len() } else { limit });
-            Ok(RangeResult {
-                kvs,
-                revision,
-                more,
-            })
+            Ok(RangeResult { kvs, revision, more })
         })
         .await
     }
@@ -216,32 +167,21 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    async fn watch(
-        &self,
-        after: i64,
-    ) -> Result<(Vec<Event>, broadcast::Receiver<Arc<Vec<Event>>>)> {
+    async fn watch(&self, after: i64) -> Result<(Vec<Event>, broadcast::Receiver<Arc<Vec<Event>>>)> {
         // Subscribe before reading the history so that no event falls between the two; the
         // caller skips live events at or below the last revision it has seen.
         let rx = self.events.subscribe();
         let compacted = self.compacted_revision();
         if after < compacted {
-            return Err(Error::Compacted {
-                requested: after + 1,
-                compacted,
-            });
+            return Err(Error::Compacted { requested: after + 1, compacted });
         }
         let history = self
             .read(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached("SELECT key, value, create_rev, rev, deleted, created FROM log WHERE rev > ?1 ORDER BY rev, sub")
-                    .map_err(backend)?;
+                let mut stmt =
+                    conn.prepare_cached("SELECT key, value, create_rev, rev, deleted, created FROM log WHERE rev > ?1 ORDER BY rev, sub").map_err(backend)?;
                 let rows = stmt
                     .query_map([after], |r| {
-                        Ok(Event {
-                            kv: row_kv(r)?,
-                            kind: if r.get::<_, bool>(4)? { EventKind::Delete } else { EventKind::Put },
-                            created: r.get(5)?,
-                        })
+                        Ok(Event { kv: row_kv(r)?, kind: if r.get::<_, bool>(4)? { EventKind::Delete } else { EventKind::Put }, created: r.get(5)? })
                     })
                     .map_err(backend)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
@@ -305,10 +245,7 @@ impl Writer {
                     Request::Compact(at, reply) => {
                         let at = at.min(rev);
                         tx.execute("DELETE FROM log WHERE rev <= ?1", [at])?;
-                        tx.execute(
-                            "UPDATE meta SET value = max(value, ?1) WHERE name = 'compacted'",
-                            [at],
-                        )?;
+                        tx.execute("UPDATE meta SET value = max(value, ?1) WHERE name = 'compacted'", [at])?;
                         compactions.push((at, reply));
                     }
                 }
@@ -347,23 +284,14 @@ impl Writer {
     }
 }
 
-fn apply_txn(
-    tx: &rusqlite::Transaction,
-    txn: &Txn,
-    rev: &mut i64,
-    events: &mut Vec<Event>,
-) -> rusqlite::Result<TxnResult> {
+fn apply_txn(tx: &rusqlite::Transaction, txn: &Txn, rev: &mut i64, events: &mut Vec<Event>) -> rusqlite::Result<TxnResult> {
     let mut failed = false;
     for Compare::ModRevision(key, want) in &txn.compare {
         let have = get_kv(tx, key)?.map(|kv| kv.mod_revision).unwrap_or(0);
         failed |= have != *want;
     }
     if failed {
-        let current = txn
-            .compare
-            .iter()
-            .map(|Compare::ModRevision(key, _)| get_kv(tx, key))
-            .collect::<rusqlite::Result<_>>()?;
+        let current = txn.compare.iter().map(|Compare::ModRevision(key, _)| get_kv(tx, key)).collect::<rusqlite::Result<_>>()?;
         return Ok(TxnResult::Failed { current });
     }
     let next = *rev + 1;
@@ -372,22 +300,18 @@ fn apply_txn(
         match op {
             Op::Put(key, value) => {
                 let existing = get_kv(tx, key)?;
-                let create_rev = existing
-                    .as_ref()
-                    .map(|kv| kv.create_revision)
-                    .unwrap_or(next);
-                tx.prepare_cached("INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev) VALUES (?1, ?2, ?3, ?4)")?
-                    .execute(params![key, value.as_ref(), create_rev, next])?;
+                let create_rev = existing.as_ref().map(|kv| kv.create_revision).unwrap_or(next);
+                tx.prepare_cached("INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
+                    key,
+                    value.as_ref(),
+                    create_rev,
+                    next
+                ])?;
                 tx.prepare_cached("INSERT INTO log (rev, sub, key, value, create_rev, deleted, created) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)")?
                     .execute(params![next, sub, key, value.as_ref(), create_rev, existing.is_none()])?;
                 events.push(Event {
                     kind: EventKind::Put,
-                    kv: KeyValue {
-                        key: key.clone(),
-                        value: value.clone(),
-                        create_revision: create_rev,
-                        mod_revision: next,
-                    },
+                    kv: KeyValue { key: key.clone(), value: value.clone(), create_revision: create_rev, mod_revision: next },
                     created: existing.is_none(),
                 });
             }
@@ -395,18 +319,10 @@ fn apply_txn(
                 let Some(existing) = get_kv(tx, key)? else {
                     continue;
                 };
-                tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?
-                    .execute([key])?;
+                tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?.execute([key])?;
                 tx.prepare_cached("INSERT INTO log (rev, sub, key, value, create_rev, deleted, created) VALUES (?1, ?2, ?3, ?4, ?5, 1, 0)")?
                     .execute(params![next, sub, key, existing.value.as_ref(), existing.create_revision])?;
-                events.push(Event {
-                    kind: EventKind::Delete,
-                    kv: KeyValue {
-                        mod_revision: next,
-                        ..existing
-                    },
-                    created: false,
-                });
+                events.push(Event { kind: EventKind::Delete, kv: KeyValue { mod_revision: next, ..existing }, created: false });
             }
         }
         sub += 1;
@@ -429,78 +345,27 @@ mod tests {
     async fn revisions_compare_and_swap_and_watch_history() {
         let dir = tempfile_dir();
         let store = SqliteStore::open(&dir.join("db")).unwrap();
-        let r1 = match store
-            .txn(Txn {
-                compare: vec![Compare::ModRevision("/a".into(), 0)],
-                success: vec![put("/a", "1")],
-            })
-            .await
-            .unwrap()
-        {
+        let r1 = match store.txn(Txn { compare: vec![Compare::ModRevision("/a".into(), 0)], success: vec![put("/a", "1")] }).await.unwrap() {
             TxnResult::Committed { revision } => revision,
             other => panic!("{other:?}"),
         };
         // Creating again fails: the key exists.
-        let again = store
-            .txn(Txn {
-                compare: vec![Compare::ModRevision("/a".into(), 0)],
-                success: vec![put("/a", "2")],
-            })
-            .await
-            .unwrap();
-        assert!(
-            matches!(again, TxnResult::Failed { ref current } if current[0].as_ref().unwrap().mod_revision == r1)
-        );
+        let again = store.txn(Txn { compare: vec![Compare::ModRevision("/a".into(), 0)], success: vec![put("/a", "2")] }).await.unwrap();
+        assert!(matches!(again, TxnResult::Failed { ref current } if current[0].as_ref().unwrap().mod_revision == r1));
         // A stale mod revision fails; the right one succeeds.
-        let stale = store
-            .txn(Txn {
-                compare: vec![Compare::ModRevision("/a".into(), r1 - 1)],
-                success: vec![put("/a", "2")],
-            })
-            .await
-            .unwrap();
+        let stale = store.txn(Txn { compare: vec![Compare::ModRevision("/a".into(), r1 - 1)], success: vec![put("/a", "2")] }).await.unwrap();
         assert!(matches!(stale, TxnResult::Failed { .. }));
-        let ok = store
-            .txn(Txn {
-                compare: vec![Compare::ModRevision("/a".into(), r1)],
-                success: vec![put("/a", "2")],
-            })
-            .await
-            .unwrap();
-        let TxnResult::Committed { revision: r2 } = ok else {
-            panic!()
-        };
+        let ok = store.txn(Txn { compare: vec![Compare::ModRevision("/a".into(), r1)], success: vec![put("/a", "2")] }).await.unwrap();
+        let TxnResult::Committed { revision: r2 } = ok else { panic!() };
         assert_eq!(r2, r1 + 1);
         let kv = store.get("/a").await.unwrap().unwrap();
-        assert_eq!(
-            (kv.create_revision, kv.mod_revision, &kv.value[..]),
-            (r1, r2, &b"2"[..])
-        );
-        store
-            .txn(Txn {
-                compare: vec![],
-                success: vec![Op::Delete("/a".into())],
-            })
-            .await
-            .unwrap();
+        assert_eq!((kv.create_revision, kv.mod_revision, &kv.value[..]), (r1, r2, &b"2"[..]));
+        store.txn(Txn { compare: vec![], success: vec![Op::Delete("/a".into())] }).await.unwrap();
         let (history, _) = store.watch(0).await.unwrap();
-        let kinds: Vec<_> = history
-            .iter()
-            .map(|e| (e.kind, e.kv.mod_revision))
-            .collect();
-        assert_eq!(
-            kinds,
-            vec![
-                (EventKind::Put, r1),
-                (EventKind::Put, r2),
-                (EventKind::Delete, r2 + 1)
-            ]
-        );
+        let kinds: Vec<_> = history.iter().map(|e| (e.kind, e.kv.mod_revision)).collect();
+        assert_eq!(kinds, vec![(EventKind::Put, r1), (EventKind::Put, r2), (EventKind::Delete, r2 + 1)]);
         store.compact(r2).await.unwrap();
-        assert!(matches!(
-            store.watch(r1 - 1).await,
-            Err(Error::Compacted { .. })
-        ));
+        assert!(matches!(store.watch(r1 - 1).await, Err(Error::Compacted { .. })));
         assert_eq!(store.watch(r2).await.unwrap().0.len(), 1);
     }
 
@@ -510,28 +375,13 @@ mod tests {
         {
             let store = SqliteStore::open(&dir.join("db")).unwrap();
             for i in 0..5 {
-                store
-                    .txn(Txn {
-                        compare: vec![],
-                        success: vec![put(&format!("/p/{i}"), "x")],
-                    })
-                    .await
-                    .unwrap();
+                store.txn(Txn { compare: vec![], success: vec![put(&format!("/p/{i}"), "x")] }).await.unwrap();
             }
-            store
-                .txn(Txn {
-                    compare: vec![],
-                    success: vec![put("/q/0", "x")],
-                })
-                .await
-                .unwrap();
+            store.txn(Txn { compare: vec![], success: vec![put("/q/0", "x")] }).await.unwrap();
         }
         let store = SqliteStore::open(&dir.join("db")).unwrap();
         let page = store.range("/p/", None, 2).await.unwrap();
-        assert_eq!(
-            page.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
-            ["/p/0", "/p/1"]
-        );
+        assert_eq!(page.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), ["/p/0", "/p/1"]);
         assert!(page.more);
         let rest = store.range("/p/", Some("/p/1"), 0).await.unwrap();
         assert_eq!(rest.kvs.len(), 3);
@@ -546,19 +396,10 @@ mod tests {
         let mut tasks = Vec::new();
         for i in 0..64 {
             let s = store.clone();
-            tasks.push(tokio::spawn(async move {
-                s.txn(Txn {
-                    compare: vec![],
-                    success: vec![put(&format!("/c/{i}"), "v")],
-                })
-                .await
-            }));
+            tasks.push(tokio::spawn(async move { s.txn(Txn { compare: vec![], success: vec![put(&format!("/c/{i}"), "v")] }).await }));
         }
         for t in tasks {
-            assert!(matches!(
-                t.await.unwrap().unwrap(),
-                TxnResult::Committed { .. }
-            ));
+            assert!(matches!(t.await.unwrap().unwrap(), TxnResult::Committed { .. }));
         }
         assert_eq!(store.range("/c/", None, 0).await.unwrap().kvs.len(), 64);
     }
@@ -572,14 +413,6 @@ mod tests {
     fn uuid_like() -> String {
         use std::time::{SystemTime, UNIX_EPOCH};
         static N: AtomicI64 = AtomicI64::new(0);
-        format!(
-            "{}-{}-{}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos(),
-            N.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("{}-{}-{}", std::process::id(), SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos(), N.fetch_add(1, Ordering::Relaxed))
     }
 }

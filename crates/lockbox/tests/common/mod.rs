@@ -14,11 +14,7 @@ pub struct Server {
 impl Server {
     pub async fn start() -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Server {
-            log: dir.path().join("server.log"),
-            dir,
-            child: None,
-        };
+        let mut s = Server { log: dir.path().join("server.log"), dir, child: None };
         s.launch().await;
         s
     }
@@ -34,11 +30,7 @@ impl Server {
     /// Starts (or restarts) the process and waits until /readyz answers.
     pub async fn launch(&mut self) {
         let _ = std::fs::remove_file(self.kubeconfig());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_lockbox"))
             .args(["up", "--data-dir"])
             .arg(self.data_dir())
@@ -52,19 +44,12 @@ impl Server {
         loop {
             if self.kubeconfig().exists() {
                 if let Ok(c) = self.try_client().await {
-                    if c.request_text(http::Request::get("/readyz").body(vec![]).unwrap())
-                        .await
-                        .is_ok()
-                    {
+                    if c.request_text(http::Request::get("/readyz").body(vec![]).unwrap()).await.is_ok() {
                         return;
                     }
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "lockbox did not become ready:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
+            assert!(Instant::now() < deadline, "lockbox did not become ready:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -78,9 +63,7 @@ impl Server {
 
     async fn try_client(&self) -> Result<kube::Client, Box<dyn std::error::Error>> {
         let kc = kube::config::Kubeconfig::read_from(self.kubeconfig())?;
-        let cfg =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
         Ok(kube::Client::try_from(cfg)?)
     }
 
@@ -91,10 +74,7 @@ impl Server {
     /// A client with no credentials: TLS to the same server, trusting its CA.
     pub async fn anonymous_client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).unwrap();
-        let mut cfg =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .unwrap();
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.unwrap();
         cfg.auth_info = Default::default();
         kube::Client::try_from(cfg).unwrap()
     }
@@ -118,11 +98,7 @@ pub fn kubectls() -> Vec<PathBuf> {
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("kubectl.1."))
-                })
+                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("kubectl.1.")))
                 .collect()
         })
         .unwrap_or_default();
@@ -134,21 +110,11 @@ pub fn kubectls() -> Vec<PathBuf> {
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
 }
 
 /// A raw request: (status, Warning headers, body parsed as JSON or as a string).
-pub async fn raw(
-    client: &kube::Client,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    body: &[u8],
-) -> (u16, Vec<String>, serde_json::Value) {
+pub async fn raw(client: &kube::Client, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Vec<String>, serde_json::Value) {
     let mut req = http::Request::builder().method(method).uri(path);
     if !content_type.is_empty() {
         req = req.header("Content-Type", content_type);
@@ -156,15 +122,8 @@ pub async fn raw(
     let req = req.body(kube::client::Body::from(body.to_vec())).unwrap();
     let resp = client.send(req).await.expect("send");
     let status = resp.status().as_u16();
-    let warnings = resp
-        .headers()
-        .get_all("Warning")
-        .iter()
-        .map(|v| v.to_str().unwrap_or_default().to_string())
-        .collect();
+    let warnings = resp.headers().get_all("Warning").iter().map(|v| v.to_str().unwrap_or_default().to_string()).collect();
     let bytes = resp.into_body().collect_bytes().await.expect("body");
-    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-    });
+    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, warnings, value)
 }
