@@ -15,16 +15,8 @@ impl User {
     pub fn from_certificate(der: &[u8]) -> Option<User> {
         let (_, cert) = X509Certificate::from_der(der).ok()?;
         let subject = cert.subject();
-        let name = subject
-            .iter_common_name()
-            .next()?
-            .as_str()
-            .ok()?
-            .to_string();
-        let mut groups: Vec<String> = subject
-            .iter_organization()
-            .filter_map(|o| o.as_str().ok().map(String::from))
-            .collect();
+        let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+        let mut groups: Vec<String> = subject.iter_organization().filter_map(|o| o.as_str().ok().map(String::from)).collect();
         groups.push("system:authenticated".into());
         Some(User { name, groups })
     }

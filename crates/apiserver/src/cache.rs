@@ -87,24 +87,12 @@ impl WatchCache {
         let mut objects = BTreeMap::new();
         for kv in all.kvs {
             let (object, stale) = decode(&kv.key, &kv.value, kv.mod_revision);
-            objects.insert(
-                kv.key,
-                Entry {
-                    mod_revision: kv.mod_revision,
-                    object,
-                    stale,
-                },
-            );
+            objects.insert(kv.key, Entry { mod_revision: kv.mod_revision, object, stale });
         }
         let (events, _) = broadcast::channel(16_384);
         let (revision, _) = watch::channel(all.revision);
         let cache = Arc::new(WatchCache {
-            state: RwLock::new(State {
-                objects,
-                history: VecDeque::new(),
-                revision: all.revision,
-                history_floor: all.revision,
-            }),
+            state: RwLock::new(State { objects, history: VecDeque::new(), revision: all.revision, history_floor: all.revision }),
             events,
             revision,
         });
@@ -158,38 +146,15 @@ impl WatchCache {
             let (kind, object) = match ev.kind {
                 EventKind::Put => {
                     let (obj, stale) = decode(&key, &ev.kv.value, ev.kv.mod_revision);
-                    state.objects.insert(
-                        key.clone(),
-                        Entry {
-                            mod_revision: ev.kv.mod_revision,
-                            object: obj.clone(),
-                            stale,
-                        },
-                    );
-                    (
-                        if prev.is_some() {
-                            EventType::Modified
-                        } else {
-                            EventType::Added
-                        },
-                        obj,
-                    )
+                    state.objects.insert(key.clone(), Entry { mod_revision: ev.kv.mod_revision, object: obj.clone(), stale });
+                    (if prev.is_some() { EventType::Modified } else { EventType::Added }, obj)
                 }
                 EventKind::Delete => {
                     state.objects.remove(&key);
-                    (
-                        EventType::Deleted,
-                        decode(&key, &ev.kv.value, ev.kv.mod_revision).0,
-                    )
+                    (EventType::Deleted, decode(&key, &ev.kv.value, ev.kv.mod_revision).0)
                 }
             };
-            let event = Arc::new(CacheEvent {
-                kind,
-                key,
-                revision: ev.kv.mod_revision,
-                object,
-                prev,
-            });
+            let event = Arc::new(CacheEvent { kind, key, revision: ev.kv.mod_revision, object, prev });
             state.history.push_back(event.clone());
             if state.history.len() > HISTORY {
                 if let Some(old) = state.history.pop_front() {
@@ -217,36 +182,20 @@ impl WatchCache {
     }
 
     pub fn get(&self, key: &str) -> Option<Entry> {
-        self.state
-            .read()
-            .expect("cache lock")
-            .objects
-            .get(key)
-            .cloned()
+        self.state.read().expect("cache lock").objects.get(key).cloned()
     }
 
     /// Objects under `prefix` after `start_after`, at the current revision or, when `at` is
     /// given, exactly at that revision. Returns the entries and the revision they reflect.
-    pub fn list(
-        &self,
-        prefix: &str,
-        at: Option<i64>,
-    ) -> Result<(Vec<(String, Entry)>, i64), TooOld> {
+    pub fn list(&self, prefix: &str, at: Option<i64>) -> Result<(Vec<(String, Entry)>, i64), TooOld> {
         let state = self.state.read().expect("cache lock");
-        let current: Vec<(String, Entry)> = state
-            .objects
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, e)| (k.clone(), e.clone()))
-            .collect();
+        let current: Vec<(String, Entry)> =
+            state.objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, e)| (k.clone(), e.clone())).collect();
         let Some(at) = at.filter(|a| *a < state.revision) else {
             return Ok((current, state.revision));
         };
         if at < state.history_floor {
-            return Err(TooOld {
-                requested: at,
-                oldest: state.history_floor,
-            });
+            return Err(TooOld { requested: at, oldest: state.history_floor });
         }
         // Undo every event newer than `at`, newest first.
         let mut map: BTreeMap<String, Entry> = current.into_iter().collect();
@@ -256,23 +205,8 @@ impl WatchCache {
             }
             match &ev.prev {
                 Some(prev) => {
-                    let rv = prev
-                        .as_ref()
-                        .ok()
-                        .and_then(|o| {
-                            o["metadata"]["resourceVersion"]
-                                .as_str()
-                                .and_then(|s| s.parse().ok())
-                        })
-                        .unwrap_or(0);
-                    map.insert(
-                        ev.key.clone(),
-                        Entry {
-                            mod_revision: rv,
-                            object: prev.clone(),
-                            stale: false,
-                        },
-                    );
+                    let rv = prev.as_ref().ok().and_then(|o| o["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok())).unwrap_or(0);
+                    map.insert(ev.key.clone(), Entry { mod_revision: rv, object: prev.clone(), stale: false });
                 }
                 None => {
                     map.remove(&ev.key);
@@ -283,23 +217,12 @@ impl WatchCache {
     }
 
     /// Events after `after`, then a live feed. Fails when `after` is older than the window.
-    pub fn subscribe(
-        &self,
-        after: i64,
-    ) -> Result<(Vec<Arc<CacheEvent>>, broadcast::Receiver<Arc<CacheEvent>>), TooOld> {
+    pub fn subscribe(&self, after: i64) -> Result<(Vec<Arc<CacheEvent>>, broadcast::Receiver<Arc<CacheEvent>>), TooOld> {
         let state = self.state.read().expect("cache lock");
         if after < state.history_floor {
-            return Err(TooOld {
-                requested: after,
-                oldest: state.history_floor,
-            });
+            return Err(TooOld { requested: after, oldest: state.history_floor });
         }
-        let past = state
-            .history
-            .iter()
-            .filter(|e| e.revision > after)
-            .cloned()
-            .collect();
+        let past = state.history.iter().filter(|e| e.revision > after).cloned().collect();
         Ok((past, self.events.subscribe()))
     }
 }

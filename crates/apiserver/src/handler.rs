@@ -27,6 +27,8 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 pub struct App {
     pub registry: Arc<Registry>,
     pub openapi: api::openapi::OpenApi,
+    pub health: crate::health::Health,
+    pub encryption: Arc<crypt::reload::Reloading>,
 }
 
 /// The `/version` answer. `minor` picks which bundled kubectl the image's dispatcher runs
@@ -43,11 +45,7 @@ pub struct Query(HashMap<String, String>);
 
 impl Query {
     fn parse(q: Option<&str>) -> Query {
-        Query(
-            form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect(),
-        )
+        Query(form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect())
     }
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str)
@@ -64,17 +62,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
     let (parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query());
     let path = parts.uri.path().to_string();
-    match route(
-        &app,
-        &parts.method,
-        &path,
-        &parts.headers,
-        &query,
-        body,
-        &user,
-    )
-    .await
-    {
+    match route(&app, &parts.method, &path, &parts.headers, &query, body, &user).await {
         Ok(r) => r,
         Err(e) => {
             if e.code >= 500 {
@@ -86,10 +74,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
 }
 
 fn discovery_response(headers: &HeaderMap, core: bool) -> Response<Body> {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     // The first aggregated version the client lists wins; kubectl 1.27–1.29 know only v2beta1.
     for range in accept.split(',') {
         let params: Vec<&str> = range.split(';').map(str::trim).collect();
@@ -101,56 +86,25 @@ fn discovery_response(headers: &HeaderMap, core: bool) -> Response<Body> {
             if has(&format!("v={version}")) {
                 let body = api::discovery::aggregated(core, version);
                 let mut r = negotiate::json(StatusCode::OK, &body);
-                let ct = format!(
-                    "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
-                );
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_str(&ct).expect("static"),
-                );
-                r.headers_mut()
-                    .insert("Vary", HeaderValue::from_static("Accept"));
+                let ct = format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList");
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(&ct).expect("static"));
+                r.headers_mut().insert("Vary", HeaderValue::from_static("Accept"));
                 return r;
             }
         }
     }
-    let mut r = negotiate::json(
-        StatusCode::OK,
-        &if core {
-            api::discovery::api_versions()
-        } else {
-            api::discovery::api_group_list()
-        },
-    );
-    r.headers_mut()
-        .insert("Vary", HeaderValue::from_static("Accept"));
+    let mut r = negotiate::json(StatusCode::OK, &if core { api::discovery::api_versions() } else { api::discovery::api_group_list() });
+    r.headers_mut().insert("Vary", HeaderValue::from_static("Accept"));
     r
 }
 
-fn health(path: &str, query: &Query) -> Response<Body> {
-    if query.get("verbose").is_some() {
-        let check = path.trim_start_matches('/');
-        return negotiate::text(
-            StatusCode::OK,
-            &format!("[+]ping ok\n[+]log ok\n[+]etcd ok\n{check} check passed\n"),
-        );
-    }
-    negotiate::text(StatusCode::OK, "ok")
-}
-
-async fn route(
-    app: &App,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    query: &Query,
-    body: Body,
-    user: &User,
-) -> ApiResult<Response<Body>> {
+async fn route(app: &App, method: &Method, path: &str, headers: &HeaderMap, query: &Query, body: Body, user: &User) -> ApiResult<Response<Body>> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
         ["version"] => return Ok(negotiate::json(StatusCode::OK, &version())),
-        ["healthz" | "livez" | "readyz", ..] => return Ok(health(path, query)),
+        ["healthz" | "livez" | "readyz", ..] if segs.len() <= 2 => return Ok(app.health.respond(&segs, query.get("verbose").is_some()).await),
+        ["metrics"] => return Ok(app.health.metrics()),
+        ["lockbox", "v1", "storage", "status"] => return crate::storage_admin::status_response(&app.registry, &app.encryption, query).await,
         ["api"] => return Ok(discovery_response(headers, true)),
         ["apis"] => return Ok(discovery_response(headers, false)),
         ["openapi", "v3"] => return Ok(negotiate::json(StatusCode::OK, &app.openapi.v3_root())),
@@ -160,10 +114,7 @@ async fn route(
                 Some((doc, _)) => {
                     let mut r = negotiate::json(StatusCode::OK, doc);
                     if query.get("hash").is_some() {
-                        r.headers_mut().insert(
-                            header::CACHE_CONTROL,
-                            HeaderValue::from_static("public, immutable"),
-                        );
+                        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
                     }
                     Ok(r)
                 }
@@ -172,28 +123,13 @@ async fn route(
         }
         ["openapi", "v2"] | ["swagger.json"] => {
             let mut r = Response::new(Body::from(app.openapi.v2_protobuf.clone()));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
-                ),
-            );
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"));
             return Ok(r);
         }
-        ["api", "v1"] => {
-            return api::discovery::resource_list("", "v1")
-                .map(|v| negotiate::json(StatusCode::OK, &v))
-                .ok_or_else(ApiError::path_not_found)
-        }
-        ["apis", group] => {
-            return api::discovery::api_group(group)
-                .map(|v| negotiate::json(StatusCode::OK, &v))
-                .ok_or_else(ApiError::path_not_found)
-        }
+        ["api", "v1"] => return api::discovery::resource_list("", "v1").map(|v| negotiate::json(StatusCode::OK, &v)).ok_or_else(ApiError::path_not_found),
+        ["apis", group] => return api::discovery::api_group(group).map(|v| negotiate::json(StatusCode::OK, &v)).ok_or_else(ApiError::path_not_found),
         ["apis", group, version] => {
-            return api::discovery::resource_list(group, version)
-                .map(|v| negotiate::json(StatusCode::OK, &v))
-                .ok_or_else(ApiError::path_not_found)
+            return api::discovery::resource_list(group, version).map(|v| negotiate::json(StatusCode::OK, &v)).ok_or_else(ApiError::path_not_found)
         }
         _ => {}
     }
@@ -239,39 +175,22 @@ pub fn parse_target(segs: &[&str]) -> ApiResult<Target> {
     if !res.namespaced {
         // `/api/v1/namespaces/x` names the namespace itself.
         if res.kind == "Namespace" && name.is_none() && !namespace.is_empty() {
-            return Ok(Target {
-                res,
-                name: Some(namespace),
-                namespace: String::new(),
-                subresource: sub,
-                watch_path,
-            });
+            return Ok(Target { res, name: Some(namespace), namespace: String::new(), subresource: sub, watch_path });
         }
         if !namespace.is_empty() && res.kind != "Namespace" {
             return Err(ApiError::path_not_found());
         }
         namespace.clear();
     }
-    Ok(Target {
-        res,
-        namespace,
-        name,
-        subresource: sub,
-        watch_path,
-    })
+    Ok(Target { res, namespace, name, subresource: sub, watch_path })
 }
 
 async fn read_body(body: Body) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        ApiError::request_entity_too_large(format!("Request entity too large: limit is {MAX_BODY}"))
-    })
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::request_entity_too_large(format!("Request entity too large: limit is {MAX_BODY}")))
 }
 
 fn content_type(headers: &HeaderMap) -> &str {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -294,9 +213,7 @@ fn dry_run(q: &Query) -> ApiResult<bool> {
     match q.get("dryRun") {
         None | Some("") => Ok(false),
         Some("All") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
-        ))),
+        Some(other) => Err(ApiError::bad_request(format!("dryRun: Unsupported value: \"{other}\": supported values: \"All\""))),
     }
 }
 
@@ -308,17 +225,11 @@ fn write_options(q: &Query, headers: &HeaderMap, apply: bool) -> ApiResult<Write
                 "meta.k8s.io",
                 "PatchOptions",
                 "",
-                &[api::validation::FieldError::required(
-                    "fieldManager",
-                    "is required for apply patch",
-                )],
+                &[api::validation::FieldError::required("fieldManager", "is required for apply patch")],
             ));
         }
         _ => {
-            let ua = headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("unknown");
+            let ua = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
             ua.split('/').next().unwrap_or("unknown").to_string()
         }
     };
@@ -327,18 +238,10 @@ fn write_options(q: &Query, headers: &HeaderMap, apply: bool) -> ApiResult<Write
             "meta.k8s.io",
             "PatchOptions",
             "",
-            &[api::validation::FieldError::invalid(
-                "fieldManager",
-                &manager,
-                "must be no more than 128 characters",
-            )],
+            &[api::validation::FieldError::invalid("fieldManager", &manager, "must be no more than 128 characters")],
         ));
     }
-    Ok(WriteOptions {
-        dry_run: dry_run(q)?,
-        field_manager: manager,
-        ownership_recorded: false,
-    })
+    Ok(WriteOptions { dry_run: dry_run(q)?, field_manager: manager, ownership_recorded: false })
 }
 
 /// Problems fieldValidation reports: unknown fields (dropped) and duplicate keys.
@@ -346,25 +249,15 @@ struct FieldProblems(Vec<String>);
 
 impl FieldProblems {
     fn new(unknown: &[String], duplicates: &[String]) -> Self {
-        let mut v: Vec<String> = unknown
-            .iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect();
-        v.extend(
-            duplicates
-                .iter()
-                .map(|f| format!("duplicate field \"{f}\"")),
-        );
+        let mut v: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+        v.extend(duplicates.iter().map(|f| format!("duplicate field \"{f}\"")));
         FieldProblems(v)
     }
     /// Strict turns problems into a 400; Warn returns them as warnings.
     fn check(self, mode: FieldValidation) -> ApiResult<Vec<String>> {
         match mode {
             _ if self.0.is_empty() => Ok(vec![]),
-            FieldValidation::Strict => Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                self.0.join(", ")
-            ))),
+            FieldValidation::Strict => Err(ApiError::bad_request(format!("strict decoding error: {}", self.0.join(", ")))),
             FieldValidation::Warn => Ok(self.0),
             FieldValidation::Ignore => Ok(vec![]),
         }
@@ -376,11 +269,7 @@ fn type_check(res: &Resource, mut obj: Value) -> ApiResult<(Value, Vec<String>)>
     if !obj.is_object() {
         return Err(ApiError::bad_request(format!(
             "Object 'Kind' is missing in '{}'",
-            if obj.is_null() {
-                "null".into()
-            } else {
-                "<non-object body>".to_string()
-            }
+            if obj.is_null() { "null".into() } else { "<non-object body>".to_string() }
         )));
     }
     let want_version = res.api_version();
@@ -394,19 +283,11 @@ fn type_check(res: &Resource, mut obj: Value) -> ApiResult<(Value, Vec<String>)>
     match obj["kind"].as_str() {
         None | Some("") => obj["kind"] = json!(res.kind),
         Some(k) if k == res.kind => {}
-        Some(k) => {
-            return Err(ApiError::bad_request(format!(
-                "the object provided is unrecognized (must be of type {}): kind {k:?}",
-                res.kind
-            )))
-        }
+        Some(k) => return Err(ApiError::bad_request(format!("the object provided is unrecognized (must be of type {}): kind {k:?}", res.kind))),
     }
-    res.strategy.roundtrip(obj).map_err(|e| {
-        ApiError::bad_request(format!(
-            "{} in version \"{}\" cannot be handled as a {}: {e}",
-            res.kind, res.version, res.kind
-        ))
-    })
+    res.strategy
+        .roundtrip(obj)
+        .map_err(|e| ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind)))
 }
 
 fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
@@ -447,30 +328,21 @@ fn encode_one(res: &Resource, obj: &Value, n: Negotiated, q: &Query) -> Value {
 }
 
 pub fn list_options(q: &Query) -> ApiResult<ListOptions> {
-    let label_selector =
-        LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(|e| {
-            ApiError::bad_request(format!("unable to parse requirement: {e}").replace(
-                "unable to parse requirement: unable to parse requirement: ",
-                "unable to parse requirement: ",
-            ))
-        })?;
-    let field_selector = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
-        .map_err(ApiError::bad_request)?;
+    let label_selector = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(|e| {
+        ApiError::bad_request(
+            format!("unable to parse requirement: {e}").replace("unable to parse requirement: unable to parse requirement: ", "unable to parse requirement: "),
+        )
+    })?;
+    let field_selector = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
     let limit = match q.get("limit") {
         None | Some("") => 0,
-        Some(l) => l
-            .parse::<i64>()
-            .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?
-            .max(0) as usize,
+        Some(l) => l.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?.max(0) as usize,
     };
     Ok(ListOptions {
         label_selector,
         field_selector,
         limit,
-        continue_token: q
-            .get("continue")
-            .filter(|c| !c.is_empty())
-            .map(String::from),
+        continue_token: q.get("continue").filter(|c| !c.is_empty()).map(String::from),
         resource_version: q.get("resourceVersion").map(String::from),
         resource_version_match: q.get("resourceVersionMatch").map(String::from),
     })
@@ -481,23 +353,13 @@ pub fn check_fields(res: &Resource, opts: &ListOptions) -> ApiResult<()> {
     let probe = json!({});
     for t in &opts.field_selector.terms {
         if res.field_value(&probe, &t.field).is_none() {
-            return Err(ApiError::bad_request(format!(
-                "field label not supported: {}",
-                t.field
-            )));
+            return Err(ApiError::bad_request(format!("field label not supported: {}", t.field)));
         }
     }
     Ok(())
 }
 
-async fn resource_request(
-    app: &App,
-    method: &Method,
-    t: Target,
-    headers: &HeaderMap,
-    q: &Query,
-    body: Body,
-) -> ApiResult<Response<Body>> {
+async fn resource_request(app: &App, method: &Method, t: Target, headers: &HeaderMap, q: &Query, body: Body) -> ApiResult<Response<Body>> {
     let reg = &app.registry;
     let res = t.res;
     let ns = t.namespace.as_str();
@@ -526,12 +388,7 @@ async fn resource_request(
             let body = match n.transform {
                 Transform::Table => {
                     let objs: Vec<Value> = list.items.iter().map(|o| (**o).clone()).collect();
-                    api::table::table(
-                        res,
-                        &objs,
-                        meta,
-                        q.get("includeObject").unwrap_or("Metadata"),
-                    )
+                    api::table::table(res, &objs, meta, q.get("includeObject").unwrap_or("Metadata"))
                 }
                 Transform::PartialMetadata => {
                     json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": list.items.iter().map(|o| partial_metadata(o)).collect::<Vec<_>>()})
@@ -544,18 +401,13 @@ async fn resource_request(
         }
         (Method::GET, Some(name)) => {
             let obj = reg.get(res, ns, name).await?;
-            Ok(negotiate::respond(
-                StatusCode::OK,
-                &encode_one(res, &obj, n, q),
-                n.format,
-            ))
+            Ok(negotiate::respond(StatusCode::OK, &encode_one(res, &obj, n, q), n.format))
         }
         (Method::POST, None) => {
             let bytes = read_body(body).await?;
             let decoded = codec::decode(content_type(headers), &bytes, res.kind)?;
             let (mut obj, unknown) = type_check(res, decoded.value)?;
-            let warnings =
-                FieldProblems::new(&unknown, &decoded.duplicates).check(field_validation(q)?)?;
+            let warnings = FieldProblems::new(&unknown, &decoded.duplicates).check(field_validation(q)?)?;
             if res.namespaced {
                 match object::namespace(&obj) {
                     "" => object::set_meta(&mut obj, "namespace", ns),
@@ -567,21 +419,13 @@ async fn resource_request(
             }
             let opts = write_options(q, headers, false)?;
             let created = reg.create(res, ns, obj, &opts).await?;
-            Ok(with_warnings(
-                negotiate::respond(
-                    StatusCode::CREATED,
-                    &encode_one(res, &created, n, q),
-                    n.format,
-                ),
-                &warnings,
-            ))
+            Ok(with_warnings(negotiate::respond(StatusCode::CREATED, &encode_one(res, &created, n, q), n.format), &warnings))
         }
         (Method::PUT, Some(name)) => {
             let bytes = read_body(body).await?;
             let decoded = codec::decode(content_type(headers), &bytes, res.kind)?;
             let (mut obj, unknown) = type_check(res, decoded.value)?;
-            let warnings =
-                FieldProblems::new(&unknown, &decoded.duplicates).check(field_validation(q)?)?;
+            let warnings = FieldProblems::new(&unknown, &decoded.duplicates).check(field_validation(q)?)?;
             check_name(res, &mut obj, ns, name)?;
             let opts = write_options(q, headers, false)?;
             let updated = match t.subresource.as_deref() {
@@ -595,15 +439,11 @@ async fn resource_request(
                 }
                 _ => reg.update(res, ns, name, obj, &opts).await?,
             };
-            Ok(with_warnings(
-                negotiate::respond(StatusCode::OK, &encode_one(res, &updated, n, q), n.format),
-                &warnings,
-            ))
+            Ok(with_warnings(negotiate::respond(StatusCode::OK, &encode_one(res, &updated, n, q), n.format), &warnings))
         }
         (Method::PATCH, Some(name)) => {
             let ct = content_type(headers).to_string();
-            let pt = PatchType::from_content_type(&ct)
-                .ok_or_else(|| ApiError::unsupported_media_type(&ct, patch::PATCH_CONTENT_TYPES))?;
+            let pt = PatchType::from_content_type(&ct).ok_or_else(|| ApiError::unsupported_media_type(&ct, patch::PATCH_CONTENT_TYPES))?;
             let bytes = read_body(body).await?;
             let mode = field_validation(q)?;
             if pt == PatchType::Apply {
@@ -624,58 +464,29 @@ async fn resource_request(
                     Ok(obj)
                 })
                 .await?;
-            Ok(with_warnings(
-                negotiate::respond(StatusCode::OK, &encode_one(res, &patched, n, q), n.format),
-                &warnings,
-            ))
+            Ok(with_warnings(negotiate::respond(StatusCode::OK, &encode_one(res, &patched, n, q), n.format), &warnings))
         }
         (Method::DELETE, Some(name)) => {
             let bytes = read_body(body).await?;
             let opts = delete_options(q, &bytes)?;
             match reg.delete(res, ns, name, &opts).await? {
-                DeleteOutcome::Deleted(obj) => Ok(negotiate::json(
-                    StatusCode::OK,
-                    &success_status(res.group, res.plural, name, object::uid(&obj)),
-                )),
-                DeleteOutcome::Pending(obj) => Ok(negotiate::respond(
-                    StatusCode::ACCEPTED,
-                    &encode_one(res, &obj, n, q),
-                    n.format,
-                )),
+                DeleteOutcome::Deleted(obj) => Ok(negotiate::json(StatusCode::OK, &success_status(res.group, res.plural, name, object::uid(&obj)))),
+                DeleteOutcome::Pending(obj) => Ok(negotiate::respond(StatusCode::ACCEPTED, &encode_one(res, &obj, n, q), n.format)),
             }
         }
         (Method::DELETE, None) => {
             if res.kind == "Namespace" {
-                return Err(ApiError::method_not_supported(
-                    res.group,
-                    res.plural,
-                    "deletecollection",
-                ));
+                return Err(ApiError::method_not_supported(res.group, res.plural, "deletecollection"));
             }
             let bytes = read_body(body).await?;
             let dopts = delete_options(q, &bytes)?;
             let lopts = list_options(q)?;
             check_fields(res, &lopts)?;
-            let list = reg
-                .list(
-                    res,
-                    ns,
-                    &ListOptions {
-                        limit: 0,
-                        continue_token: None,
-                        ..lopts
-                    },
-                )
-                .await?;
+            let list = reg.list(res, ns, &ListOptions { limit: 0, continue_token: None, ..lopts }).await?;
             let mut deleted = Vec::new();
             for obj in list.items {
-                match reg
-                    .delete(res, object::namespace(&obj), object::name(&obj), &dopts)
-                    .await
-                {
-                    Ok(DeleteOutcome::Deleted(o)) | Ok(DeleteOutcome::Pending(o)) => {
-                        deleted.push(list_item(&o))
-                    }
+                match reg.delete(res, object::namespace(&obj), object::name(&obj), &dopts).await {
+                    Ok(DeleteOutcome::Deleted(o)) | Ok(DeleteOutcome::Pending(o)) => deleted.push(list_item(&o)),
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
                 }
@@ -701,51 +512,29 @@ async fn apply_patch(
 ) -> ApiResult<Response<Body>> {
     let opts = write_options(q, headers, true)?;
     let value: Value = if bytes.first() == Some(&b'{') {
-        codec::decode_json(bytes)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
-            .value
+        codec::decode_json(bytes).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?.value
     } else {
-        serde_norway::from_slice(bytes)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+        serde_norway::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
     };
     for field in ["apiVersion", "kind"] {
         if value[field].as_str().unwrap_or_default().is_empty() {
-            return Err(ApiError::bad_request(format!(
-                "invalid object type: {}",
-                if field == "kind" {
-                    "kind not set"
-                } else {
-                    "apiVersion not set"
-                }
-            )));
+            return Err(ApiError::bad_request(format!("invalid object type: {}", if field == "kind" { "kind not set" } else { "apiVersion not set" })));
         }
     }
     let (mut applied, unknown) = type_check(res, value)?;
     let warnings = FieldProblems::new(&unknown, &[]).check(mode)?;
     check_name(res, &mut applied, ns, name)?;
     let force = q.flag("force");
-    let (obj, created) = app
-        .registry
-        .apply(res, ns, name, &applied, force, &opts)
-        .await?;
-    let code = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(with_warnings(
-        negotiate::respond(code, &encode_one(res, &obj, n, q), n.format),
-        &warnings,
-    ))
+    let (obj, created) = app.registry.apply(res, ns, name, &applied, force, &opts).await?;
+    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(with_warnings(negotiate::respond(code, &encode_one(res, &obj, n, q), n.format), &warnings))
 }
 
 /// The body's name must match the URL; its namespace must match or be empty (then filled in).
 fn check_name(res: &Resource, obj: &mut Value, ns: &str, name: &str) -> ApiResult<()> {
     let body_name = object::name(obj);
     if body_name != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({body_name}) does not match the name on the URL ({name})"
-        )));
+        return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
     }
     if res.namespaced {
         match object::namespace(obj) {
@@ -763,53 +552,30 @@ fn delete_options(q: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
     let opts: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        codec::decode_json(body)
-            .map_err(|e| {
-                ApiError::bad_request(format!(
-                    "DeleteOptions in version \"v1\" cannot be handled as a DeleteOptions: {e}"
-                ))
-            })?
-            .value
+        codec::decode_json(body).map_err(|e| ApiError::bad_request(format!("DeleteOptions in version \"v1\" cannot be handled as a DeleteOptions: {e}")))?.value
     };
-    let policy = q
-        .get("propagationPolicy")
-        .map(String::from)
-        .or_else(|| opts["propagationPolicy"].as_str().map(String::from));
+    let policy = q.get("propagationPolicy").map(String::from).or_else(|| opts["propagationPolicy"].as_str().map(String::from));
     if let Some(p) = policy.as_deref() {
         if !matches!(p, "Foreground" | "Background" | "Orphan") {
             return Err(ApiError::invalid(
                 "meta.k8s.io",
                 "DeleteOptions",
                 "",
-                &[api::validation::FieldError::not_supported(
-                    "propagationPolicy",
-                    p,
-                    &["Foreground", "Background", "Orphan", "nil"],
-                )],
+                &[api::validation::FieldError::not_supported("propagationPolicy", p, &["Foreground", "Background", "Orphan", "nil"])],
             ));
         }
     }
-    let dry = dry_run(q)?
-        || opts["dryRun"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|v| v == "All"));
+    let dry = dry_run(q)? || opts["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All"));
     Ok(DeleteOptions {
         dry_run: dry,
         precondition_uid: opts["preconditions"]["uid"].as_str().map(String::from),
-        precondition_rv: opts["preconditions"]["resourceVersion"]
-            .as_str()
-            .map(String::from),
+        precondition_rv: opts["preconditions"]["resourceVersion"].as_str().map(String::from),
     })
 }
 
 /// PUT namespaces/NAME/finalize: sets spec.finalizers; a terminating namespace whose
 /// finalizers are all gone is removed.
-async fn finalize_namespace(
-    reg: &Registry,
-    name: &str,
-    obj: Value,
-    opts: &WriteOptions,
-) -> ApiResult<Value> {
+async fn finalize_namespace(reg: &Registry, name: &str, obj: Value, opts: &WriteOptions) -> ApiResult<Value> {
     let res = &kinds::NAMESPACES;
     let current = reg.get(res, "", name).await?;
     let mut new = (*current).clone();
@@ -817,18 +583,7 @@ async fn finalize_namespace(
     if opts.dry_run {
         return Ok(new);
     }
-    let done = object::is_deleting(&new)
-        && new["spec"]["finalizers"]
-            .as_array()
-            .is_none_or(|f| f.is_empty())
-        && object::finalizers(&new).is_empty();
-    reg.write_raw(
-        res,
-        "",
-        name,
-        &current,
-        if done { None } else { Some(&new) },
-    )
-    .await?;
+    let done = object::is_deleting(&new) && new["spec"]["finalizers"].as_array().is_none_or(|f| f.is_empty()) && object::finalizers(&new).is_empty();
+    reg.write_raw(res, "", name, &current, if done { None } else { Some(&new) }).await?;
     Ok(new)
 }

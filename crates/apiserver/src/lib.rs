@@ -5,12 +5,12 @@ pub mod authn;
 pub mod cache;
 pub mod handler;
 pub mod health;
-pub mod storage_admin;
 pub mod lifecycle;
 pub mod negotiate;
 pub mod pki;
 pub mod rest;
 pub mod server;
+pub mod storage_admin;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -47,9 +47,7 @@ pub fn group_of_resource() -> crypt::reload::GroupOf {
 
 /// Loads an encryption configuration (off the async threads: KMS providers probe their plugin).
 pub async fn load_encryption(path: PathBuf) -> Result<Arc<crypt::reload::Reloading>> {
-    tokio::task::spawn_blocking(move || crypt::reload::Reloading::load(&path, group_of_resource()))
-        .await?
-        .map_err(|e| anyhow::anyhow!(e))
+    tokio::task::spawn_blocking(move || crypt::reload::Reloading::load(&path, group_of_resource())).await?.map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Holds the data dir's lock for as long as the returned file is open; fails if another
@@ -75,39 +73,29 @@ pub fn client_url(listen: SocketAddr) -> String {
 /// Runs the API server until the process is stopped.
 pub async fn run(cfg: Config) -> Result<()> {
     pki::private_dir(&cfg.data_dir)?;
+    let _lock = lock_data_dir(&cfg.data_dir)?;
     // Bind first, so that port 0 works and the kubeconfig names the real port.
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
     let listen = listener.local_addr()?;
     let pki = pki::Pki::ensure(&cfg.data_dir.join("pki"), &[listen.ip()])?;
     let (cert, key) = pki.admin_credentials()?;
 
-    let store: Arc<dyn store::Store> =
-        store::SqliteStore::open(&cfg.data_dir.join("state.db")).context("opening the store")?;
-    let transformer: Arc<dyn crypt::Transformer> = Arc::new(crypt::Identity);
-    let cache =
-        cache::WatchCache::start(store.clone(), rest::Registry::decoder(transformer.clone()))
-            .await?;
-    let registry = Arc::new(rest::Registry {
-        store,
-        cache,
-        transformer,
-    });
+    let store: Arc<dyn store::Store> = store::SqliteStore::open(&cfg.data_dir.join("state.db")).context("opening the store")?;
+    let enc_path = match cfg.encryption_config.clone() {
+        Some(p) => p,
+        None => default_encryption_config(&cfg.data_dir)?,
+    };
+    let encryption = load_encryption(enc_path).await?;
+    tokio::spawn(encryption.clone().watch(cfg.encryption_reload_interval));
+    let transformer: Arc<dyn crypt::Transformer> = encryption.clone();
+    let cache = cache::WatchCache::start(store.clone(), rest::Registry::decoder(transformer.clone())).await?;
+    let registry = Arc::new(rest::Registry { store, cache, transformer });
     lifecycle::ensure_builtin_namespaces(&registry).await?;
     tokio::spawn(lifecycle::namespace_finalizer(registry.clone()));
-    tokio::spawn(lifecycle::compactor(
-        registry.clone(),
-        Duration::from_secs(300),
-    ));
+    tokio::spawn(lifecycle::compactor(registry.clone(), Duration::from_secs(300)));
 
-    let app = Arc::new(handler::App {
-        registry,
-        openapi: api::openapi::OpenApi::build(),
-    });
-    let router = axum::Router::new()
-        .fallback(handler::handle)
-        .with_state(app);
+    let app = Arc::new(handler::App { registry, openapi: api::openapi::OpenApi::build(), health: health::Health::new(encryption.clone()), encryption });
+    let router = axum::Router::new().fallback(handler::handle).with_state(app);
     let tls = server::tls_config(&pki)?;
     // The kubeconfig is written last: once it exists, the server answers.
     let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");

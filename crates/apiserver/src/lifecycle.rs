@@ -11,24 +11,12 @@ use serde_json::{json, Value};
 
 use crate::rest::{DeleteOptions, ListOptions, Registry, WriteOptions};
 
-pub const BUILTIN_NAMESPACES: &[&str] =
-    &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const BUILTIN_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 pub async fn ensure_builtin_namespaces(reg: &Registry) -> anyhow::Result<()> {
     for ns in BUILTIN_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match reg
-            .create(
-                &kinds::NAMESPACES,
-                "",
-                obj,
-                &WriteOptions {
-                    field_manager: "lockbox".into(),
-                    ..Default::default()
-                },
-            )
-            .await
-        {
+        match reg.create(&kinds::NAMESPACES, "", obj, &WriteOptions { field_manager: "lockbox".into(), ..Default::default() }).await {
             Ok(_) => {}
             Err(e) if e.code == 409 => {}
             Err(e) => anyhow::bail!("creating namespace {ns}: {e}"),
@@ -58,9 +46,7 @@ pub async fn namespace_finalizer(reg: Arc<Registry>) {
 }
 
 async fn finalize_pass(reg: &Registry) -> Result<(), api::ApiError> {
-    let namespaces = reg
-        .list(&kinds::NAMESPACES, "", &ListOptions::default())
-        .await?;
+    let namespaces = reg.list(&kinds::NAMESPACES, "", &ListOptions::default()).await?;
     for ns in namespaces.items.iter().filter(|n| object::is_deleting(n)) {
         let name = object::name(ns).to_string();
         let mut remaining = 0;
@@ -71,25 +57,10 @@ async fn finalize_pass(reg: &Registry) -> Result<(), api::ApiError> {
             continue;
         }
         let mut done: Value = (**ns).clone();
-        let fins: Vec<Value> = done["spec"]["finalizers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|f| f != "kubernetes")
-            .collect();
+        let fins: Vec<Value> = done["spec"]["finalizers"].as_array().cloned().unwrap_or_default().into_iter().filter(|f| f != "kubernetes").collect();
         done["spec"]["finalizers"] = json!(fins);
         let gone = fins.is_empty() && object::finalizers(&done).is_empty();
-        match reg
-            .write_raw(
-                &kinds::NAMESPACES,
-                "",
-                &name,
-                ns,
-                if gone { None } else { Some(&done) },
-            )
-            .await
-        {
+        match reg.write_raw(&kinds::NAMESPACES, "", &name, ns, if gone { None } else { Some(&done) }).await {
             Ok(_) => tracing::info!(namespace = %name, "namespace finalized"),
             Err(e) if e.code == 409 => {}
             Err(e) => return Err(e),
@@ -103,10 +74,7 @@ async fn delete_all(reg: &Registry, res: &Resource, ns: &str) -> Result<usize, a
     let list = reg.list(res, ns, &ListOptions::default()).await?;
     let mut remaining = 0;
     for obj in list.items {
-        match reg
-            .delete(res, ns, object::name(&obj), &DeleteOptions::default())
-            .await
-        {
+        match reg.delete(res, ns, object::name(&obj), &DeleteOptions::default()).await {
             Ok(crate::rest::DeleteOutcome::Pending(_)) => remaining += 1,
             Ok(_) => {}
             Err(e) if e.code == 404 => {}

@@ -30,23 +30,14 @@ pub struct Negotiated {
 /// an alternative, and a client that accepts nothing else gets 406 as kube-apiserver would
 /// give for an unknown type.
 pub fn negotiate(headers: &HeaderMap) -> Result<Negotiated, ApiError> {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.trim().is_empty() {
-        return Ok(Negotiated {
-            format: Format::Json,
-            transform: Transform::None,
-        });
+        return Ok(Negotiated { format: Format::Json, transform: Transform::None });
     }
     for range in accept.split(',') {
         let mut parts = range.split(';').map(str::trim);
         let media = parts.next().unwrap_or_default();
-        let params: Vec<(&str, &str)> = parts
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k.trim(), v.trim()))
-            .collect();
+        let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim(), v.trim())).collect();
         let param = |k: &str| params.iter().find(|(pk, _)| *pk == k).map(|(_, v)| *v);
         let format = match media {
             "application/json" | "*/*" | "application/*" | "" => Format::Json,
@@ -55,39 +46,23 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Negotiated, ApiError> {
         };
         let transform = match (param("as"), param("g"), param("v")) {
             (Some("Table"), Some("meta.k8s.io"), Some("v1" | "v1beta1")) => Transform::Table,
-            (
-                Some("PartialObjectMetadata" | "PartialObjectMetadataList"),
-                Some("meta.k8s.io"),
-                Some("v1" | "v1beta1"),
-            ) => Transform::PartialMetadata,
+            (Some("PartialObjectMetadata" | "PartialObjectMetadataList"), Some("meta.k8s.io"), Some("v1" | "v1beta1")) => Transform::PartialMetadata,
             (Some(_), _, _) => continue,
             _ => Transform::None,
         };
         return Ok(Negotiated { format, transform });
     }
-    Err(ApiError::not_acceptable(&[
-        "application/json",
-        "application/yaml",
-    ]))
+    Err(ApiError::not_acceptable(&["application/json", "application/yaml"]))
 }
 
 pub fn respond(code: StatusCode, body: &Value, format: Format) -> Response<Body> {
     let (ct, bytes) = match format {
-        Format::Json => (
-            "application/json",
-            serde_json::to_vec(body).unwrap_or_default(),
-        ),
-        Format::Yaml => (
-            "application/yaml",
-            serde_norway::to_string(body)
-                .unwrap_or_default()
-                .into_bytes(),
-        ),
+        Format::Json => ("application/json", serde_json::to_vec(body).unwrap_or_default()),
+        Format::Yaml => ("application/yaml", serde_norway::to_string(body).unwrap_or_default().into_bytes()),
     };
     let mut r = Response::new(Body::from(bytes));
     *r.status_mut() = code;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     r
 }
 
@@ -96,18 +71,12 @@ pub fn json(code: StatusCode, body: &Value) -> Response<Body> {
 }
 
 pub fn error(e: &ApiError) -> Response<Body> {
-    json(
-        StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        &e.to_json(),
-    )
+    json(StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e.to_json())
 }
 
 pub fn text(code: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(Body::from(body.to_string()));
     *r.status_mut() = code;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }

@@ -12,10 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use base64::Engine;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 
 pub struct Pki {
     pub dir: PathBuf,
@@ -27,11 +24,7 @@ pub struct Pki {
 
 /// Creates `dir` (mode 0700) if needed.
 pub fn private_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     Ok(())
 }
@@ -39,13 +32,7 @@ pub fn private_dir(dir: &Path) -> Result<()> {
 /// Writes a file readable only by its owner, atomically (write to a temporary name, then rename).
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(contents)?;
     f.sync_all()?;
     fs::rename(&tmp, path)?;
@@ -74,33 +61,20 @@ impl Pki {
         let ca_cert_path = dir.join("ca.crt");
         let ca_key_path = dir.join("ca.key");
         let (ca_cert_pem, ca_key_pem) = if ca_cert_path.exists() && ca_key_path.exists() {
-            (
-                fs::read_to_string(&ca_cert_path)?,
-                fs::read_to_string(&ca_key_path)?,
-            )
+            (fs::read_to_string(&ca_cert_path)?, fs::read_to_string(&ca_key_path)?)
         } else {
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::default();
             params.distinguished_name = dn("lockbox-ca", &[]);
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
             validity(&mut params, 3650);
             let cert = params.self_signed(&key)?;
             write_private(&ca_key_path, key.serialize_pem().as_bytes())?;
             write_private(&ca_cert_path, cert.pem().as_bytes())?;
             (cert.pem(), key.serialize_pem())
         };
-        let mut pki = Pki {
-            dir: dir.to_path_buf(),
-            ca_cert_pem,
-            ca_key_pem,
-            serving_cert_pem: String::new(),
-            serving_key_pem: String::new(),
-        };
+        let mut pki = Pki { dir: dir.to_path_buf(), ca_cert_pem, ca_key_pem, serving_cert_pem: String::new(), serving_key_pem: String::new() };
         let mut sans: Vec<SanType> = vec![
             SanType::IpAddress("127.0.0.1".parse()?),
             SanType::IpAddress("::1".parse()?),
@@ -119,12 +93,7 @@ impl Pki {
                 sans.push(SanType::IpAddress(*ip));
             }
         }
-        let (cert, key) = pki.issue(
-            "lockbox-apiserver",
-            &[],
-            sans,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )?;
+        let (cert, key) = pki.issue("lockbox-apiserver", &[], sans, ExtendedKeyUsagePurpose::ServerAuth)?;
         write_private(&dir.join("apiserver.crt"), cert.as_bytes())?;
         write_private(&dir.join("apiserver.key"), key.as_bytes())?;
         pki.serving_cert_pem = cert;
@@ -133,23 +102,14 @@ impl Pki {
     }
 
     /// Issues a certificate signed by the CA: (certificate PEM, key PEM).
-    pub fn issue(
-        &self,
-        cn: &str,
-        orgs: &[&str],
-        sans: Vec<SanType>,
-        usage: ExtendedKeyUsagePurpose,
-    ) -> Result<(String, String)> {
+    pub fn issue(&self, cn: &str, orgs: &[&str], sans: Vec<SanType>, usage: ExtendedKeyUsagePurpose) -> Result<(String, String)> {
         let ca_key = KeyPair::from_pem(&self.ca_key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&self.ca_cert_pem, ca_key)?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(cn, orgs);
         params.subject_alt_names = sans;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![usage];
         validity(&mut params, 365);
         let cert = params.signed_by(&key, &issuer)?;
@@ -161,17 +121,9 @@ impl Pki {
         let cert_path = self.dir.join("admin.crt");
         let key_path = self.dir.join("admin.key");
         if cert_path.exists() && key_path.exists() {
-            return Ok((
-                fs::read_to_string(cert_path)?,
-                fs::read_to_string(key_path)?,
-            ));
+            return Ok((fs::read_to_string(cert_path)?, fs::read_to_string(key_path)?));
         }
-        let (cert, key) = self.issue(
-            "admin",
-            &["system:masters"],
-            vec![],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        )?;
+        let (cert, key) = self.issue("admin", &["system:masters"], vec![], ExtendedKeyUsagePurpose::ClientAuth)?;
         write_private(&key_path, key.as_bytes())?;
         write_private(&cert_path, cert.as_bytes())?;
         Ok((cert, key))

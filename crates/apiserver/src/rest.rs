@@ -69,47 +69,31 @@ pub enum DeleteOutcome {
 
 /// Keys under which a namespace's objects live, for every namespaced kind.
 pub fn namespace_prefixes(ns: &str) -> Vec<String> {
-    kinds::ALL
-        .iter()
-        .filter(|r| r.namespaced)
-        .map(|r| format!("{}{}/", r.key_prefix(), ns))
-        .collect()
+    kinds::ALL.iter().filter(|r| r.namespaced).map(|r| format!("{}{}/", r.key_prefix(), ns)).collect()
 }
 
 impl Registry {
     /// The decode function the watch cache uses: transformer, then JSON, then resourceVersion.
     pub fn decoder(transformer: Arc<dyn Transformer>) -> crate::cache::DecodeFn {
-        Arc::new(
-            move |key: &str, bytes: &[u8], rev: i64| -> (Decoded, bool) {
-                let (plain, info) = match transformer.transform_from_storage(bytes, key) {
-                    Ok(r) => r,
-                    // Names the object and the failure; never the data.
-                    Err(e) => {
-                        return (
-                            Err(format!("unable to transform key \"{key}\": {e}")),
-                            false,
-                        )
-                    }
-                };
-                let obj = serde_json::from_slice::<Value>(&plain).map(|mut obj| {
-                    object::set_meta(&mut obj, "resourceVersion", rev.to_string());
-                    Arc::new(obj)
-                });
-                (
-                    obj.map_err(|e| format!("unable to decode key \"{key}\": {e}")),
-                    info.stale,
-                )
-            },
-        )
+        Arc::new(move |key: &str, bytes: &[u8], rev: i64| -> (Decoded, bool) {
+            let (plain, info) = match transformer.transform_from_storage(bytes, key) {
+                Ok(r) => r,
+                // Names the object and the failure; never the data.
+                Err(e) => return (Err(format!("unable to transform key \"{key}\": {e}")), false),
+            };
+            let obj = serde_json::from_slice::<Value>(&plain).map(|mut obj| {
+                object::set_meta(&mut obj, "resourceVersion", rev.to_string());
+                Arc::new(obj)
+            });
+            (obj.map_err(|e| format!("unable to decode key \"{key}\": {e}")), info.stale)
+        })
     }
 
     fn encode(&self, key: &str, obj: &Value) -> ApiResult<bytes::Bytes> {
         let mut stored = obj.clone();
         object::meta_mut(&mut stored).remove("resourceVersion");
         let plain = serde_json::to_vec(&stored).map_err(|e| ApiError::internal(e.to_string()))?;
-        self.transformer
-            .transform_to_storage(&plain, key)
-            .map_err(|e| ApiError::internal(format!("failed to encrypt data for {key}: {e}")))
+        self.transformer.transform_to_storage(&plain, key).map_err(|e| ApiError::internal(format!("failed to encrypt data for {key}: {e}")))
     }
 
     /// Waits until the cache reflects every write acknowledged so far.
@@ -118,10 +102,7 @@ impl Registry {
         if self.cache.wait_for(rev, CACHE_WAIT).await {
             Ok(())
         } else {
-            Err(ApiError::timeout(format!(
-                "Too large resource version: {rev}, current: {}",
-                self.cache.current_revision()
-            )))
+            Err(ApiError::timeout(format!("Too large resource version: {rev}, current: {}", self.cache.current_revision())))
         }
     }
 
@@ -149,17 +130,8 @@ impl Registry {
         }
     }
 
-    pub async fn list(
-        &self,
-        res: &Resource,
-        ns: &str,
-        opts: &ListOptions,
-    ) -> ApiResult<ListResult> {
-        let prefix = if res.namespaced && !ns.is_empty() {
-            format!("{}{}/", res.key_prefix(), ns)
-        } else {
-            res.key_prefix()
-        };
+    pub async fn list(&self, res: &Resource, ns: &str, opts: &ListOptions) -> ApiResult<ListResult> {
+        let prefix = if res.namespaced && !ns.is_empty() { format!("{}{}/", res.key_prefix(), ns) } else { res.key_prefix() };
         let mut start_after: Option<String> = None;
         let mut at: Option<i64> = None;
         if let Some(token) = &opts.continue_token {
@@ -167,43 +139,29 @@ impl Registry {
             at = Some(rv);
             start_after = Some(start);
         } else {
-            match (
-                opts.resource_version.as_deref(),
-                opts.resource_version_match.as_deref(),
-            ) {
+            match (opts.resource_version.as_deref(), opts.resource_version_match.as_deref()) {
                 (None | Some(""), Some(m)) if !m.is_empty() => {
                     return Err(ApiError::invalid(
                         "meta.k8s.io",
                         "ListOptions",
                         "",
-                        &[FieldError::forbidden(
-                            "resourceVersionMatch",
-                            "resourceVersionMatch is forbidden unless resourceVersion is provided",
-                        )],
+                        &[FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion is provided")],
                     ));
                 }
                 (None | Some(""), _) => self.sync().await?,
                 (Some("0"), _) => {}
                 (Some(rv), m) => {
-                    let rv: i64 = rv.parse().map_err(|_| {
-                        ApiError::bad_request(format!("invalid resource version: {rv}"))
-                    })?;
+                    let rv: i64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
                     match m {
                         Some("Exact") => {
                             if !self.cache.wait_for(rv, CACHE_WAIT).await {
-                                return Err(ApiError::timeout(format!(
-                                    "Too large resource version: {rv}, current: {}",
-                                    self.cache.current_revision()
-                                )));
+                                return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", self.cache.current_revision())));
                             }
                             at = Some(rv);
                         }
                         None | Some("") | Some("NotOlderThan") => {
                             if !self.cache.wait_for(rv, CACHE_WAIT).await {
-                                return Err(ApiError::timeout(format!(
-                                    "Too large resource version: {rv}, current: {}",
-                                    self.cache.current_revision()
-                                )));
+                                return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", self.cache.current_revision())));
                             }
                         }
                         Some(other) => {
@@ -211,11 +169,7 @@ impl Registry {
                                 "meta.k8s.io",
                                 "ListOptions",
                                 "",
-                                &[FieldError::not_supported(
-                                    "resourceVersionMatch",
-                                    other,
-                                    &["Exact", "NotOlderThan", ""],
-                                )],
+                                &[FieldError::not_supported("resourceVersionMatch", other, &["Exact", "NotOlderThan", ""])],
                             ));
                         }
                     }
@@ -233,10 +187,7 @@ impl Registry {
         let mut last_key = None;
         let mut matched_after_limit = 0usize;
         for (key, entry) in entries {
-            if start_after
-                .as_ref()
-                .is_some_and(|s| key.as_str() <= s.as_str())
-            {
+            if start_after.as_ref().is_some_and(|s| key.as_str() <= s.as_str()) {
                 continue;
             }
             let obj = Self::unwrap_decoded(res, &key, entry.object)?;
@@ -250,19 +201,12 @@ impl Registry {
             last_key = Some(key);
             items.push(obj);
         }
-        let continue_token = (matched_after_limit > 0)
-            .then(|| encode_continue(revision, last_key.as_deref().unwrap_or_default(), &prefix));
-        Ok(ListResult {
-            items,
-            resource_version: revision,
-            remaining: continue_token.as_ref().map(|_| matched_after_limit),
-            continue_token,
-        })
+        let continue_token = (matched_after_limit > 0).then(|| encode_continue(revision, last_key.as_deref().unwrap_or_default(), &prefix));
+        Ok(ListResult { items, resource_version: revision, remaining: continue_token.as_ref().map(|_| matched_after_limit), continue_token })
     }
 
     pub fn matches(&self, res: &Resource, obj: &Value, opts: &ListOptions) -> bool {
-        opts.label_selector.matches(object::labels(obj))
-            && opts.field_selector.matches(|f| res.field_value(obj, f))
+        opts.label_selector.matches(object::labels(obj)) && opts.field_selector.matches(|f| res.field_value(obj, f))
     }
 
     /// Fails unless `ns` exists and is not being deleted.
@@ -305,44 +249,23 @@ impl Registry {
             Ok(())
         } else {
             let name = object::name(obj);
-            let name = if name.is_empty() {
-                obj["metadata"]["generateName"].as_str().unwrap_or_default()
-            } else {
-                name
-            };
+            let name = if name.is_empty() { obj["metadata"]["generateName"].as_str().unwrap_or_default() } else { name };
             Err(ApiError::invalid(res.group, res.kind, name, &errs))
         }
     }
 
     /// Creates `obj` (already decoded, type-checked and placed in `ns`).
-    pub async fn create(
-        &self,
-        res: &Resource,
-        ns: &str,
-        mut obj: Value,
-        opts: &WriteOptions,
-    ) -> ApiResult<Value> {
+    pub async fn create(&self, res: &Resource, ns: &str, mut obj: Value, opts: &WriteOptions) -> ApiResult<Value> {
         self.sync().await?;
         res.strategy.prepare_create(&mut obj)?;
         {
             let meta = object::meta_mut(&mut obj);
-            for f in [
-                "resourceVersion",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "selfLink",
-                "uid",
-                "creationTimestamp",
-                "generation",
-            ] {
+            for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "uid", "creationTimestamp", "generation"] {
                 meta.remove(f);
             }
         }
         if object::name(&obj).is_empty() {
-            if let Some(prefix) = obj["metadata"]["generateName"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-            {
+            if let Some(prefix) = obj["metadata"]["generateName"].as_str().filter(|s| !s.is_empty()) {
                 let generated = format!("{prefix}{}", object::random_suffix());
                 object::set_meta(&mut obj, "name", generated);
             }
@@ -350,15 +273,7 @@ impl Registry {
         self.validate(res, &obj, None)?;
         let name = object::name(&obj).to_string();
         if res.namespaced {
-            self.check_namespace_open(res, ns, &name)
-                .await
-                .map_err(|e| {
-                    if e.code == 404 {
-                        ApiError::not_found("", "namespaces", ns)
-                    } else {
-                        e
-                    }
-                })?;
+            self.check_namespace_open(res, ns, &name).await.map_err(|e| if e.code == 404 { ApiError::not_found("", "namespaces", ns) } else { e })?;
         }
         object::set_meta(&mut obj, "uid", uuid::Uuid::new_v4().to_string());
         object::set_meta(&mut obj, "creationTimestamp", object::now_rfc3339());
@@ -375,15 +290,7 @@ impl Registry {
         }
         let key = res.key(ns, &name);
         let bytes = self.encode(&key, &obj)?;
-        match self
-            .store
-            .txn(Txn {
-                compare: vec![Compare::ModRevision(key.clone(), 0)],
-                success: vec![Op::Put(key, bytes)],
-            })
-            .await
-            .map_err(storage_error)?
-        {
+        match self.store.txn(Txn { compare: vec![Compare::ModRevision(key.clone(), 0)], success: vec![Op::Put(key, bytes)] }).await.map_err(storage_error)? {
             TxnResult::Committed { revision } => {
                 object::set_meta(&mut obj, "resourceVersion", revision.to_string());
                 Ok(obj)
@@ -394,14 +301,7 @@ impl Registry {
 
     /// Writes `new` over `current`. Returns the stored object, and whether the write deleted it
     /// (the last finalizer of an object being deleted was removed).
-    pub async fn update_from(
-        &self,
-        res: &Resource,
-        ns: &str,
-        current: &Value,
-        mut new: Value,
-        opts: &WriteOptions,
-    ) -> ApiResult<Value> {
+    pub async fn update_from(&self, res: &Resource, ns: &str, current: &Value, mut new: Value, opts: &WriteOptions) -> ApiResult<Value> {
         let name = object::name(current).to_string();
         let current_rv = object::resource_version(current).to_string();
         let requested_rv = object::resource_version(&new).to_string();
@@ -412,19 +312,10 @@ impl Registry {
         {
             let old_meta = &current["metadata"];
             let meta = object::meta_mut(&mut new);
-            for f in [
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generation",
-            ] {
+            for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
                 // A uid the client sets must match (validation says so); everything else here is
                 // the server's and silently keeps its stored value, as in kube-apiserver.
-                let client_uid = f == "uid"
-                    && meta
-                        .get(f)
-                        .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()));
+                let client_uid = f == "uid" && meta.get(f).is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()));
                 if client_uid {
                     continue;
                 }
@@ -438,18 +329,12 @@ impl Registry {
         }
         if object::is_deleting(current) {
             let old_fins = object::finalizers(current);
-            if object::finalizers(&new)
-                .iter()
-                .any(|f| !old_fins.contains(f))
-            {
+            if object::finalizers(&new).iter().any(|f| !old_fins.contains(f)) {
                 return Err(ApiError::invalid(
                     res.group,
                     res.kind,
                     &name,
-                    &[FieldError::forbidden(
-                        "metadata.finalizers",
-                        "no new finalizers can be added if the object is being deleted",
-                    )],
+                    &[FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")],
                 ));
             }
         }
@@ -473,53 +358,25 @@ impl Registry {
         let key = res.key(ns, &name);
         let expected: i64 = current_rv.parse().unwrap_or(0);
         let finished = object::is_deleting(&new) && object::finalizers(&new).is_empty();
-        let op = if finished {
-            Op::Delete(key.clone())
-        } else {
-            Op::Put(key.clone(), self.encode(&key, &new)?)
-        };
-        match self
-            .store
-            .txn(Txn {
-                compare: vec![Compare::ModRevision(key, expected)],
-                success: vec![op],
-            })
-            .await
-            .map_err(storage_error)?
-        {
+        let op = if finished { Op::Delete(key.clone()) } else { Op::Put(key.clone(), self.encode(&key, &new)?) };
+        match self.store.txn(Txn { compare: vec![Compare::ModRevision(key, expected)], success: vec![op] }).await.map_err(storage_error)? {
             TxnResult::Committed { revision } => {
                 object::set_meta(&mut new, "resourceVersion", revision.to_string());
                 Ok(new)
             }
-            TxnResult::Failed { current } if current.first().is_some_and(Option::is_none) => {
-                Err(ApiError::not_found(res.group, res.plural, &name))
-            }
+            TxnResult::Failed { current } if current.first().is_some_and(Option::is_none) => Err(ApiError::not_found(res.group, res.plural, &name)),
             TxnResult::Failed { .. } => Err(ApiError::stale_update(res.group, res.plural, &name)),
         }
     }
 
-    pub async fn update(
-        &self,
-        res: &Resource,
-        ns: &str,
-        name: &str,
-        new: Value,
-        opts: &WriteOptions,
-    ) -> ApiResult<Value> {
+    pub async fn update(&self, res: &Resource, ns: &str, name: &str, new: Value, opts: &WriteOptions) -> ApiResult<Value> {
         let current = self.get(res, ns, name).await?;
         self.update_from(res, ns, &current, new, opts).await
     }
 
     /// Reads the object, applies `mutate` and writes it back, retrying on conflicts as
     /// kube-apiserver does for patches that carry no resourceVersion precondition.
-    pub async fn guaranteed_update<F>(
-        &self,
-        res: &Resource,
-        ns: &str,
-        name: &str,
-        opts: &WriteOptions,
-        mut mutate: F,
-    ) -> ApiResult<Value>
+    pub async fn guaranteed_update<F>(&self, res: &Resource, ns: &str, name: &str, opts: &WriteOptions, mut mutate: F) -> ApiResult<Value>
     where
         F: FnMut(&Value) -> ApiResult<Value>,
     {
@@ -527,8 +384,7 @@ impl Registry {
         loop {
             let current = self.get(res, ns, name).await?;
             let new = mutate(&current)?;
-            let pinned = !object::resource_version(&new).is_empty()
-                && object::resource_version(&new) != object::resource_version(&current);
+            let pinned = !object::resource_version(&new).is_empty() && object::resource_version(&new) != object::resource_version(&current);
             match self.update_from(res, ns, &current, new, opts).await {
                 Err(e) if e.code == 409 && e.reason == "Conflict" && !pinned && attempts < 5 => {
                     attempts += 1;
@@ -540,19 +396,8 @@ impl Registry {
     }
 
     /// Server-side apply: creates the object when missing. Returns (object, created).
-    pub async fn apply(
-        &self,
-        res: &Resource,
-        ns: &str,
-        name: &str,
-        applied: &Value,
-        force: bool,
-        opts: &WriteOptions,
-    ) -> ApiResult<(Value, bool)> {
-        let opts = WriteOptions {
-            ownership_recorded: true,
-            ..opts.clone()
-        };
+    pub async fn apply(&self, res: &Resource, ns: &str, name: &str, applied: &Value, force: bool, opts: &WriteOptions) -> ApiResult<(Value, bool)> {
+        let opts = WriteOptions { ownership_recorded: true, ..opts.clone() };
         let mut attempts = 0;
         loop {
             let current = match self.get(res, ns, name).await {
@@ -560,36 +405,19 @@ impl Registry {
                 Err(e) if e.code == 404 => None,
                 Err(e) => return Err(e),
             };
-            let new = api::fieldmanager::apply(
-                current.as_deref(),
-                applied,
-                &opts.field_manager,
-                force,
-                res,
-            )?;
+            let new = api::fieldmanager::apply(current.as_deref(), applied, &opts.field_manager, force, res)?;
             let result = match &current {
                 None => self.create(res, ns, new, &opts).await.map(|o| (o, true)),
                 Some(cur) => {
                     let mut new = new;
                     if object::resource_version(applied).is_empty() {
-                        object::set_meta(
-                            &mut new,
-                            "resourceVersion",
-                            object::resource_version(cur).to_string(),
-                        );
+                        object::set_meta(&mut new, "resourceVersion", object::resource_version(cur).to_string());
                     }
-                    self.update_from(res, ns, cur, new, &opts)
-                        .await
-                        .map(|o| (o, false))
+                    self.update_from(res, ns, cur, new, &opts).await.map(|o| (o, false))
                 }
             };
             match result {
-                Err(e)
-                    if e.code == 409
-                        && (e.reason == "Conflict" || e.reason == "AlreadyExists")
-                        && e.message.starts_with("Operation")
-                        && attempts < 5 =>
-                {
+                Err(e) if e.code == 409 && (e.reason == "Conflict" || e.reason == "AlreadyExists") && e.message.starts_with("Operation") && attempts < 5 => {
                     attempts += 1
                 }
                 Err(e) if e.reason == "AlreadyExists" && attempts < 5 => attempts += 1,
@@ -598,19 +426,18 @@ impl Registry {
         }
     }
 
-    pub async fn delete(
-        &self,
-        res: &Resource,
-        ns: &str,
-        name: &str,
-        opts: &DeleteOptions,
-    ) -> ApiResult<DeleteOutcome> {
+    pub async fn delete(&self, res: &Resource, ns: &str, name: &str, opts: &DeleteOptions) -> ApiResult<DeleteOutcome> {
         let mut attempts = 0;
         loop {
             let current = self.get(res, ns, name).await?;
             if let Some(uid) = &opts.precondition_uid {
                 if uid != object::uid(&current) {
-                    return Err(ApiError::conflict(res.group, res.plural, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&current))));
+                    return Err(ApiError::conflict(
+                        res.group,
+                        res.plural,
+                        name,
+                        &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&current)),
+                    ));
                 }
             }
             if let Some(rv) = &opts.precondition_rv {
@@ -619,15 +446,15 @@ impl Registry {
                         res.group,
                         res.plural,
                         name,
-                        &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", object::resource_version(&current)),
+                        &format!(
+                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                            object::resource_version(&current)
+                        ),
                     ));
                 }
             }
             let graceful = !object::finalizers(&current).is_empty()
-                || (res.kind == "Namespace"
-                    && current["spec"]["finalizers"]
-                        .as_array()
-                        .is_some_and(|f| !f.is_empty()));
+                || (res.kind == "Namespace" && current["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()));
             if graceful {
                 if object::is_deleting(&current) {
                     return Ok(DeleteOutcome::Pending(current));
@@ -664,29 +491,14 @@ impl Registry {
 
     /// Writes (or with `None`, deletes) an object the server itself changes, bypassing
     /// strategies; compare-and-swap on the current revision.
-    pub async fn write_raw(
-        &self,
-        res: &Resource,
-        ns: &str,
-        name: &str,
-        current: &Value,
-        new: Option<&Value>,
-    ) -> ApiResult<i64> {
+    pub async fn write_raw(&self, res: &Resource, ns: &str, name: &str, current: &Value, new: Option<&Value>) -> ApiResult<i64> {
         let key = res.key(ns, name);
         let expected: i64 = object::resource_version(current).parse().unwrap_or(0);
         let op = match new {
             Some(obj) => Op::Put(key.clone(), self.encode(&key, obj)?),
             None => Op::Delete(key.clone()),
         };
-        match self
-            .store
-            .txn(Txn {
-                compare: vec![Compare::ModRevision(key, expected)],
-                success: vec![op],
-            })
-            .await
-            .map_err(storage_error)?
-        {
+        match self.store.txn(Txn { compare: vec![Compare::ModRevision(key, expected)], success: vec![op] }).await.map_err(storage_error)? {
             TxnResult::Committed { revision } => Ok(revision),
             TxnResult::Failed { .. } => Err(ApiError::stale_update(res.group, res.plural, name)),
         }
@@ -718,10 +530,8 @@ fn encode_continue(rv: i64, last_key: &str, prefix: &str) -> String {
 
 fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
     let bad = || ApiError::bad_request(format!("invalid continue token: {token}"));
-    let raw = base64::engine::general_purpose::URL_SAFE
-        .decode(token)
-        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
-        .map_err(|_| bad())?;
+    let raw =
+        base64::engine::general_purpose::URL_SAFE.decode(token).or_else(|_| base64::engine::general_purpose::STANDARD.decode(token)).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let rv = v["rv"].as_i64().ok_or_else(bad)?;
     let start = v["start"].as_str().ok_or_else(bad)?;

@@ -24,14 +24,9 @@ pub fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig> {
     for cert in CertificateDer::pem_slice_iter(pki.ca_cert_pem.as_bytes()) {
         roots.add(cert?)?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()?;
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(pki.serving_cert_pem.as_bytes())
-            .collect::<Result<_, _>>()?;
-    let key =
-        PrivateKeyDer::from_pem_slice(pki.serving_key_pem.as_bytes()).context("serving key")?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).allow_unauthenticated().build()?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pki.serving_cert_pem.as_bytes()).collect::<Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(pki.serving_key_pem.as_bytes()).context("serving key")?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -62,19 +57,9 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, app: Router
     }
 }
 
-async fn connection(
-    acceptor: TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    app: Router,
-) -> Result<()> {
+async fn connection(acceptor: TlsAcceptor, tcp: tokio::net::TcpStream, peer: SocketAddr, app: Router) -> Result<()> {
     let stream = acceptor.accept(tcp).await?;
-    let user = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| User::from_certificate(c.as_ref()));
+    let user = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| User::from_certificate(c.as_ref()));
     let service = app.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
         if let Some(u) = &user {
             req.extensions_mut().insert(u.clone());
@@ -83,9 +68,6 @@ async fn connection(
         req
     });
     let service = hyper_util::service::TowerToHyperService::new(service);
-    auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), service).await.map_err(|e| anyhow::anyhow!(e))?;
     Ok(())
 }

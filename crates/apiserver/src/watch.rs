@@ -36,19 +36,15 @@ struct Encoder {
 impl Encoder {
     fn event(&self, kind: &str, obj: &Value) -> Bytes {
         let object = match self.n.transform {
-            Transform::Table => api::table::table(
-                self.res,
-                std::slice::from_ref(obj),
-                json!({"resourceVersion": api::object::resource_version(obj)}),
-                &self.include_object,
-            ),
+            Transform::Table => {
+                api::table::table(self.res, std::slice::from_ref(obj), json!({"resourceVersion": api::object::resource_version(obj)}), &self.include_object)
+            }
             Transform::PartialMetadata => {
                 json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
             }
             Transform::None => obj.clone(),
         };
-        let mut line =
-            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     }
@@ -58,17 +54,14 @@ impl Encoder {
         if initial_events_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj =
-            json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": meta});
-        let mut line =
-            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+        let obj = json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": meta});
+        let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     }
 
     fn error(e: &ApiError) -> Bytes {
-        let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_json()}))
-            .unwrap_or_default();
+        let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_json()})).unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     }
@@ -77,35 +70,14 @@ impl Encoder {
 fn stream_response(rx: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response<Body> {
     let mut r = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     *r.status_mut() = StatusCode::OK;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, private"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     r
 }
 
-pub async fn serve(
-    reg: &Registry,
-    res: &'static Resource,
-    ns: &str,
-    opts: &ListOptions,
-    q: &Query,
-    n: Negotiated,
-) -> ApiResult<Response<Body>> {
-    let prefix = if res.namespaced && !ns.is_empty() {
-        format!("{}{}/", res.key_prefix(), ns)
-    } else {
-        res.key_prefix()
-    };
-    let enc = Encoder {
-        res,
-        n,
-        include_object: q.get("includeObject").unwrap_or("Metadata").to_string(),
-    };
+pub async fn serve(reg: &Registry, res: &'static Resource, ns: &str, opts: &ListOptions, q: &Query, n: Negotiated) -> ApiResult<Response<Body>> {
+    let prefix = if res.namespaced && !ns.is_empty() { format!("{}{}/", res.key_prefix(), ns) } else { res.key_prefix() };
+    let enc = Encoder { res, n, include_object: q.get("includeObject").unwrap_or("Metadata").to_string() };
     let bookmarks = matches!(q.get("allowWatchBookmarks"), Some("true" | "1"));
     let timeout = match q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()) {
         Some(t) => Duration::from_secs(t),
@@ -122,10 +94,7 @@ pub async fn serve(
             let current = reg.store.revision();
             reg.cache.wait_for(current, Duration::from_secs(3)).await;
         }
-        let (entries, rev) = reg
-            .cache
-            .list(&prefix, None)
-            .map_err(|_| ApiError::internal("watch cache list failed"))?;
+        let (entries, rev) = reg.cache.list(&prefix, None).map_err(|_| ApiError::internal("watch cache list failed"))?;
         for (_, e) in entries {
             if let Ok(obj) = e.object {
                 if reg.matches(res, &obj, opts) {
@@ -138,17 +107,12 @@ pub async fn serve(
         }
         start_rev = rev;
     } else {
-        start_rev = rv
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+        start_rev = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
     }
     let (past, live) = match reg.cache.subscribe(start_rev) {
         Ok(s) => s,
         Err(too_old) => {
-            let e = ApiError::gone(format!(
-                "too old resource version: {} ({})",
-                too_old.requested, too_old.oldest
-            ));
+            let e = ApiError::gone(format!("too old resource version: {} ({})", too_old.requested, too_old.oldest));
             let _ = tx.try_send(Ok(Encoder::error(&e)));
             return Ok(stream_response(rx));
         }
@@ -156,10 +120,7 @@ pub async fn serve(
     let opts = opts.clone();
     let registry_matches = {
         let opts = opts.clone();
-        move |obj: &Value| {
-            opts.label_selector.matches(api::object::labels(obj))
-                && opts.field_selector.matches(|f| res.field_value(obj, f))
-        }
+        move |obj: &Value| opts.label_selector.matches(api::object::labels(obj)) && opts.field_selector.matches(|f| res.field_value(obj, f))
     };
     let revision_now = reg.cache.current_revision();
     tokio::spawn(async move {
@@ -219,23 +180,13 @@ pub async fn serve(
     Ok(stream_response(rx))
 }
 
-fn translate(
-    enc: &Encoder,
-    prefix: &str,
-    ev: &Arc<CacheEvent>,
-    matches: &impl Fn(&Value) -> bool,
-) -> Option<Bytes> {
+fn translate(enc: &Encoder, prefix: &str, ev: &Arc<CacheEvent>, matches: &impl Fn(&Value) -> bool) -> Option<Bytes> {
     if !ev.key.starts_with(prefix) {
         return None;
     }
     let obj = ev.object.as_ref().ok()?;
     let now = matches(obj);
-    let before = ev
-        .prev
-        .as_ref()
-        .and_then(|p| p.as_ref().ok())
-        .map(|p| matches(p))
-        .unwrap_or(false);
+    let before = ev.prev.as_ref().and_then(|p| p.as_ref().ok()).map(|p| matches(p)).unwrap_or(false);
     let kind = match ev.kind {
         EventType::Added if now => "ADDED",
         EventType::Deleted if now || before => "DELETED",

@@ -1,7 +1,11 @@
 //! `lockbox`: the configuration-and-secrets slice of Kubernetes in one binary.
 
+mod kms_plugin;
+mod storage_cmd;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -23,16 +27,30 @@ enum Command {
         /// Address to serve the Kubernetes API on (TLS).
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
+        /// kube-apiserver's EncryptionConfiguration file. Without it, lockbox generates
+        /// DATA/encryption-config.yaml (secretbox for Secrets) on first start and uses that.
+        #[arg(long)]
+        encryption_provider_config: Option<PathBuf>,
+        /// How often the encryption configuration is checked for changes, in seconds.
+        #[arg(long, default_value_t = 5)]
+        encryption_provider_config_reload_seconds: u64,
     },
     /// Print the admin kubeconfig of a data dir.
     Kubeconfig {
         #[arg(long, env = "LOCKBOX_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Encryption at rest: which keys stored objects use, and re-encryption with the current key.
+    Storage {
+        #[command(subcommand)]
+        command: storage_cmd::StorageCommand,
+    },
+    /// A KMS v2 plugin (gRPC on a unix socket) backed by OpenBao's or Vault's Transit engine.
+    KmsPlugin(kms_plugin::Args),
 }
 
 /// `$XDG_DATA_HOME/lockbox`, else `~/.local/share/lockbox`.
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("lockbox");
     }
@@ -40,23 +58,39 @@ fn default_data_dir() -> PathBuf {
     home.join(".local/share/lockbox")
 }
 
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn main() -> Result<()> {
+    // One TLS crypto provider for every client and server in the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Command::Up { data_dir, listen } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-                .with_writer(std::io::stderr)
-                .init();
+        Command::Up { data_dir, listen, encryption_provider_config, encryption_provider_config_reload_seconds } => {
+            init_logging();
             let data_dir = data_dir.unwrap_or_else(default_data_dir);
-            let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(apiserver::run(apiserver::Config { data_dir, listen }))
+            rt.block_on(apiserver::run(apiserver::Config {
+                data_dir,
+                listen,
+                encryption_config: encryption_provider_config,
+                encryption_reload_interval: Duration::from_secs(encryption_provider_config_reload_seconds.max(1)),
+            }))
         }
         Command::Kubeconfig { data_dir } => {
             let path = data_dir.unwrap_or_else(default_data_dir).join("admin.kubeconfig");
             let text = std::fs::read_to_string(&path).with_context(|| format!("reading {} (has `lockbox up` run with this data dir?)", path.display()))?;
             print!("{text}");
             Ok(())
+        }
+        Command::Storage { command } => rt.block_on(storage_cmd::run(command)),
+        Command::KmsPlugin(args) => {
+            init_logging();
+            rt.block_on(kms_plugin::run(args))
         }
     }
 }
