@@ -3,6 +3,7 @@
 # real `lockbox up`), then the seed's acceptance scenario, gated on the checks that must pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/peers.sh
 cargo build --locked --bin lockbox
 cargo test --locked --workspace
 scripts/seed-gate.sh target/debug/lockbox

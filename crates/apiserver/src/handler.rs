@@ -104,6 +104,7 @@ async fn route(app: &App, method: &Method, path: &str, headers: &HeaderMap, quer
         ["version"] => return Ok(negotiate::json(StatusCode::OK, &version())),
         ["healthz" | "livez" | "readyz", ..] if segs.len() <= 2 => return Ok(app.health.respond(&segs, query.get("verbose").is_some()).await),
         ["metrics"] => return Ok(app.health.metrics()),
+        ["lockbox", "v1", "storage", "compact"] if *method == Method::POST => return crate::storage_admin::compact_response(&app.registry).await,
         ["lockbox", "v1", "storage", "status"] => return crate::storage_admin::status_response(&app.registry, &app.encryption, query).await,
         ["api"] => return Ok(discovery_response(headers, true)),
         ["apis"] => return Ok(discovery_response(headers, false)),

@@ -113,9 +113,14 @@ impl Registry {
         })
     }
 
-    /// Was the stored value read with a key other than the current write key?
-    pub fn is_stale(&self, res: &Resource, ns: &str, name: &str) -> bool {
-        self.cache.get(&res.key(ns, name)).is_some_and(|e| e.stale)
+    /// Is the stored value written with a key other than the current write key? Judged from the
+    /// store with the configuration in force now (the cache's flag predates config reloads).
+    pub async fn is_stale(&self, res: &Resource, ns: &str, name: &str) -> bool {
+        let key = res.key(ns, name);
+        match self.store.get(&key).await {
+            Ok(Some(kv)) => self.transformer.transform_from_storage(&kv.value, &key).map(|(_, info)| info.stale).unwrap_or(false),
+            _ => false,
+        }
     }
 
     pub async fn get(&self, res: &Resource, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
@@ -349,7 +354,7 @@ impl Registry {
         object::drop_empty_meta(&mut new);
         // A no-op update writes nothing, unless the stored bytes are stale (not encrypted with
         // the current write key): then it rewrites them, which is how re-encryption works.
-        if api::fieldmanager::same_ignoring_timestamps(current, &new) && !self.is_stale(res, ns, &name) {
+        if api::fieldmanager::same_ignoring_timestamps(current, &new) && !self.is_stale(res, ns, &name).await {
             return Ok(current.clone());
         }
         if opts.dry_run {

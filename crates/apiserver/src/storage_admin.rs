@@ -124,7 +124,17 @@ pub async fn migrate_offline(
         }
         progress(i as u64 + 1, total);
     }
+    // The history still holds the old values: drop it.
+    store.compact(store.revision()).await.map_err(|e| e.to_string())?;
     Ok(report)
+}
+
+/// `POST /lockbox/v1/storage/compact`: drops the store's history up to now, so that values
+/// rewritten by a migration do not linger in it. Watches older than now get 410 Gone.
+pub async fn compact_response(reg: &Arc<Registry>) -> api::ApiResult<Response<Body>> {
+    let rev = reg.store.revision();
+    reg.store.compact(rev).await.map_err(crate::rest::storage_error)?;
+    Ok(negotiate::json(StatusCode::OK, &serde_json::json!({"compactedRevision": rev})))
 }
 
 /// `GET /lockbox/v1/storage/status[?resource=secrets]` on a running server.

@@ -134,6 +134,7 @@ pub async fn run(cmd: StorageCommand) -> Result<()> {
                     pb.inc(1);
                 }
                 pb.finish();
+                client.request::<Value>(http::Request::post("/lockbox/v1/storage/compact").body(vec![])?).await?;
                 println!("rewrote {rewritten} objects through the API server");
                 let after = online_status(&client, resource.as_deref()).await?;
                 anyhow::ensure!(after.stale.is_empty(), "{} objects are still on old keys (written concurrently?); run migrate again", after.stale.len());

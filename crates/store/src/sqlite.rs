@@ -46,6 +46,7 @@ fn open(path: &Path) -> Result<Connection> {
     conn.execute_batch(
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
+         PRAGMA secure_delete=ON;
          PRAGMA busy_timeout=10000;
          PRAGMA foreign_keys=OFF;",
     )
@@ -258,6 +259,14 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.revision.store(rev, Ordering::Release);
+                if !compactions.is_empty() {
+                    // Old values must not outlive their compaction in the WAL either (they may
+                    // be plaintext from before encryption): fold the WAL in and truncate it.
+                    // secure_delete has already zeroed the freed pages.
+                    if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+                        tracing::warn!(error = %e, "WAL checkpoint after compaction failed");
+                    }
+                }
                 for (at, reply) in compactions {
                     self.compacted.fetch_max(at, Ordering::AcqRel);
                     let _ = reply.send(Ok(()));

@@ -9,14 +9,26 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     pub log: PathBuf,
+    /// Extra arguments for `lockbox up`.
+    pub args: Vec<String>,
 }
 
 impl Server {
     pub async fn start() -> Server {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Server { log: dir.path().join("server.log"), dir, child: None };
+        let mut s = Server { log: dir.path().join("server.log"), dir, child: None, args: args.iter().map(|a| a.to_string()).collect() };
         s.launch().await;
         s
+    }
+
+    /// Runs `lockbox ARGS` to completion: (success, stdout + stderr).
+    pub fn lockbox(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_lockbox")).args(args).output().expect("run lockbox");
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -35,6 +47,7 @@ impl Server {
             .args(["up", "--data-dir"])
             .arg(self.data_dir())
             .args(["--listen", "127.0.0.1:0"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -126,4 +139,59 @@ pub async fn raw(client: &kube::Client, method: &str, path: &str, content_type: 
     let bytes = resp.into_body().collect_bytes().await.expect("body");
     let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, warnings, value)
+}
+
+/// The peers venv (scripts/peers.sh): OpenBao, moto, Python crypto libraries.
+pub fn peers_venv() -> PathBuf {
+    let venv = std::env::var_os("LOCKBOX_PEERS_VENV").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.peers/venv"));
+    assert!(venv.join("bin").is_dir(), "no peers venv at {} (run scripts/peers.sh)", venv.display());
+    venv
+}
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed when dropped.
+pub struct Peer(pub Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// OpenBao in dev mode on loopback, ready to write (KV write polled, not just health).
+pub async fn openbao() -> (Peer, String) {
+    let port = free_port();
+    let cluster = free_port();
+    let bao = peers_venv().join("bin/bao");
+    let child = Command::new(&bao)
+        .args(["server", "-dev", "-dev-root-token-id=root", &format!("-dev-listen-address=127.0.0.1:{port}")])
+        .env("BAO_CLUSTER_ADDR", format!("https://127.0.0.1:{cluster}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start bao");
+    let peer = Peer(child);
+    let addr = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = Command::new(&bao)
+            .args(["kv", "put", "secret/ready", "x=1"])
+            .env("BAO_ADDR", &addr)
+            .env("BAO_TOKEN", "root")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return (peer, addr);
+        }
+        assert!(Instant::now() < deadline, "OpenBao did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
