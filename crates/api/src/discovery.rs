@@ -8,6 +8,9 @@ use crate::kinds::{self, Resource};
 const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 pub fn verbs(r: &Resource) -> Vec<&'static str> {
+    if r.virtual_create {
+        return vec!["create"];
+    }
     // Namespaces cannot be deleted as a collection in Kubernetes.
     ALL_VERBS.iter().copied().filter(|v| !(r.kind == "Namespace" && *v == "deletecollection")).collect()
 }
@@ -16,6 +19,7 @@ pub fn verbs(r: &Resource) -> Vec<&'static str> {
 fn subresources(r: &Resource) -> Vec<(&'static str, &'static str, &'static str, &'static str, &'static [&'static str])> {
     match r.kind {
         "Namespace" => vec![("finalize", "", "v1", "Namespace", &["update"]), ("status", "", "v1", "Namespace", &["get", "patch", "update"])],
+        "ServiceAccount" => vec![("token", "authentication.k8s.io", "v1", "TokenRequest", &["create"])],
         _ => vec![],
     }
 }

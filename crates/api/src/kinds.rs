@@ -29,6 +29,8 @@ pub struct Resource {
     pub strategy: &'static dyn Strategy,
     /// Registers the kind's OpenAPI schema (from k8s-openapi) with a schema generator.
     pub register_schema: fn(&mut schemars::SchemaGenerator),
+    /// A create-only kind that is computed, never stored (access reviews, token reviews).
+    pub virtual_create: bool,
 }
 
 /// Registers `T`'s schema, and every schema it references, with the generator.
@@ -119,7 +121,7 @@ pub trait Strategy: Sync {
 
 /// Deserialises into the k8s-openapi type and back: type errors surface here, and fields the
 /// type does not have are dropped and reported (for fieldValidation).
-fn roundtrip_as<T: serde::de::DeserializeOwned + serde::Serialize>(obj: Value) -> Result<(Value, Vec<String>), String> {
+pub(crate) fn roundtrip_as<T: serde::de::DeserializeOwned + serde::Serialize>(obj: Value) -> Result<(Value, Vec<String>), String> {
     let typed: T = serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
     let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
     let mut unknown = Vec::new();
@@ -388,6 +390,7 @@ pub static NAMESPACES: Resource = Resource {
     selectable_fields: &["status.phase"],
     strategy: &NamespaceStrategy,
     register_schema: register::<k8s_openapi::api::core::v1::Namespace>,
+    virtual_create: false,
 };
 
 pub static CONFIGMAPS: Resource = Resource {
@@ -403,6 +406,7 @@ pub static CONFIGMAPS: Resource = Resource {
     selectable_fields: &[],
     strategy: &ConfigMapStrategy,
     register_schema: register::<k8s_openapi::api::core::v1::ConfigMap>,
+    virtual_create: false,
 };
 
 pub static SECRETS: Resource = Resource {
@@ -418,10 +422,61 @@ pub static SECRETS: Resource = Resource {
     selectable_fields: &["type"],
     strategy: &SecretStrategy,
     register_schema: register::<k8s_openapi::api::core::v1::Secret>,
+    virtual_create: false,
 };
 
 /// Every served resource, in discovery order.
-pub static ALL: &[&Resource] = &[&CONFIGMAPS, &NAMESPACES, &SECRETS];
+pub static SERVICEACCOUNTS: Resource = Resource {
+    group: "",
+    version: "v1",
+    kind: "ServiceAccount",
+    plural: "serviceaccounts",
+    singular: "serviceaccount",
+    namespaced: true,
+    short_names: &["sa"],
+    categories: &[],
+    name_rule: NameRule::Dns1123Subdomain,
+    selectable_fields: &[],
+    strategy: &ServiceAccountStrategy,
+    register_schema: register::<k8s_openapi::api::core::v1::ServiceAccount>,
+    virtual_create: false,
+};
+
+pub struct ServiceAccountStrategy;
+
+impl Strategy for ServiceAccountStrategy {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+        roundtrip_as::<k8s_openapi::api::core::v1::ServiceAccount>(obj)
+    }
+    fn columns(&self) -> &'static [Column] {
+        &crate::table::SERVICEACCOUNT_COLUMNS
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        vec![json!(crate::object::name(obj)), json!(obj["secrets"].as_array().map_or(0, |a| a.len())), json!(crate::object::age(obj))]
+    }
+}
+
+pub static ALL: &[&Resource] = &[
+    &CONFIGMAPS,
+    &NAMESPACES,
+    &SECRETS,
+    &SERVICEACCOUNTS,
+    &crate::rbac_kinds::ROLES,
+    &crate::rbac_kinds::CLUSTERROLES,
+    &crate::rbac_kinds::ROLEBINDINGS,
+    &crate::rbac_kinds::CLUSTERROLEBINDINGS,
+    &crate::review_kinds::SELF_SUBJECT_ACCESS_REVIEWS,
+    &crate::review_kinds::SUBJECT_ACCESS_REVIEWS,
+    &crate::review_kinds::LOCAL_SUBJECT_ACCESS_REVIEWS,
+    &crate::review_kinds::SELF_SUBJECT_RULES_REVIEWS,
+    &crate::review_kinds::TOKEN_REVIEWS,
+    &crate::review_kinds::SELF_SUBJECT_REVIEWS,
+];
+
+/// Resources that are stored (everything but the computed reviews).
+pub fn stored() -> impl Iterator<Item = &'static Resource> {
+    ALL.iter().copied().filter(|r| !r.virtual_create)
+}
 
 /// Looks a resource up by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {

@@ -10,6 +10,8 @@ pub mod object;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod rbac_kinds;
+pub mod review_kinds;
 pub mod selector;
 pub mod status;
 pub mod table;

@@ -85,6 +85,10 @@ fn paths_for(group: &str, version: &str, resources: &[&Resource]) -> Map<String,
         };
         let k = r.kind;
         let scope = if r.namespaced { "Namespaced" } else { "" };
+        if r.virtual_create {
+            paths.insert(collection, json!({"post": operation(r, "post", format!("create{scope}{k}"), true, true)}));
+            continue;
+        }
         paths.insert(
             collection,
             json!({

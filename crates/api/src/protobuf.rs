@@ -136,6 +136,62 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             }
             o
         }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            let r = k8s_pb::api::authorization::v1::SelfSubjectAccessReview::decode(raw.as_slice()).map_err(decode_err)?;
+            let spec = r.spec.unwrap_or_default();
+            let mut out = Map::new();
+            if let Some(ra) = spec.resource_attributes {
+                let mut a = Map::new();
+                for (k, v) in [
+                    ("namespace", &ra.namespace),
+                    ("verb", &ra.verb),
+                    ("group", &ra.group),
+                    ("version", &ra.version),
+                    ("resource", &ra.resource),
+                    ("subresource", &ra.subresource),
+                    ("name", &ra.name),
+                ] {
+                    put_str(&mut a, k, v);
+                }
+                out.insert("resourceAttributes".into(), Value::Object(a));
+            }
+            if let Some(na) = spec.non_resource_attributes {
+                let mut a = Map::new();
+                put_str(&mut a, "path", &na.path);
+                put_str(&mut a, "verb", &na.verb);
+                out.insert("nonResourceAttributes".into(), Value::Object(a));
+            }
+            json!({"metadata": object_meta(&r.metadata), "spec": out})
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
+            let r = k8s_pb::api::authorization::v1::SelfSubjectRulesReview::decode(raw.as_slice()).map_err(decode_err)?;
+            let mut spec = Map::new();
+            put_str(&mut spec, "namespace", &r.spec.unwrap_or_default().namespace);
+            json!({"metadata": object_meta(&r.metadata), "spec": spec})
+        }
+        ("authentication.k8s.io/v1", "TokenRequest") => {
+            let r = k8s_pb::api::authentication::v1::TokenRequest::decode(raw.as_slice()).map_err(decode_err)?;
+            let spec = r.spec.unwrap_or_default();
+            let mut out = Map::new();
+            if !spec.audiences.is_empty() {
+                out.insert("audiences".into(), json!(spec.audiences));
+            }
+            if let Some(e) = spec.expiration_seconds.filter(|e| *e != 0) {
+                out.insert("expirationSeconds".into(), json!(e));
+            }
+            if let Some(b) = spec.bound_object_ref {
+                let mut o = Map::new();
+                put_str(&mut o, "kind", &b.kind);
+                put_str(&mut o, "apiVersion", &b.api_version);
+                put_str(&mut o, "name", &b.name);
+                put_str(&mut o, "uid", &b.u_id);
+                if !o.is_empty() {
+                    out.insert("boundObjectRef".into(), Value::Object(o));
+                }
+            }
+            json!({"metadata": object_meta(&r.metadata), "spec": out})
+        }
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => json!({"metadata": {}}),
         _ => return Err(format!("no kind \"{kind}\" is registered for version \"{api_version}\" in scheme \"protobuf\"")),
     };
     obj["apiVersion"] = json!(api_version);
@@ -152,6 +208,15 @@ mod tests {
     }
 
     // Bodies captured from kubectl 1.32 (reference/kubectl-wire.md §2).
+    #[test]
+    fn kubectl_review_and_token_bodies() {
+        let ssar = decode(&unhex("6b3873000a320a17617574686f72697a6174696f6e2e6b38732e696f2f7631121753656c665375626a65637441636365737352657669657712440a100a0012001a0022002a0032003800420012260a240a0c61692d696e666572656e636512036765741a0022002a077365637265747332003a001a08080012001a0020001a002200")).unwrap();
+        assert_eq!(ssar["spec"], json!({"resourceAttributes": {"namespace": "ai-inference", "verb": "get", "resource": "secrets"}}));
+        let tr = decode(&unhex("6b3873000a280a1861757468656e7469636174696f6e2e6b38732e696f2f7631120c546f6b656e52657175657374121a0a100a0012001a0022002a0032003800420012001a040a0012001a002200")).unwrap();
+        assert_eq!(tr["kind"], "TokenRequest");
+        assert_eq!(tr["spec"], json!({}));
+    }
+
     #[test]
     fn kubectl_create_bodies() {
         let ns =

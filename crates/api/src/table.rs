@@ -40,6 +40,35 @@ pub static SECRET_COLUMNS: [Column; 4] = [
 pub static NAMESPACE_COLUMNS: [Column; 3] =
     [NAME, Column { name: "Status", kind: "string", format: "", description: "The status of the namespace", priority: 0 }, AGE];
 
+pub static SERVICEACCOUNT_COLUMNS: [Column; 3] = [
+    NAME,
+    Column {
+        name: "Secrets",
+        kind: "string",
+        format: "",
+        description: "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+        priority: 0,
+    },
+    AGE,
+];
+
+pub static ROLE_COLUMNS: [Column; 2] = [NAME, Column { name: "Created At", kind: "date", format: "", description: AGE_DESC, priority: 0 }];
+
+pub static BINDING_COLUMNS: [Column; 6] = [
+    NAME,
+    Column {
+        name: "Role",
+        kind: "string",
+        format: "",
+        description: "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace.",
+        priority: 0,
+    },
+    AGE,
+    Column { name: "Users", kind: "string", format: "", description: "Users in the binding", priority: 1 },
+    Column { name: "Groups", kind: "string", format: "", description: "Groups in the binding", priority: 1 },
+    Column { name: "ServiceAccounts", kind: "string", format: "", description: "ServiceAccounts in the binding", priority: 1 },
+];
+
 fn partial_metadata(obj: &Value) -> Value {
     let mut meta = obj["metadata"].clone();
     if let Some(m) = meta.as_object_mut() {

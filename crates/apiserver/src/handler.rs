@@ -17,7 +17,10 @@ use api::selector::{FieldSelector, LabelSelector};
 use api::status::success_status;
 use api::{codec, ApiError, ApiResult};
 
-use crate::authn::User;
+use auth::UserInfo;
+
+use crate::authn::PeerCertificate;
+use crate::authz::{self, CacheRbac};
 use crate::negotiate::{self, Negotiated, Transform};
 use crate::rest::{DeleteOptions, DeleteOutcome, ListOptions, Registry, WriteOptions};
 
@@ -29,6 +32,16 @@ pub struct App {
     pub openapi: api::openapi::OpenApi,
     pub health: crate::health::Health,
     pub encryption: Arc<crypt::reload::Reloading>,
+    pub authn: crate::authn::Authenticator,
+    pub audit: Option<crate::audit::AuditLog>,
+}
+
+impl App {
+    /// The OpenID discovery document for the ServiceAccount issuer.
+    fn authn_discovery(&self) -> Value {
+        let iss = &self.authn.signer.issuer;
+        json!({"issuer": iss, "jwks_uri": format!("{iss}/openid/v1/jwks"), "response_types_supported": ["id_token"], "subject_types_supported": ["public"], "id_token_signing_alg_values_supported": ["ES256"]})
+    }
 }
 
 /// The `/version` answer. `minor` picks which bundled kubectl the image's dispatcher runs
@@ -55,22 +68,78 @@ impl Query {
     }
 }
 
+/// Is this path a resource request (`/api/v1/...` or `/apis/g/v/...` naming a resource)?
+fn is_resource_path(segs: &[&str]) -> bool {
+    matches!(segs, ["api", _, _, ..] | ["apis", _, _, _, ..])
+}
+
 pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
-    let Some(user) = req.extensions().get::<User>().cloned() else {
-        return negotiate::error(&ApiError::unauthorized());
-    };
+    let received = jiff::Timestamp::now();
+    let cert = req.extensions().get::<PeerCertificate>().and_then(|p| p.0.clone());
+    let peer = req.extensions().get::<std::net::SocketAddr>().map(|a| a.ip().to_string()).unwrap_or_default();
     let (parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query());
     let path = parts.uri.path().to_string();
-    match route(&app, &parts.method, &path, &parts.headers, &query, body, &user).await {
-        Ok(r) => r,
+    let user = match app.authn.authenticate(&parts.headers, cert.as_ref()).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(?e, %path, "authentication failed");
+            return negotiate::error(&ApiError::unauthorized());
+        }
+    };
+    let rbac = CacheRbac(app.registry.clone());
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let target = if is_resource_path(&segs) { Some(parse_target(&segs)) } else { None };
+    let acting = authz::impersonate(&rbac, user.clone(), &parts.headers);
+    let attrs = match (&acting, &target) {
+        (Ok(u), Some(Ok(t))) => authz::resource_attributes(u, &parts.method, t, &query),
+        (Ok(u), _) => authz::non_resource_attributes(u, &parts.method, &path),
+        (Err(_), _) => authz::non_resource_attributes(&user, &parts.method, &path),
+    };
+    let mut decision = None;
+    let result = match acting {
+        Err(e) => Err(e),
+        Ok(acting) => match authz::authorize(&rbac, &attrs) {
+            Err(e) => {
+                decision = Some(("forbid", String::new()));
+                Err(e)
+            }
+            Ok(why) => {
+                decision = Some(("allow", why));
+                match target {
+                    Some(Ok(t)) => resource_request(&app, &parts.method, t, &parts.headers, &query, body, &acting).await,
+                    Some(Err(e)) => Err(e),
+                    None => route(&app, &parts.method, &path, &segs, &parts.headers, &query).await,
+                }
+            }
+        },
+    };
+    let (response, status) = match result {
+        Ok(r) => (r, None),
         Err(e) => {
             if e.code >= 500 {
                 tracing::warn!(code = e.code, reason = e.reason, path = %path, "request failed");
             }
-            negotiate::error(&e)
+            (negotiate::error(&e), Some(e.to_json()))
         }
+    };
+    if let Some(audit) = &app.audit {
+        let api_version = segs.get(if segs.first() == Some(&"apis") { 2 } else { 1 }).copied().unwrap_or_default();
+        audit.record(crate::audit::Record {
+            attrs: &attrs,
+            authenticated: &user,
+            impersonated: attrs.user != user,
+            request_uri: parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or(&path),
+            source_ip: peer,
+            user_agent: parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default(),
+            api_version,
+            code: response.status().as_u16(),
+            status,
+            decision,
+            received,
+        });
     }
+    response
 }
 
 fn discovery_response(headers: &HeaderMap, core: bool) -> Response<Body> {
@@ -98,9 +167,10 @@ fn discovery_response(headers: &HeaderMap, core: bool) -> Response<Body> {
     r
 }
 
-async fn route(app: &App, method: &Method, path: &str, headers: &HeaderMap, query: &Query, body: Body, user: &User) -> ApiResult<Response<Body>> {
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    match segs.as_slice() {
+/// Non-resource requests: health, version, discovery, OpenAPI, metrics, storage admin.
+async fn route(app: &App, method: &Method, path: &str, segs: &[&str], headers: &HeaderMap, query: &Query) -> ApiResult<Response<Body>> {
+    let _ = path;
+    match segs {
         ["version"] => return Ok(negotiate::json(StatusCode::OK, &version())),
         ["healthz" | "livez" | "readyz", ..] if segs.len() <= 2 => return Ok(app.health.respond(&segs, query.get("verbose").is_some()).await),
         ["metrics"] => return Ok(app.health.metrics()),
@@ -134,9 +204,11 @@ async fn route(app: &App, method: &Method, path: &str, headers: &HeaderMap, quer
         }
         _ => {}
     }
-    let target = parse_target(&segs)?;
-    let _ = user;
-    resource_request(app, method, target, headers, query, body).await
+    match segs {
+        [".well-known", "openid-configuration"] => Ok(negotiate::json(StatusCode::OK, &app.authn_discovery())),
+        ["openid", "v1", "jwks"] => Ok(negotiate::json(StatusCode::OK, &app.authn.signer.jwks())),
+        _ => Err(ApiError::path_not_found()),
+    }
 }
 
 /// Which object a resource path names (k8s.io/apiserver RequestInfoFactory).
@@ -360,7 +432,7 @@ pub fn check_fields(res: &Resource, opts: &ListOptions) -> ApiResult<()> {
     Ok(())
 }
 
-async fn resource_request(app: &App, method: &Method, t: Target, headers: &HeaderMap, q: &Query, body: Body) -> ApiResult<Response<Body>> {
+async fn resource_request(app: &App, method: &Method, t: Target, headers: &HeaderMap, q: &Query, body: Body, user: &UserInfo) -> ApiResult<Response<Body>> {
     let reg = &app.registry;
     let res = t.res;
     let ns = t.namespace.as_str();
@@ -368,7 +440,28 @@ async fn resource_request(app: &App, method: &Method, t: Target, headers: &Heade
         return Err(ApiError::method_not_allowed());
     }
     let n = negotiate::negotiate(headers)?;
+    let rbac = CacheRbac(app.registry.clone());
+    if res.virtual_create {
+        if *method != Method::POST || t.name.is_some() {
+            return Err(ApiError::method_not_allowed());
+        }
+        let bytes = read_body(body).await?;
+        let decoded = codec::decode(content_type(headers), &bytes, res.kind)?;
+        let (obj, _) = type_check(res, decoded.value)?;
+        let out = crate::reviews::create(app, res, ns, user, obj).await?;
+        return Ok(negotiate::respond(StatusCode::CREATED, &out, n.format));
+    }
     if let Some(sub) = &t.subresource {
+        let name = t.name.clone().unwrap_or_default();
+        if res.kind == "ServiceAccount" && sub == "token" {
+            if *method != Method::POST {
+                return Err(ApiError::method_not_allowed());
+            }
+            let bytes = read_body(body).await?;
+            let decoded = codec::decode(content_type(headers), &bytes, "TokenRequest")?;
+            let out = crate::reviews::token_request(app, ns, &name, decoded.value).await?;
+            return Ok(negotiate::respond(StatusCode::CREATED, &out, n.format));
+        }
         if !(res.kind == "Namespace" && matches!(sub.as_str(), "status" | "finalize")) {
             return Err(ApiError::path_not_found());
         }
@@ -419,6 +512,7 @@ async fn resource_request(app: &App, method: &Method, t: Target, headers: &Heade
                 }
             }
             let opts = write_options(q, headers, false)?;
+            authz::check_escalation(&rbac, res, user, ns, &obj)?;
             let created = reg.create(res, ns, obj, &opts).await?;
             Ok(with_warnings(negotiate::respond(StatusCode::CREATED, &encode_one(res, &created, n, q), n.format), &warnings))
         }
@@ -438,7 +532,10 @@ async fn resource_request(app: &App, method: &Method, t: Target, headers: &Heade
                     reg.write_raw(res, ns, name, &current, Some(&new)).await?;
                     reg.get(res, ns, name).await?.as_ref().clone()
                 }
-                _ => reg.update(res, ns, name, obj, &opts).await?,
+                _ => {
+                    authz::check_escalation(&rbac, res, user, ns, &obj)?;
+                    reg.update(res, ns, name, obj, &opts).await?
+                }
             };
             Ok(with_warnings(negotiate::respond(StatusCode::OK, &encode_one(res, &updated, n, q), n.format), &warnings))
         }
@@ -448,7 +545,7 @@ async fn resource_request(app: &App, method: &Method, t: Target, headers: &Heade
             let bytes = read_body(body).await?;
             let mode = field_validation(q)?;
             if pt == PatchType::Apply {
-                return apply_patch(app, res, ns, name, headers, q, &bytes, mode, n).await;
+                return apply_patch(app, res, ns, name, headers, q, &bytes, mode, n, user).await;
             }
             let opts = write_options(q, headers, false)?;
             let mut warnings = Vec::new();
@@ -462,6 +559,7 @@ async fn resource_request(app: &App, method: &Method, t: Target, headers: &Heade
                     let (mut obj, unknown) = type_check(res, out)?;
                     warnings = FieldProblems::new(&unknown, &[]).check(mode)?;
                     check_name(res, &mut obj, ns, name)?;
+                    authz::check_escalation(&rbac, res, user, ns, &obj)?;
                     Ok(obj)
                 })
                 .await?;
@@ -510,6 +608,7 @@ async fn apply_patch(
     bytes: &[u8],
     mode: FieldValidation,
     n: Negotiated,
+    user: &UserInfo,
 ) -> ApiResult<Response<Body>> {
     let opts = write_options(q, headers, true)?;
     let value: Value = if bytes.first() == Some(&b'{') {
@@ -526,6 +625,7 @@ async fn apply_patch(
     let warnings = FieldProblems::new(&unknown, &[]).check(mode)?;
     check_name(res, &mut applied, ns, name)?;
     let force = q.flag("force");
+    authz::check_escalation(&CacheRbac(app.registry.clone()), res, user, ns, &applied)?;
     let (obj, created) = app.registry.apply(res, ns, name, &applied, force, &opts).await?;
     let code = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(with_warnings(negotiate::respond(code, &encode_one(res, &obj, n, q), n.format), &warnings))

@@ -1,14 +1,18 @@
 //! The Kubernetes-compatible API server: TLS, authentication, routing and content negotiation,
 //! the generic REST verbs over the store, the watch cache, and the housekeeping loops.
 
+pub mod audit;
 pub mod authn;
+pub mod authz;
 pub mod cache;
+pub mod controllers;
 pub mod handler;
 pub mod health;
 pub mod lifecycle;
 pub mod negotiate;
 pub mod pki;
 pub mod rest;
+pub mod reviews;
 pub mod server;
 pub mod storage_admin;
 pub mod watch;
@@ -28,6 +32,14 @@ pub struct Config {
     pub encryption_config: Option<PathBuf>,
     /// How often the encryption configuration file is checked for changes.
     pub encryption_reload_interval: Duration,
+    /// kube-apiserver's `--token-auth-file` (CSV: token,user,uid,"groups").
+    pub token_auth_file: Option<PathBuf>,
+    /// `--audit-policy-file`; the built-in policy records Secret access at Metadata level.
+    pub audit_policy_file: Option<PathBuf>,
+    /// `--audit-log-path` (default DATA/audit.log; empty disables auditing).
+    pub audit_log_path: Option<PathBuf>,
+    pub audit_log_max_megabytes: u64,
+    pub audit_log_max_backups: usize,
 }
 
 /// The encryption configuration file a data dir uses by default, created on first use.
@@ -94,7 +106,33 @@ pub async fn run(cfg: Config) -> Result<()> {
     tokio::spawn(lifecycle::namespace_finalizer(registry.clone()));
     tokio::spawn(lifecycle::compactor(registry.clone(), Duration::from_secs(300)));
 
-    let app = Arc::new(handler::App { registry, openapi: api::openapi::OpenApi::build(), health: health::Health::new(encryption.clone()), encryption });
+    let signer = Arc::new(
+        auth::tokens::TokenSigner::load_or_create(&cfg.data_dir.join("pki/sa.key"), |p, b| pki::write_private(p, b).map_err(|e| e.to_string()))
+            .map_err(anyhow::Error::msg)?,
+    );
+    let identity = Arc::new(controllers::Identity { registry: registry.clone(), signer: signer.clone(), ca_pem: pki.ca_cert_pem.clone() });
+    identity.bootstrap_policy().await.map_err(|e| anyhow::anyhow!("bootstrap RBAC policy: {e}"))?;
+    tokio::spawn(identity.run());
+    let token_file = match &cfg.token_auth_file {
+        Some(p) => Some(
+            auth::tokenfile::TokenFile::parse(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?).map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    let audit_path = cfg.audit_log_path.clone().unwrap_or_else(|| cfg.data_dir.join("audit.log"));
+    let audit = if audit_path.as_os_str().is_empty() {
+        None
+    } else {
+        let text = match &cfg.audit_policy_file {
+            Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            None => audit::DEFAULT_POLICY.to_string(),
+        };
+        let policy = audit::Policy::parse(&text).map_err(anyhow::Error::msg)?;
+        Some(audit::AuditLog::open(&audit_path, policy, cfg.audit_log_max_megabytes, cfg.audit_log_max_backups).map_err(anyhow::Error::msg)?)
+    };
+    let authn = authn::Authenticator { token_file, signer, registry: registry.clone() };
+    let app =
+        Arc::new(handler::App { registry, openapi: api::openapi::OpenApi::build(), health: health::Health::new(encryption.clone()), encryption, authn, audit });
     let router = axum::Router::new().fallback(handler::handle).with_state(app);
     let tls = server::tls_config(&pki)?;
     // The kubeconfig is written last: once it exists, the server answers.

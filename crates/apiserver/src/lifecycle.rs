@@ -50,7 +50,7 @@ async fn finalize_pass(reg: &Registry) -> Result<(), api::ApiError> {
     for ns in namespaces.items.iter().filter(|n| object::is_deleting(n)) {
         let name = object::name(ns).to_string();
         let mut remaining = 0;
-        for res in kinds::ALL.iter().filter(|r| r.namespaced) {
+        for res in kinds::stored().filter(|r| r.namespaced) {
             remaining += delete_all(reg, res, &name).await?;
         }
         if remaining > 0 {

@@ -69,7 +69,7 @@ pub enum DeleteOutcome {
 
 /// Keys under which a namespace's objects live, for every namespaced kind.
 pub fn namespace_prefixes(ns: &str) -> Vec<String> {
-    kinds::ALL.iter().filter(|r| r.namespaced).map(|r| format!("{}{}/", r.key_prefix(), ns)).collect()
+    kinds::stored().filter(|r| r.namespaced).map(|r| format!("{}{}/", r.key_prefix(), ns)).collect()
 }
 
 impl Registry {

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::authn::User;
+use crate::authn::{user_from_certificate, PeerCertificate};
 use crate::pki::Pki;
 
 pub fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig> {
@@ -59,11 +59,9 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, app: Router
 
 async fn connection(acceptor: TlsAcceptor, tcp: tokio::net::TcpStream, peer: SocketAddr, app: Router) -> Result<()> {
     let stream = acceptor.accept(tcp).await?;
-    let user = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| User::from_certificate(c.as_ref()));
+    let user = PeerCertificate(stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| user_from_certificate(c.as_ref())));
     let service = app.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        if let Some(u) = &user {
-            req.extensions_mut().insert(u.clone());
-        }
+        req.extensions_mut().insert(user.clone());
         req.extensions_mut().insert(peer);
         req
     });

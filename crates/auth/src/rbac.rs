@@ -277,7 +277,13 @@ pub fn uncovered(owner: &[PolicyRule], servant: &[PolicyRule]) -> Vec<PolicyRule
                 let names: Vec<String> = name.into_iter().collect();
                 match out.iter_mut().find(|r| r.api_groups == [group.clone()] && r.resources == [resource.clone()] && r.resource_names == names) {
                     Some(r) => r.verbs.push(verb),
-                    None => out.push(PolicyRule { verbs: vec![verb], api_groups: vec![group], resources: vec![resource], resource_names: names, non_resource_urls: vec![] }),
+                    None => out.push(PolicyRule {
+                        verbs: vec![verb],
+                        api_groups: vec![group],
+                        resources: vec![resource],
+                        resource_names: names,
+                        non_resource_urls: vec![],
+                    }),
                 }
             }
             Atom::Url { url, verb } => match out.iter_mut().find(|r| r.non_resource_urls == [url.clone()]) {
@@ -298,7 +304,17 @@ mod tests {
     }
 
     fn attrs(verb: &str, group: &str, resource: &str, sub: &str, name: &str) -> Attributes {
-        Attributes { user: UserInfo::default(), verb: verb.into(), namespace: "ns".into(), api_group: group.into(), resource: resource.into(), subresource: sub.into(), name: name.into(), resource_request: true, path: String::new() }
+        Attributes {
+            user: UserInfo::default(),
+            verb: verb.into(),
+            namespace: "ns".into(),
+            api_group: group.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            name: name.into(),
+            resource_request: true,
+            path: String::new(),
+        }
     }
 
     #[test]
@@ -330,7 +346,12 @@ mod tests {
         let owner = vec![rule(serde_json::json!({"verbs": ["get", "list"], "apiGroups": [""], "resources": ["configmaps", "secrets"]}))];
         let servant = vec![rule(serde_json::json!({"verbs": ["get", "delete"], "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["x"]}))];
         let missing = uncovered(&owner, &servant);
-        assert_eq!(missing.iter().map(PolicyRule::compact_string).collect::<Vec<_>>(), ["{APIGroups:[\"\"], Resources:[\"secrets\"], ResourceNames:[\"x\"], Verbs:[\"delete\"]}"]);
-        assert!(uncovered(&owner, &[rule(serde_json::json!({"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["y"]}))]).is_empty());
+        assert_eq!(
+            missing.iter().map(PolicyRule::compact_string).collect::<Vec<_>>(),
+            ["{APIGroups:[\"\"], Resources:[\"secrets\"], ResourceNames:[\"x\"], Verbs:[\"delete\"]}"]
+        );
+        assert!(
+            uncovered(&owner, &[rule(serde_json::json!({"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["y"]}))]).is_empty()
+        );
     }
 }

@@ -82,7 +82,14 @@ impl TokenSigner {
     }
 
     /// A bound token (TokenRequest); `bound` is ("Pod"|"Secret", object).
-    pub fn issue(&self, namespace: &str, sa: &ObjectRef, audiences: &[String], expiration_seconds: i64, bound: Option<(&str, &ObjectRef)>) -> Result<(String, i64), String> {
+    pub fn issue(
+        &self,
+        namespace: &str,
+        sa: &ObjectRef,
+        audiences: &[String],
+        expiration_seconds: i64,
+        bound: Option<(&str, &ObjectRef)>,
+    ) -> Result<(String, i64), String> {
         let iat = now();
         let exp = iat + expiration_seconds;
         let mut k8s = json!({"namespace": namespace, "serviceaccount": {"name": sa.name, "uid": sa.uid}});
@@ -131,7 +138,10 @@ impl TokenSigner {
         if c["iss"] == LEGACY_ISSUER {
             return Ok(Verified {
                 namespace: s(&c["kubernetes.io/serviceaccount/namespace"]),
-                service_account: ObjectRef { name: s(&c["kubernetes.io/serviceaccount/service-account.name"]), uid: s(&c["kubernetes.io/serviceaccount/service-account.uid"]) },
+                service_account: ObjectRef {
+                    name: s(&c["kubernetes.io/serviceaccount/service-account.name"]),
+                    uid: s(&c["kubernetes.io/serviceaccount/service-account.uid"]),
+                },
                 pod: None,
                 secret: Some(ObjectRef { name: s(&c["kubernetes.io/serviceaccount/secret.name"]), uid: String::new() }),
                 legacy: true,

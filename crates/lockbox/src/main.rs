@@ -34,6 +34,21 @@ enum Command {
         /// How often the encryption configuration is checked for changes, in seconds.
         #[arg(long, default_value_t = 5)]
         encryption_provider_config_reload_seconds: u64,
+        /// Static bearer tokens, in kube-apiserver's CSV format: token,user,uid,"group1,group2".
+        #[arg(long)]
+        token_auth_file: Option<PathBuf>,
+        /// An audit.k8s.io/v1 Policy; by default every request touching Secrets is recorded.
+        #[arg(long)]
+        audit_policy_file: Option<PathBuf>,
+        /// Where audit events go (JSON lines); default DATA/audit.log; "" turns auditing off.
+        #[arg(long)]
+        audit_log_path: Option<PathBuf>,
+        /// Rotate the audit log when it reaches this many megabytes.
+        #[arg(long, default_value_t = 100)]
+        audit_log_maxsize: u64,
+        /// How many rotated audit logs to keep.
+        #[arg(long, default_value_t = 10)]
+        audit_log_maxbackup: usize,
     },
     /// Print the admin kubeconfig of a data dir.
     Kubeconfig {
@@ -71,7 +86,17 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Command::Up { data_dir, listen, encryption_provider_config, encryption_provider_config_reload_seconds } => {
+        Command::Up {
+            data_dir,
+            listen,
+            encryption_provider_config,
+            encryption_provider_config_reload_seconds,
+            token_auth_file,
+            audit_policy_file,
+            audit_log_path,
+            audit_log_maxsize,
+            audit_log_maxbackup,
+        } => {
             init_logging();
             let data_dir = data_dir.unwrap_or_else(default_data_dir);
             rt.block_on(apiserver::run(apiserver::Config {
@@ -79,6 +104,11 @@ fn main() -> Result<()> {
                 listen,
                 encryption_config: encryption_provider_config,
                 encryption_reload_interval: Duration::from_secs(encryption_provider_config_reload_seconds.max(1)),
+                token_auth_file,
+                audit_policy_file,
+                audit_log_path,
+                audit_log_max_megabytes: audit_log_maxsize,
+                audit_log_max_backups: audit_log_maxbackup,
             }))
         }
         Command::Kubeconfig { data_dir } => {

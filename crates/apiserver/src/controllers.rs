@@ -1,0 +1,155 @@
+//! In-process control loops for identity, as kube-apiserver and kube-controller-manager run
+//! them: the bootstrap RBAC policy, a `default` ServiceAccount in every namespace, the legacy
+//! ServiceAccount token Secrets, and ClusterRole aggregation. Each pass is idempotent; the loop
+//! runs one after any change in the cache (at most every 100 ms) and every 2 s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use api::kinds::{self, Resource};
+use api::rbac_kinds::{CLUSTERROLEBINDINGS, CLUSTERROLES};
+use api::selector::LabelSelector;
+use api::{object, ApiResult};
+use auth::tokens::{ObjectRef, TokenSigner};
+
+use crate::rest::{ListOptions, Registry, WriteOptions};
+
+pub struct Identity {
+    pub registry: Arc<Registry>,
+    pub signer: Arc<TokenSigner>,
+    pub ca_pem: String,
+}
+
+fn manager(name: &str) -> WriteOptions {
+    WriteOptions { field_manager: name.into(), ..Default::default() }
+}
+
+async fn create_if_missing(reg: &Registry, res: &Resource, ns: &str, obj: Value, who: &str) -> ApiResult<()> {
+    match reg.create(res, ns, obj, &manager(who)).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Identity {
+    /// Creates the bootstrap ClusterRoles and ClusterRoleBindings that are missing.
+    pub async fn bootstrap_policy(&self) -> ApiResult<()> {
+        for role in auth::bootstrap::cluster_roles() {
+            create_if_missing(&self.registry, &CLUSTERROLES, "", role, "lockbox-bootstrap").await?;
+        }
+        for binding in auth::bootstrap::cluster_role_bindings() {
+            create_if_missing(&self.registry, &CLUSTERROLEBINDINGS, "", binding, "lockbox-bootstrap").await?;
+        }
+        Ok(())
+    }
+
+    pub async fn run(self: Arc<Self>) {
+        let mut rx = match self.registry.cache.subscribe(self.registry.cache.current_revision()) {
+            Ok((_, rx)) => rx,
+            Err(_) => return,
+        };
+        loop {
+            for (what, r) in [
+                ("service accounts", self.default_service_accounts().await),
+                ("token secrets", self.token_secrets().await),
+                ("aggregation", self.aggregate().await),
+            ] {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "{what} pass failed");
+                }
+            }
+            tokio::select! {
+                r = rx.recv() => if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r { return },
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while rx.try_recv().is_ok() {}
+        }
+    }
+
+    async fn default_service_accounts(&self) -> ApiResult<()> {
+        let reg = &self.registry;
+        let namespaces = reg.list(&kinds::NAMESPACES, "", &ListOptions::default()).await?;
+        for ns in namespaces.items.iter().filter(|n| !object::is_deleting(n)) {
+            let name = object::name(ns);
+            if reg.cache.get(&kinds::SERVICEACCOUNTS.key(name, "default")).is_none() {
+                let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}});
+                match create_if_missing(reg, &kinds::SERVICEACCOUNTS, name, sa, "lockbox-serviceaccount-controller").await {
+                    Err(e) if e.code == 403 => {} // the namespace started terminating meanwhile
+                    other => other?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills legacy `kubernetes.io/service-account-token` Secrets with a token, the CA and the
+    /// namespace, as the token controller does.
+    async fn token_secrets(&self) -> ApiResult<()> {
+        let reg = &self.registry;
+        let opts = ListOptions {
+            field_selector: api::selector::FieldSelector::parse("type=kubernetes.io/service-account-token").map_err(api::ApiError::bad_request)?,
+            ..Default::default()
+        };
+        let secrets = reg.list(&kinds::SECRETS, "", &opts).await?;
+        for s in secrets.items {
+            if !s["data"]["token"].as_str().unwrap_or_default().is_empty() || object::is_deleting(&s) {
+                continue;
+            }
+            let ns = object::namespace(&s).to_string();
+            let sa_name = s["metadata"]["annotations"]["kubernetes.io/service-account.name"].as_str().unwrap_or_default().to_string();
+            let Ok(sa) = reg.get(&kinds::SERVICEACCOUNTS, &ns, &sa_name).await else { continue };
+            let sa_ref = ObjectRef { name: sa_name.clone(), uid: object::uid(&sa).into() };
+            let token = self.signer.issue_legacy(&ns, &sa_ref, object::name(&s)).map_err(api::ApiError::internal)?;
+            let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+            let mut filled = (*s).clone();
+            filled["data"]["token"] = json!(b64(&token));
+            filled["data"]["ca.crt"] = json!(b64(&self.ca_pem));
+            filled["data"]["namespace"] = json!(b64(&ns));
+            filled["metadata"]["annotations"]["kubernetes.io/service-account.uid"] = json!(sa_ref.uid);
+            match reg.update_from(&kinds::SECRETS, &ns, &s, filled, &manager("lockbox-token-controller")).await {
+                Ok(_) => {}
+                Err(e) if e.code == 409 || e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// ClusterRoles with an aggregationRule get the rules of every ClusterRole its selectors
+    /// match, in name order.
+    async fn aggregate(&self) -> ApiResult<()> {
+        let reg = &self.registry;
+        let roles = reg.list(&CLUSTERROLES, "", &ListOptions::default()).await?;
+        for role in roles.items.iter().filter(|r| r["aggregationRule"].is_object()) {
+            let selectors: Vec<LabelSelector> = role["aggregationRule"]["clusterRoleSelectors"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| LabelSelector::from_object(s).ok()).collect())
+                .unwrap_or_default();
+            let mut rules: Vec<Value> = Vec::new();
+            for other in roles.items.iter().filter(|o| object::name(o) != object::name(role)) {
+                if selectors.iter().any(|s| !s.is_empty() && s.matches(object::labels(other))) {
+                    for r in other["rules"].as_array().cloned().unwrap_or_default() {
+                        if !rules.contains(&r) {
+                            rules.push(r);
+                        }
+                    }
+                }
+            }
+            if role["rules"].as_array().cloned().unwrap_or_default() != rules {
+                let mut updated = (**role).clone();
+                updated["rules"] = json!(rules);
+                match reg.update_from(&CLUSTERROLES, "", role, updated, &manager("lockbox-clusterrole-aggregation-controller")).await {
+                    Ok(_) => {}
+                    Err(e) if e.code == 409 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
