@@ -103,6 +103,27 @@ async fn scenario(bin: &Path) {
     k.ok(&["apply", "--server-side", "-f", &file("01-configmaps.yaml")], "serverside-applied");
     k.ok(&["explain", "configmap.data"], "data");
 
+    // Least privilege, as the seed's Role grants it, and the identity commands.
+    k.ok(&["apply", "-f", &file("03-rbac.yaml")], "role.rbac.authorization.k8s.io/inference-secret-reader created");
+    let sa = "--as=system:serviceaccount:ai-inference:inference-sa";
+    k.ok(&["auth", "can-i", "get", "secrets/huggingface-token", ns[0], ns[1], sa], "yes");
+    k.fails(&["auth", "can-i", "get", "secrets/hf-credentials", ns[0], ns[1], sa], "no");
+    k.ok(&["get", "secret", "huggingface-token", ns[0], ns[1], sa, "-o", "jsonpath={.metadata.name}"], "huggingface-token");
+    k.fails(
+        &["get", "secret", "hf-credentials", ns[0], ns[1], sa],
+        "secrets \"hf-credentials\" is forbidden: User \"system:serviceaccount:ai-inference:inference-sa\" cannot get resource \"secrets\" in API group \"\" in the namespace \"ai-inference\"",
+    );
+    let (ok, list) = k.run(&["auth", "can-i", "--list", ns[0], ns[1], sa]);
+    for name in ["[huggingface-token]", "[model-registry-credentials]"] {
+        assert!(ok && list.lines().any(|l| l.starts_with("secrets") && l.contains(name) && l.contains("[get list watch]")), "{list}");
+    }
+    k.ok(&["create", "token", "inference-sa", ns[0], ns[1], "--duration=10m"], "eyJ");
+    if !bin.to_string_lossy().ends_with("1.27") {
+        k.ok(&["auth", "whoami"], "system:masters");
+    }
+    k.ok(&["get", "rolebindings", ns[0], ns[1]], "Role/inference-secret-reader");
+    k.ok(&["get", "sa", ns[0], ns[1]], "inference-sa");
+
     // Delete, then delete the namespace, which waits until it is gone.
     k.ok(&["delete", "cm", "inference-params", ns[0], ns[1]], "configmap \"inference-params\" deleted");
     k.fails(&["get", "cm", "inference-params", ns[0], ns[1]], "configmaps \"inference-params\" not found");

@@ -195,3 +195,13 @@ pub async fn openbao() -> (Peer, String) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+impl Server {
+    /// A client that authenticates with a bearer token instead of the admin certificate.
+    pub async fn token_client(&self, token: &str) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).unwrap();
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.unwrap();
+        cfg.auth_info = kube::config::AuthInfo { token: Some(token.to_string().into()), ..Default::default() };
+        kube::Client::try_from(cfg).unwrap()
+    }
+}
