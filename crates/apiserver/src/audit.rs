@@ -163,7 +163,11 @@ fn micro_time(t: jiff::Timestamp) -> String {
 
 impl AuditLog {
     pub fn open(path: &Path, policy: Policy, max_megabytes: u64, max_backups: usize) -> Result<AuditLog, String> {
-        let log = AuditLog { policy, path: path.to_path_buf(), max_bytes: max_megabytes.max(1) * 1024 * 1024, max_backups, file: Mutex::new(None) };
+        Self::open_bytes(path, policy, max_megabytes.max(1) * 1024 * 1024, max_backups)
+    }
+
+    fn open_bytes(path: &Path, policy: Policy, max_bytes: u64, max_backups: usize) -> Result<AuditLog, String> {
+        let log = AuditLog { policy, path: path.to_path_buf(), max_bytes, max_backups, file: Mutex::new(None) };
         *log.file.lock().map_err(|_| "lock")? = Some(log.open_file()?);
         Ok(log)
     }
@@ -264,6 +268,48 @@ mod tests {
             resource_request: true,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn rotates_by_size_and_keeps_the_newest_backups() {
+        let dir = std::env::temp_dir().join(format!("lockbox-audit-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = AuditLog::open_bytes(&dir.join("audit.log"), Policy::parse(DEFAULT_POLICY).unwrap(), 2000, 2).unwrap();
+        let a = Attributes {
+            verb: "get".into(),
+            resource: "secrets".into(),
+            namespace: "ns".into(),
+            name: "s".into(),
+            resource_request: true,
+            ..Default::default()
+        };
+        let user = UserInfo { name: "u".into(), ..Default::default() };
+        for _ in 0..40 {
+            log.record(Record {
+                attrs: &a,
+                authenticated: &user,
+                impersonated: false,
+                request_uri: "/api/v1/namespaces/ns/secrets/s",
+                source_ip: "127.0.0.1".into(),
+                user_agent: "t",
+                api_version: "v1",
+                code: 200,
+                status: None,
+                decision: None,
+                received: jiff::Timestamp::now(),
+            });
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+        assert_eq!(files.len(), 3, "the live log and two backups: {files:?}");
+        for f in files {
+            let len = std::fs::metadata(&f).unwrap().len();
+            assert!(len <= 2000, "{f:?} has {len} bytes");
+            for line in std::fs::read_to_string(&f).unwrap().lines() {
+                assert_eq!(serde_json::from_str::<Value>(line).unwrap()["kind"], "Event");
+            }
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -152,6 +152,7 @@ async fn rbac_matrix_matches_an_independent_oracle() {
         }
     }
     assert_eq!(checked, 432);
+
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 
     // The same answers on the real request path, for the token users.
@@ -171,6 +172,22 @@ async fn rbac_matrix_matches_an_independent_oracle() {
             }
         }
     }
+
+    // The bootstrap roles: `view` reads ConfigMaps but not Secrets; `edit` reads Secrets.
+    let (code, _) = post(&admin, "/apis/rbac.authorization.k8s.io/v1/namespaces/m1/rolebindings", json!({"metadata": {"name": "eve-view"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "User", "name": "eve"}]})).await;
+    assert_eq!(code, 201);
+    let sar = |verb: &str, resource: &str| json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {"user": "eve", "groups": ["system:authenticated"], "resourceAttributes": {"namespace": "m1", "verb": verb, "resource": resource}}});
+    let mut aggregated = false;
+    for _ in 0..50 {
+        if post(&admin, "/apis/authorization.k8s.io/v1/subjectaccessreviews", sar("list", "configmaps")).await.1["status"]["allowed"] == true {
+            aggregated = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(aggregated, "view was never aggregated");
+    assert_eq!(post(&admin, "/apis/authorization.k8s.io/v1/subjectaccessreviews", sar("get", "secrets")).await.1["status"]["allowed"], false);
+    assert_eq!(post(&admin, "/apis/authorization.k8s.io/v1/subjectaccessreviews", sar("list", "secrets")).await.1["status"]["allowed"], false);
 }
 
 #[tokio::test]
