@@ -16,5 +16,6 @@ pub mod selector;
 pub mod status;
 pub mod table;
 pub mod validation;
+pub mod workload_kinds;
 
 pub use status::{ApiError, ApiResult};

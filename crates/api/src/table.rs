@@ -69,6 +69,38 @@ pub static BINDING_COLUMNS: [Column; 6] = [
     Column { name: "ServiceAccounts", kind: "string", format: "", description: "ServiceAccounts in the binding", priority: 1 },
 ];
 
+const fn col(name: &'static str, priority: u32) -> Column {
+    Column { name, kind: "string", format: "", description: "", priority }
+}
+
+pub static DEPLOYMENT_COLUMNS: [Column; 8] = [NAME, col("Ready", 0), Column { name: "Up-to-date", kind: "integer", format: "", description: "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", priority: 0 }, Column { name: "Available", kind: "integer", format: "", description: "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", priority: 0 }, AGE, col("Containers", 1), col("Images", 1), col("Selector", 1)];
+
+pub static REPLICASET_COLUMNS: [Column; 5] = [
+    NAME,
+    Column { name: "Desired", kind: "integer", format: "", description: "Replicas is the number of desired replicas.", priority: 0 },
+    Column { name: "Current", kind: "integer", format: "", description: "Replicas is the most recently observed number of replicas.", priority: 0 },
+    Column { name: "Ready", kind: "integer", format: "", description: "The number of ready replicas for this replica set.", priority: 0 },
+    AGE,
+];
+
+pub static POD_COLUMNS: [Column; 9] = [
+    NAME,
+    col("Ready", 0),
+    col("Status", 0),
+    Column { name: "Restarts", kind: "string", format: "", description: "The number of times the containers in this pod have been restarted.", priority: 0 },
+    AGE,
+    col("IP", 1),
+    col("Node", 1),
+    col("Nominated Node", 1),
+    col("Readiness Gates", 1),
+];
+
+pub static EVENT_COLUMNS: [Column; 5] = [col("Last Seen", 0), col("Type", 0), col("Reason", 0), col("Object", 0), col("Message", 0)];
+
+pub static NODE_COLUMNS: [Column; 5] = [NAME, col("Status", 0), col("Roles", 0), AGE, col("Version", 0)];
+
+pub static LEASE_COLUMNS: [Column; 3] = [NAME, col("Holder", 0), AGE];
+
 fn partial_metadata(obj: &Value) -> Value {
     let mut meta = obj["metadata"].clone();
     if let Some(m) = meta.as_object_mut() {

@@ -60,6 +60,8 @@ pub fn resource_attributes(user: &UserInfo, method: &Method, t: &Target, q: &Que
             return Attributes { user: user.clone(), verb: m.to_lowercase(), resource_request: true, resource: t.res.plural.into(), ..Default::default() }
         }
     };
+    // Streaming into a container is a create, whatever the method (WebSocket uses GET).
+    let verb = if matches!(t.subresource.as_deref(), Some("exec" | "attach" | "portforward")) { "create" } else { verb };
     // A list or watch pinned to one name by a field selector is authorized as that name.
     if matches!(verb, "list" | "watch") {
         if let Ok(fs) = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")) {

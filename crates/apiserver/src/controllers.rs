@@ -76,6 +76,13 @@ impl Identity {
         let namespaces = reg.list(&kinds::NAMESPACES, "", &ListOptions::default()).await?;
         for ns in namespaces.items.iter().filter(|n| !object::is_deleting(n)) {
             let name = object::name(ns);
+            if reg.cache.get(&kinds::CONFIGMAPS.key(name, "kube-root-ca.crt")).is_none() {
+                let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt", "namespace": name, "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}}, "data": {"ca.crt": self.ca_pem}});
+                match create_if_missing(reg, &kinds::CONFIGMAPS, name, cm, "lockbox-root-ca-cert-publisher").await {
+                    Err(e) if e.code == 403 => {}
+                    other => other?,
+                }
+            }
             if reg.cache.get(&kinds::SERVICEACCOUNTS.key(name, "default")).is_none() {
                 let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}});
                 match create_if_missing(reg, &kinds::SERVICEACCOUNTS, name, sa, "lockbox-serviceaccount-controller").await {

@@ -34,6 +34,7 @@ pub struct App {
     pub encryption: Arc<crypt::reload::Reloading>,
     pub authn: crate::authn::Authenticator,
     pub audit: Option<crate::audit::AuditLog>,
+    pub agents: crate::proxy::AgentClient,
 }
 
 impl App {
@@ -77,8 +78,10 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
     let received = jiff::Timestamp::now();
     let cert = req.extensions().get::<PeerCertificate>().and_then(|p| p.0.clone());
     let peer = req.extensions().get::<std::net::SocketAddr>().map(|a| a.ip().to_string()).unwrap_or_default();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let query = Query::parse(parts.uri.query());
+    let raw_query = parts.uri.query().unwrap_or_default().to_string();
     let path = parts.uri.path().to_string();
     let user = match app.authn.authenticate(&parts.headers, cert.as_ref()).await {
         Ok(u) => u,
@@ -107,7 +110,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
             Ok(why) => {
                 decision = Some(("allow", why));
                 match target {
-                    Some(Ok(t)) => resource_request(&app, &parts.method, t, &parts.headers, &query, body, &acting).await,
+                    Some(Ok(t)) => resource_request(&app, &parts.method, t, &parts.headers, &query, body, &acting, Upgrade { on_upgrade, raw_query }).await,
                     Some(Err(e)) => Err(e),
                     None => route(&app, &parts.method, &path, &segs, &parts.headers, &query).await,
                 }
@@ -258,11 +261,11 @@ pub fn parse_target(segs: &[&str]) -> ApiResult<Target> {
     Ok(Target { res, namespace, name, subresource: sub, watch_path })
 }
 
-async fn read_body(body: Body) -> ApiResult<Bytes> {
+pub async fn read_body(body: Body) -> ApiResult<Bytes> {
     axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::request_entity_too_large(format!("Request entity too large: limit is {MAX_BODY}")))
 }
 
-fn content_type(headers: &HeaderMap) -> &str {
+pub fn content_type(headers: &HeaderMap) -> &str {
     headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
@@ -290,7 +293,7 @@ fn dry_run(q: &Query) -> ApiResult<bool> {
     }
 }
 
-fn write_options(q: &Query, headers: &HeaderMap, apply: bool) -> ApiResult<WriteOptions> {
+pub fn write_options(q: &Query, headers: &HeaderMap, apply: bool) -> ApiResult<WriteOptions> {
     let manager = match q.get("fieldManager") {
         Some(m) if !m.is_empty() => m.to_string(),
         _ if apply => {
@@ -432,7 +435,15 @@ pub fn check_fields(res: &Resource, opts: &ListOptions) -> ApiResult<()> {
     Ok(())
 }
 
-async fn resource_request(app: &App, method: &Method, t: Target, headers: &HeaderMap, q: &Query, body: Body, user: &UserInfo) -> ApiResult<Response<Body>> {
+/// What an exec needs from the raw request: the connection upgrade and the query as sent
+/// (`command` repeats).
+pub struct Upgrade {
+    pub on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    pub raw_query: String,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resource_request(app: &App, method: &Method, t: Target, headers: &HeaderMap, q: &Query, body: Body, user: &UserInfo, upgrade: Upgrade) -> ApiResult<Response<Body>> {
     let reg = &app.registry;
     let res = t.res;
     let ns = t.namespace.as_str();
@@ -462,8 +473,14 @@ async fn resource_request(app: &App, method: &Method, t: Target, headers: &Heade
             let out = crate::reviews::token_request(app, ns, &name, decoded.value).await?;
             return Ok(negotiate::respond(StatusCode::CREATED, &out, n.format));
         }
-        if !(res.kind == "Namespace" && matches!(sub.as_str(), "status" | "finalize")) {
-            return Err(ApiError::path_not_found());
+        match (res.kind, sub.as_str()) {
+            ("Namespace", "finalize") => {}
+            ("Namespace" | "Pod" | "Node" | "Deployment" | "ReplicaSet", "status") => return crate::subresources::status(app, t.res, ns, &name, method, headers, q, body, n).await,
+            ("Deployment" | "ReplicaSet", "scale") => return crate::subresources::scale(app, t.res, ns, &name, method, headers, q, body, n).await,
+            ("Pod", "binding") if *method == Method::POST => return crate::subresources::binding(app, t.res, ns, &name, headers, body).await,
+            ("Pod", "log") if *method == Method::GET => return crate::proxy::logs(app, ns, &name, q, headers).await,
+            ("Pod", "exec" | "attach") => return crate::proxy::exec(app, ns, &name, method, q, &upgrade.raw_query, headers, upgrade.on_upgrade).await,
+            _ => return Err(ApiError::path_not_found()),
         }
     }
     match (method.clone(), &t.name) {
@@ -513,6 +530,9 @@ async fn resource_request(app: &App, method: &Method, t: Target, headers: &Heade
             }
             let opts = write_options(q, headers, false)?;
             authz::check_escalation(&rbac, res, user, ns, &obj)?;
+            if res.kind == "Pod" {
+                crate::admission::pod(reg, ns, &mut obj).await?;
+            }
             let created = reg.create(res, ns, obj, &opts).await?;
             Ok(with_warnings(negotiate::respond(StatusCode::CREATED, &encode_one(res, &created, n, q), n.format), &warnings))
         }
@@ -667,10 +687,14 @@ fn delete_options(q: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
         }
     }
     let dry = dry_run(q)? || opts["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All"));
+    let grace_period = q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()).or_else(|| opts["gracePeriodSeconds"].as_i64());
+    let orphan = opts["orphanDependents"].as_bool() == Some(true) || q.get("orphanDependents") == Some("true");
     Ok(DeleteOptions {
         dry_run: dry,
         precondition_uid: opts["preconditions"]["uid"].as_str().map(String::from),
         precondition_rv: opts["preconditions"]["resourceVersion"].as_str().map(String::from),
+        grace_period,
+        propagation: policy.or_else(|| orphan.then(|| "Orphan".to_string())),
     })
 }
 
@@ -688,3 +712,4 @@ async fn finalize_namespace(reg: &Registry, name: &str, obj: Value, opts: &Write
     reg.write_raw(res, "", name, &current, if done { None } else { Some(&new) }).await?;
     Ok(new)
 }
+

@@ -1,6 +1,7 @@
 //! The Kubernetes-compatible API server: TLS, authentication, routing and content negotiation,
 //! the generic REST verbs over the store, the watch cache, and the housekeeping loops.
 
+pub mod admission;
 pub mod audit;
 pub mod authn;
 pub mod authz;
@@ -11,10 +12,12 @@ pub mod health;
 pub mod lifecycle;
 pub mod negotiate;
 pub mod pki;
+pub mod proxy;
 pub mod rest;
 pub mod reviews;
 pub mod server;
 pub mod storage_admin;
+pub mod subresources;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -82,8 +85,30 @@ pub fn client_url(listen: SocketAddr) -> String {
     format!("https://{host}:{}", listen.port())
 }
 
+/// A started API server: where it listens, its PKI (to issue credentials for in-process
+/// clients), and the task serving it.
+pub struct Started {
+    pub listen: SocketAddr,
+    pub url: String,
+    pub pki: pki::Pki,
+    pub serving: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Started {
+    /// A kubeconfig for an in-process client with its own certificate.
+    pub fn client_kubeconfig(&self, user: &str, groups: &[&str]) -> Result<String> {
+        let (cert, key) = self.pki.issue(user, groups, vec![], rcgen::ExtendedKeyUsagePurpose::ClientAuth)?;
+        Ok(pki::kubeconfig(&self.url, &self.pki.ca_cert_pem, user, &cert, &key))
+    }
+}
+
 /// Runs the API server until the process is stopped.
 pub async fn run(cfg: Config) -> Result<()> {
+    start(cfg).await?.serving.await?
+}
+
+/// Starts the API server and returns once it accepts connections.
+pub async fn start(cfg: Config) -> Result<Started> {
     pki::private_dir(&cfg.data_dir)?;
     let _lock = lock_data_dir(&cfg.data_dir)?;
     // Bind first, so that port 0 works and the kubeconfig names the real port.
@@ -131,8 +156,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         Some(audit::AuditLog::open(&audit_path, policy, cfg.audit_log_max_megabytes, cfg.audit_log_max_backups).map_err(anyhow::Error::msg)?)
     };
     let authn = authn::Authenticator { token_file, signer, registry: registry.clone() };
+    let (kc_cert, kc_key) = pki.issue("kube-apiserver-kubelet-client", &["system:masters"], vec![], rcgen::ExtendedKeyUsagePurpose::ClientAuth)?;
+    let agents = proxy::AgentClient::new(&pki.ca_cert_pem, &kc_cert, &kc_key)?;
     let app =
-        Arc::new(handler::App { registry, openapi: api::openapi::OpenApi::build(), health: health::Health::new(encryption.clone()), encryption, authn, audit });
+        Arc::new(handler::App { registry, openapi: api::openapi::OpenApi::build(), health: health::Health::new(encryption.clone()), encryption, authn, audit, agents });
     let router = axum::Router::new().fallback(handler::handle).with_state(app);
     let tls = server::tls_config(&pki)?;
     // The kubeconfig is written last: once it exists, the server answers.
@@ -141,5 +168,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     pki::write_private(&kubeconfig_path, kubeconfig.as_bytes())?;
     tracing::info!(%listen, "lockbox API server ready");
     println!("export KUBECONFIG={}", kubeconfig_path.display());
-    server::serve(listener, tls, router).await
+    let serving = tokio::spawn(async move {
+        let _lock = _lock;
+        server::serve(listener, tls, router).await
+    });
+    Ok(Started { listen, url: client_url(listen), pki, serving })
 }

@@ -58,6 +58,11 @@ pub struct DeleteOptions {
     pub dry_run: bool,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
+    /// `gracePeriodSeconds`; pods on a node terminate gracefully unless it is 0.
+    pub grace_period: Option<i64>,
+    /// `propagationPolicy`: Orphan and Foreground hand the dependents to the garbage collector
+    /// through the `orphan` and `foregroundDeletion` finalizers.
+    pub propagation: Option<String>,
 }
 
 pub enum DeleteOutcome {
@@ -458,15 +463,43 @@ impl Registry {
                     ));
                 }
             }
+            let mut extra_finalizers: Vec<&str> = Vec::new();
+            match opts.propagation.as_deref() {
+                Some("Orphan") => extra_finalizers.push("orphan"),
+                Some("Foreground") => extra_finalizers.push("foregroundDeletion"),
+                _ => {}
+            }
+            let pod_grace = (res.kind == "Pod" && current["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()))
+                .then(|| opts.grace_period.unwrap_or_else(|| current["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30)))
+                .filter(|g| *g > 0);
             let graceful = !object::finalizers(&current).is_empty()
+                || !extra_finalizers.is_empty()
+                || pod_grace.is_some()
                 || (res.kind == "Namespace" && current["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()));
             if graceful {
                 if object::is_deleting(&current) {
+                    // A pod already terminating is deleted at once when asked with grace 0.
+                    if res.kind == "Pod" && opts.grace_period == Some(0) && object::finalizers(&current).is_empty() {
+                        if opts.dry_run {
+                            return Ok(DeleteOutcome::Deleted(current));
+                        }
+                        self.write_raw(res, ns, name, &current, None).await?;
+                        return Ok(DeleteOutcome::Deleted(current));
+                    }
                     return Ok(DeleteOutcome::Pending(current));
                 }
                 let mut marked = (*current).clone();
                 object::set_meta(&mut marked, "deletionTimestamp", object::now_rfc3339());
-                object::set_meta(&mut marked, "deletionGracePeriodSeconds", 0);
+                object::set_meta(&mut marked, "deletionGracePeriodSeconds", pod_grace.unwrap_or(0));
+                let mut fins = object::finalizers(&marked);
+                for f in &extra_finalizers {
+                    if !fins.iter().any(|x| x == f) {
+                        fins.push(f.to_string());
+                    }
+                }
+                if !fins.is_empty() {
+                    object::set_meta(&mut marked, "finalizers", fins);
+                }
                 if res.kind == "Namespace" {
                     marked["status"]["phase"] = json!("Terminating");
                 }

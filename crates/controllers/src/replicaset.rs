@@ -1,0 +1,78 @@
+//! The replicaset controller (pkg/controller/replicaset): keeps `spec.replicas` pods of the
+//! template, owned by the ReplicaSet, and reports how many are ready.
+
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::{benign, controlled_by, pod_ready, MANAGER};
+
+pub async fn pass(client: &Client) -> kube::Result<()> {
+    let sets = Api::<ReplicaSet>::all(client.clone()).list(&ListParams::default()).await?;
+    for rs in sets.items {
+        if rs.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if let Err(e) = reconcile(client, &rs).await {
+            if !benign(&e) {
+                tracing::warn!(replicaset = %rs.name_any(), error = %e, "replicaset reconcile failed");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
+    let ns = rs.namespace().unwrap_or_default();
+    let uid = rs.uid().unwrap_or_default();
+    let spec = rs.spec.clone().unwrap_or_default();
+    let desired = spec.replicas.unwrap_or(1);
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mut pods: Vec<Pod> = pods_api.list(&ListParams::default()).await?.items.into_iter().filter(|p| controlled_by(&p.metadata, &uid) && p.metadata.deletion_timestamp.is_none()).collect();
+    let have = pods.len() as i32;
+    if have < desired {
+        let template = spec.template.clone().unwrap_or_default();
+        for _ in have..desired {
+            let mut meta: ObjectMeta = template.metadata.clone().unwrap_or_default();
+            meta.generate_name = Some(format!("{}-", rs.name_any()));
+            meta.namespace = Some(ns.clone());
+            meta.owner_references = Some(vec![OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: rs.name_any(),
+                uid: uid.clone(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]);
+            let pod = Pod { metadata: meta, spec: template.spec.clone(), status: None };
+            pods_api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
+        }
+    } else if have > desired {
+        // Remove the least useful first: unscheduled, then not ready, then the newest.
+        pods.sort_by_key(|p| (p.spec.as_ref().and_then(|s| s.node_name.clone()).is_some(), pod_ready(p), std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0))));
+        for p in pods.iter().take((have - desired) as usize) {
+            match pods_api.delete(&p.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(e) if benign(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let live: Vec<Pod> = pods_api.list(&ListParams::default()).await?.items.into_iter().filter(|p| controlled_by(&p.metadata, &uid) && p.metadata.deletion_timestamp.is_none()).collect();
+    let ready = live.iter().filter(|p| pod_ready(p)).count() as i32;
+    let status = ReplicaSetStatus {
+        replicas: live.len() as i32,
+        fully_labeled_replicas: Some(live.len() as i32),
+        ready_replicas: Some(ready),
+        available_replicas: Some(ready),
+        observed_generation: rs.metadata.generation,
+        ..Default::default()
+    };
+    if rs.status.as_ref() != Some(&status) {
+        Api::<ReplicaSet>::namespaced(client.clone(), &ns).patch_status(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await?;
+    }
+    Ok(())
+}

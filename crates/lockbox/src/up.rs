@@ -1,0 +1,51 @@
+//! `lockbox up`: the API server, the controllers and a node agent in one process. The
+//! controllers and the agent are API clients with certificates of their own, exactly as they
+//! would be against any Kubernetes.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+
+async fn client(started: &apiserver::Started, user: &str, groups: &[&str]) -> Result<kube::Client> {
+    let text = started.client_kubeconfig(user, groups)?;
+    let kc = kube::config::Kubeconfig::from_yaml(&text).context("in-process kubeconfig")?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_lowercase()).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "lockbox-node".into())
+}
+
+pub async fn run(cfg: apiserver::Config) -> Result<()> {
+    let data_dir = cfg.data_dir.clone();
+    let started = apiserver::start(cfg).await?;
+    let controllers_client = client(&started, "system:kube-controller-manager", &["system:masters"]).await?;
+    tokio::spawn(controllers::run(controllers_client));
+
+    let node = hostname();
+    let agent_client = client(&started, &format!("system:node:{node}"), &["system:nodes", "system:masters"]).await?;
+    let sans = vec![rcgen::SanType::IpAddress("127.0.0.1".parse()?), rcgen::SanType::DnsName("localhost".try_into()?)];
+    let (cert_pem, key_pem) = started.pki.issue("lockbox-agent", &[], sans, rcgen::ExtendedKeyUsagePurpose::ServerAuth)?;
+    let api_host = match started.listen.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        ip => ip.to_string(),
+    };
+    let agent_cfg = agent::Config {
+        client: agent_client,
+        node_name: node,
+        root: data_dir.join("agent"),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ca_pem: started.pki.ca_cert_pem.clone(),
+        cert_pem,
+        key_pem,
+        api_host,
+        api_port: started.listen.port(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = agent::run(agent_cfg).await {
+            tracing::error!(error = %e, "the node agent stopped");
+        }
+    });
+    started.serving.await?
+}
