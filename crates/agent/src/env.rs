@@ -70,7 +70,9 @@ pub fn field_value(pod: &Pod, path: &str, host_ip: &str) -> Result<String, Strin
         "metadata.labels" => format_map(meta.labels.as_ref()),
         "metadata.annotations" => format_map(meta.annotations.as_ref()),
         p if p.starts_with("metadata.labels") => key_of(p, "metadata.labels").and_then(|k| meta.labels.as_ref()?.get(&k).cloned()).unwrap_or_default(),
-        p if p.starts_with("metadata.annotations") => key_of(p, "metadata.annotations").and_then(|k| meta.annotations.as_ref()?.get(&k).cloned()).unwrap_or_default(),
+        p if p.starts_with("metadata.annotations") => {
+            key_of(p, "metadata.annotations").and_then(|k| meta.annotations.as_ref()?.get(&k).cloned()).unwrap_or_default()
+        }
         other => return Err(format!("unsupported fieldRef path {other:?}")),
     })
 }
@@ -89,7 +91,13 @@ pub fn resource_value(c: &Container, resource: &str, divisor: Option<&str>) -> R
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let value = match (name, raw) {
         (_, Some(q)) => parse_quantity(&q),
-        ("cpu", None) => if kind == "limits" { cores as f64 } else { 0.0 },
+        ("cpu", None) => {
+            if kind == "limits" {
+                cores as f64
+            } else {
+                0.0
+            }
+        }
         ("memory" | "ephemeral-storage", None) => {
             if kind == "limits" {
                 let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) } as f64;
@@ -106,8 +114,21 @@ pub fn resource_value(c: &Container, resource: &str, divisor: Option<&str>) -> R
 }
 
 fn parse_quantity(q: &str) -> f64 {
-    let suffixes: [(&str, f64); 13] =
-        [("Ki", 1024.0), ("Mi", 1048576.0), ("Gi", 1073741824.0), ("Ti", 1099511627776.0), ("m", 0.001), ("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12), ("Pi", 1125899906842624.0), ("P", 1e15), ("E", 1e18), ("Ei", 1152921504606846976.0)];
+    let suffixes: [(&str, f64); 13] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("m", 0.001),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("Pi", 1125899906842624.0),
+        ("P", 1e15),
+        ("E", 1e18),
+        ("Ei", 1152921504606846976.0),
+    ];
     for (s, m) in suffixes {
         if let Some(n) = q.strip_suffix(s) {
             return n.parse::<f64>().unwrap_or(0.0) * m;
@@ -140,7 +161,11 @@ pub async fn build(client: &Client, pod: &Pod, c: &Container, service_env: &[(St
                         }
                     }
                     if !invalid.is_empty() {
-                        skipped.push(format!("Keys [{}] from the EnvFrom configMap {ns}/{} were skipped since they are considered invalid environment variable names.", invalid.join(", "), r.name));
+                        skipped.push(format!(
+                            "Keys [{}] from the EnvFrom configMap {ns}/{} were skipped since they are considered invalid environment variable names.",
+                            invalid.join(", "),
+                            r.name
+                        ));
                     }
                 }
                 None if r.optional == Some(true) => {}
@@ -160,7 +185,11 @@ pub async fn build(client: &Client, pod: &Pod, c: &Container, service_env: &[(St
                         }
                     }
                     if !invalid.is_empty() {
-                        skipped.push(format!("Keys [{}] from the EnvFrom secret {ns}/{} were skipped since they are considered invalid environment variable names.", invalid.join(", "), r.name));
+                        skipped.push(format!(
+                            "Keys [{}] from the EnvFrom secret {ns}/{} were skipped since they are considered invalid environment variable names.",
+                            invalid.join(", "),
+                            r.name
+                        ));
                     }
                 }
                 None if r.optional == Some(true) => {}

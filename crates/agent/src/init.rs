@@ -3,7 +3,8 @@
 //! The agent starts this with exactly the container's environment and a spec on stdin. It moves
 //! into new mount and PID namespaces, bind-mounts the pod's volumes at their mount paths (on the
 //! host's root filesystem, which the container shares; the image is recorded, not pulled), and
-//! forks the container command as PID 1 of its namespace. It forwards SIGTERM and SIGINT to it,
+//! forks a minimal init as PID 1 of its namespace, which runs the container command and forwards
+//! termination signals to it. It forwards SIGTERM and SIGINT to it,
 //! exits with its status, and dies with the agent (PR_SET_PDEATHSIG), taking the namespace
 //! with it, so no container outlives its agent. Written against libc directly: the few
 //! syscalls involved have no better-kept safe wrapper that also covers setns-free unshare+fork.
@@ -69,7 +70,9 @@ fn bind(m: &Mount) {
         if libc::mount(src.as_ptr(), tgt.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
             fail(&format!("mounting {} at {}: {}", m.source, m.target, std::io::Error::last_os_error()));
         }
-        if m.read_only && libc::mount(std::ptr::null(), tgt.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY, std::ptr::null()) != 0 {
+        if m.read_only
+            && libc::mount(std::ptr::null(), tgt.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY, std::ptr::null()) != 0
+        {
             fail(&format!("making {} read-only: {}", m.target, std::io::Error::last_os_error()));
         }
     }
@@ -107,21 +110,50 @@ pub fn main() -> ! {
         fail(&format!("fork: {}", std::io::Error::last_os_error()));
     }
     if pid == 0 {
+        // PID 1 of the new namespace: a minimal init (like `docker run --init`) that forwards
+        // termination signals to the command and reaps orphans. PID 1 ignores signals it has no
+        // handler for, so without this a command that does not handle SIGTERM itself could only
+        // ever be killed after the grace period.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            let devnull = cstr("/dev/null");
-            let fd = libc::open(devnull.as_ptr(), libc::O_RDONLY);
-            if fd >= 0 {
-                libc::dup2(fd, 0);
-                libc::close(fd);
+        }
+        let cmd = unsafe { libc::fork() };
+        if cmd < 0 {
+            unsafe { libc::_exit(128) };
+        }
+        if cmd == 0 {
+            unsafe {
+                let devnull = cstr("/dev/null");
+                let fd = libc::open(devnull.as_ptr(), libc::O_RDONLY);
+                if fd >= 0 {
+                    libc::dup2(fd, 0);
+                    libc::close(fd);
+                }
+                if libc::chdir(dir.as_ptr()) != 0 {
+                    eprintln!("lockbox: working directory {:?}: {}", dir, std::io::Error::last_os_error());
+                    libc::_exit(128);
+                }
+                libc::execvp(ptrs[0], ptrs.as_ptr());
+                eprintln!("lockbox: exec {:?}: {}", spec.argv[0], std::io::Error::last_os_error());
+                libc::_exit(127);
             }
-            if libc::chdir(dir.as_ptr()) != 0 {
-                eprintln!("lockbox: working directory {:?}: {}", dir, std::io::Error::last_os_error());
-                libc::_exit(128);
+        }
+        CHILD.store(cmd, Ordering::SeqCst);
+        unsafe {
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
+                libc::signal(sig, forward as *const () as libc::sighandler_t);
             }
-            libc::execvp(ptrs[0], ptrs.as_ptr());
-            eprintln!("lockbox: exec {:?}: {}", spec.argv[0], std::io::Error::last_os_error());
-            libc::_exit(127);
+        }
+        loop {
+            let mut status = 0;
+            let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+            if r == cmd {
+                let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+                unsafe { libc::_exit(code) };
+            }
+            if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                unsafe { libc::_exit(128) };
+            }
         }
     }
     CHILD.store(pid, Ordering::SeqCst);

@@ -81,12 +81,16 @@ impl TokenSource for Tokens<'_> {
             }
             let ns = pod.namespace().unwrap_or_default();
             let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
-            let mut spec = json!({"expirationSeconds": expiration, "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod.name_any(), "uid": pod.uid()}});
+            let mut spec =
+                json!({"expirationSeconds": expiration, "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod.name_any(), "uid": pod.uid()}});
             if !audience.is_empty() {
                 spec["audiences"] = json!([audience]);
             }
             let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
-            let req = http::Request::post(format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token")).header("Content-Type", "application/json").body(serde_json::to_vec(&body).unwrap_or_default()).map_err(|e| e.to_string())?;
+            let req = http::Request::post(format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"))
+                .header("Content-Type", "application/json")
+                .body(serde_json::to_vec(&body).unwrap_or_default())
+                .map_err(|e| e.to_string())?;
             let v: Value = self.agent.client.request(req).await.map_err(|e| env::short(&e))?;
             let token = v["status"]["token"].as_str().ok_or("no token in TokenRequest status")?.to_string();
             if let Ok(mut c) = self.cache.lock() {
@@ -196,7 +200,11 @@ impl Agent {
                 self.stop_all(&mut st, Duration::from_secs(grace)).await;
                 self.cleanup(&st);
             }
-            let dp = DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+                ..Default::default()
+            };
             let _ = Api::<Pod>::namespaced(self.client.clone(), &ns).delete(&pod.name_any(), &dp).await;
             return Ok(());
         }
@@ -271,7 +279,10 @@ impl Agent {
                         cs.last_terminated = Some(term);
                         cs.terminated = None;
                         cs.backoff_until = Some(Instant::now() + cs.backoff);
-                        cs.waiting = Some(("CrashLoopBackOff".into(), format!("back-off {}s restarting failed container={} pod={}_{}({})", cs.backoff.as_secs(), c.name, pod.name_any(), ns, uid)));
+                        cs.waiting = Some((
+                            "CrashLoopBackOff".into(),
+                            format!("back-off {}s restarting failed container={} pod={}_{}({})", cs.backoff.as_secs(), c.name, pod.name_any(), ns, uid),
+                        ));
                         cs.backoff = (cs.backoff * 2).min(Duration::from_secs(300));
                         cs.restarts += 1;
                     }
@@ -331,7 +342,12 @@ impl Agent {
         let log_path = cs.log_dir.join(format!("{}.log", cs.restarts));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
         let log2 = log.try_clone().map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
-        let spec = Spec { argv: command.into_iter().chain(args).collect(), working_dir: c.working_dir.clone(), mounts, pid_file: cs.pid_file.to_string_lossy().into_owned() };
+        let spec = Spec {
+            argv: command.into_iter().chain(args).collect(),
+            working_dir: c.working_dir.clone(),
+            mounts,
+            pid_file: cs.pid_file.to_string_lossy().into_owned(),
+        };
         let _ = std::fs::remove_file(&cs.pid_file);
         let mut child = tokio::process::Command::new(&self.exe)
             .arg("container-init")
@@ -409,7 +425,13 @@ impl Agent {
             "Pending"
         };
         let ready = if all_running { "True" } else { "False" };
-        let t = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled")).and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0.to_string());
+        let t = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0.to_string());
         let cond = |type_: &str, status: &str| json!({"type": type_, "status": status, "lastProbeTime": null, "lastTransitionTime": t.clone().unwrap_or_else(|| st.start_time.clone())});
         json!({
             "phase": phase,

@@ -37,7 +37,10 @@ pub fn tls_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>()?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?.with_client_cert_verifier(verifier).with_single_cert(chain, key)?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }
@@ -49,7 +52,8 @@ fn text(code: StatusCode, msg: &str) -> Response<Body> {
 }
 
 pub async fn serve(agent: Arc<Agent>, listener: tokio::net::TcpListener, tls: rustls::ServerConfig) {
-    let app = Router::new().route("/containerLogs/{ns}/{pod}/{container}", get(logs)).route("/exec/{ns}/{pod}/{container}", get(exec).post(spdy)).with_state(agent);
+    let app =
+        Router::new().route("/containerLogs/{ns}/{pod}/{container}", get(logs)).route("/exec/{ns}/{pod}/{container}", get(exec).post(spdy)).with_state(agent);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     loop {
         let Ok((tcp, _)) = listener.accept().await else { continue };
@@ -57,12 +61,11 @@ pub async fn serve(agent: Arc<Agent>, listener: tokio::net::TcpListener, tls: ru
         let app = app.clone();
         tokio::spawn(async move {
             let Ok(stream) = acceptor.accept(tcp).await else { return };
-            let cn = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| X509Certificate::from_der(c.as_ref()).ok().and_then(|(_, x)| x.subject().iter_common_name().next().and_then(|n| n.as_str().ok().map(String::from))));
+            let cn = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| {
+                X509Certificate::from_der(c.as_ref())
+                    .ok()
+                    .and_then(|(_, x)| x.subject().iter_common_name().next().and_then(|n| n.as_str().ok().map(String::from)))
+            });
             let allowed = cn.as_deref() == Some(API_SERVER_CLIENT);
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let app = app.clone();
@@ -113,7 +116,15 @@ async fn logs(State(agent): State<Arc<Agent>>, Path((ns, pod, container)): Path<
 }
 
 /// The log from `offset` on, as it grows, until the container stops.
-fn async_stream(agent: Arc<Agent>, ns: String, pod: String, container: String, path: std::path::PathBuf, offset: u64, initial: Vec<u8>) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+fn async_stream(
+    agent: Arc<Agent>,
+    ns: String,
+    pod: String,
+    container: String,
+    path: std::path::PathBuf,
+    offset: u64,
+    initial: Vec<u8>,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
     futures::stream::unfold((Some(initial), offset), move |(first, mut offset)| {
         let (agent, ns, pod, container, path) = (agent.clone(), ns.clone(), pod.clone(), container.clone(), path.clone());
         async move {
@@ -147,14 +158,21 @@ async fn spdy() -> Response<Body> {
     text(StatusCode::FORBIDDEN, "exec over SPDY/3.1 is not supported by lockbox yet; use kubectl 1.30 or later (WebSocket)")
 }
 
-async fn exec(State(agent): State<Arc<Agent>>, Path((ns, pod, container)): Path<(String, String, String)>, RawQuery(raw): RawQuery, ws: WebSocketUpgrade) -> Response<Body> {
+async fn exec(
+    State(agent): State<Arc<Agent>>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response<Body> {
     let q = query(&raw);
     let command: Vec<String> = q.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
     let flag = |k: &str| q.iter().any(|(n, v)| n == k && (v == "true" || v == "1"));
     let (stdin, stdout, stderr) = (flag("stdin"), flag("stdout"), flag("stderr"));
     let target = {
         let pods = agent.pods.lock().await;
-        pods.get(&format!("{ns}/{pod}")).and_then(|p| p.containers.get(&container)).map(|c| (std::fs::read_to_string(&c.pid_file).unwrap_or_default().trim().to_string(), c.env.clone(), c.working_dir.clone()))
+        pods.get(&format!("{ns}/{pod}"))
+            .and_then(|p| p.containers.get(&container))
+            .map(|c| (std::fs::read_to_string(&c.pid_file).unwrap_or_default().trim().to_string(), c.env.clone(), c.working_dir.clone()))
     };
     let Some((pid, env, wd)) = target.filter(|t| !t.0.is_empty()) else {
         return text(StatusCode::NOT_FOUND, &format!("container {container:?} not found in pod {pod:?}"));
@@ -163,7 +181,16 @@ async fn exec(State(agent): State<Arc<Agent>>, Path((ns, pod, container)): Path<
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run_exec(socket: WebSocket, pid: String, env: Vec<(String, String)>, wd: Option<String>, command: Vec<String>, stdin: bool, stdout: bool, stderr: bool) {
+async fn run_exec(
+    socket: WebSocket,
+    pid: String,
+    env: Vec<(String, String)>,
+    wd: Option<String>,
+    command: Vec<String>,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+) {
     let (mut tx, mut rx) = socket.split();
     let status_frame = |status: serde_json::Value| {
         let mut b = vec![3u8];
@@ -172,7 +199,7 @@ async fn run_exec(socket: WebSocket, pid: String, env: Vec<(String, String)>, wd
     };
     if command.is_empty() {
         let _ = tx.send(status_frame(json!({"metadata": {}, "status": "Failure", "message": "you must specify at least one command for the container", "reason": "BadRequest", "code": 400}))).await;
-        let _ = tx.close().await;
+        close(&mut tx).await;
         return;
     }
     // Enter the container's mount and PID namespaces with its environment, as CRI exec does.
@@ -188,12 +215,15 @@ async fn run_exec(socket: WebSocket, pid: String, env: Vec<(String, String)>, wd
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(status_frame(json!({"metadata": {}, "status": "Failure", "message": format!("failed to exec in container: {e}"), "reason": "InternalError", "code": 500}))).await;
-            let _ = tx.close().await;
+            close(&mut tx).await;
             return;
         }
     };
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(64);
-    for (chan, pipe) in [(1u8, child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)), (2u8, child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>))] {
+    for (chan, pipe) in [
+        (1u8, child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
+        (2u8, child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
+    ] {
         let (Some(mut pipe), tx) = (pipe, out_tx.clone()) else { continue };
         let wanted = if chan == 1 { stdout } else { stderr };
         tokio::spawn(async move {
@@ -249,5 +279,11 @@ async fn run_exec(socket: WebSocket, pid: String, env: Vec<(String, String)>, wd
         json!({"metadata": {}, "status": "Failure", "message": format!("command terminated with non-zero exit code: exit status {code}"), "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
     };
     let _ = tx.send(status_frame(status)).await;
+    close(&mut tx).await;
+}
+
+/// Closes with 1000 (normal closure): kubectl treats a close without a code as an error.
+async fn close(tx: &mut futures::stream::SplitSink<WebSocket, Message>) {
+    let _ = tx.send(Message::Close(Some(axum_ws::extract::ws::CloseFrame { code: 1000, reason: "".into() }))).await;
     let _ = tx.close().await;
 }

@@ -35,7 +35,15 @@ pub trait TokenSource: Send + Sync {
     fn token(&self, pod: &Pod, audience: &str, expiration: i64) -> futures::future::BoxFuture<'_, Result<String, String>>;
 }
 
-fn items_or_all(keys: BTreeMap<String, Vec<u8>>, items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>, mode: u32, kind: &str, ns: &str, name: &str, optional: bool) -> Result<Vec<File>, String> {
+fn items_or_all(
+    keys: BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>,
+    mode: u32,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    optional: bool,
+) -> Result<Vec<File>, String> {
     match items {
         None => Ok(keys.into_iter().map(|(k, v)| File { path: k, data: v, mode }).collect()),
         Some(items) => {
@@ -123,7 +131,11 @@ pub async fn contents(client: &Client, pod: &Pod, v: &Volume, tokens: &dyn Token
             }
             if let Some(d) = &src.downward_api {
                 for it in d.items.clone().unwrap_or_default() {
-                    files.push(File { path: it.path.clone(), data: downward(pod, &it, host_ip)?.into_bytes(), mode: it.mode.map(|m| m as u32).unwrap_or(mode) });
+                    files.push(File {
+                        path: it.path.clone(),
+                        data: downward(pod, &it, host_ip)?.into_bytes(),
+                        mode: it.mode.map(|m| m as u32).unwrap_or(mode),
+                    });
                 }
             }
             if let Some(t) = &src.service_account_token {

@@ -20,7 +20,9 @@ fn subresources(r: &Resource) -> Vec<(&'static str, &'static str, &'static str, 
     match r.kind {
         "Namespace" => vec![("finalize", "", "v1", "Namespace", &["update"]), ("status", "", "v1", "Namespace", &["get", "patch", "update"])],
         "ServiceAccount" => vec![("token", "authentication.k8s.io", "v1", "TokenRequest", &["create"])],
-        "Deployment" | "ReplicaSet" => vec![("scale", "autoscaling", "v1", "Scale", &["get", "patch", "update"]), ("status", "apps", "v1", r.kind, &["get", "patch", "update"])],
+        "Deployment" | "ReplicaSet" => {
+            vec![("scale", "autoscaling", "v1", "Scale", &["get", "patch", "update"]), ("status", "apps", "v1", r.kind, &["get", "patch", "update"])]
+        }
         "Pod" => vec![
             ("attach", "", "v1", "PodAttachOptions", &["create", "get"]),
             ("binding", "", "v1", "Binding", &["create"]),

@@ -73,7 +73,28 @@ const fn col(name: &'static str, priority: u32) -> Column {
     Column { name, kind: "string", format: "", description: "", priority }
 }
 
-pub static DEPLOYMENT_COLUMNS: [Column; 8] = [NAME, col("Ready", 0), Column { name: "Up-to-date", kind: "integer", format: "", description: "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", priority: 0 }, Column { name: "Available", kind: "integer", format: "", description: "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", priority: 0 }, AGE, col("Containers", 1), col("Images", 1), col("Selector", 1)];
+pub static DEPLOYMENT_COLUMNS: [Column; 8] = [
+    NAME,
+    col("Ready", 0),
+    Column {
+        name: "Up-to-date",
+        kind: "integer",
+        format: "",
+        description: "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+        priority: 0,
+    },
+    Column {
+        name: "Available",
+        kind: "integer",
+        format: "",
+        description: "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+        priority: 0,
+    },
+    AGE,
+    col("Containers", 1),
+    col("Images", 1),
+    col("Selector", 1),
+];
 
 pub static REPLICASET_COLUMNS: [Column; 5] = [
     NAME,

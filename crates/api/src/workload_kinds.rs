@@ -89,7 +89,12 @@ fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
         for (j, m) in c["volumeMounts"].as_array().cloned().unwrap_or_default().iter().enumerate() {
             let n = s(&m["name"]);
             if !volumes.contains(&n) {
-                errs.push(FieldError { kind: crate::validation::ErrorType::NotFound, field: format!("{path}.containers[{i}].volumeMounts[{j}].name"), value: Some(crate::validation::go_quote(&n)), detail: String::new() });
+                errs.push(FieldError {
+                    kind: crate::validation::ErrorType::NotFound,
+                    field: format!("{path}.containers[{i}].volumeMounts[{j}].name"),
+                    value: Some(crate::validation::go_quote(&n)),
+                    detail: String::new(),
+                });
             }
         }
     }
@@ -131,7 +136,11 @@ fn validate_selector_matches_template(obj: &Value, errs: &mut Vec<FieldError>) {
                 let inner: Vec<String> = m.iter().map(|(k, v)| format!("{k:?}:{:?}", v.as_str().unwrap_or_default())).collect();
                 format!("map[string]string{{{}}}", inner.join(", "))
             });
-            errs.push(FieldError::invalid_raw("spec.template.metadata.labels", labels.unwrap_or_else(|| "map[string]string(nil)".into()), "`selector` does not match template `labels`"));
+            errs.push(FieldError::invalid_raw(
+                "spec.template.metadata.labels",
+                labels.unwrap_or_else(|| "map[string]string(nil)".into()),
+                "`selector` does not match template `labels`",
+            ));
         }
         Ok(_) => {}
         Err(e) => errs.push(FieldError::invalid_raw("spec.selector", sel.to_string(), e)),
@@ -189,7 +198,10 @@ impl Strategy for DeploymentStrategy {
 }
 
 fn selector_string(sel: &Value) -> String {
-    sel["matchLabels"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")).unwrap_or_default()
+    sel["matchLabels"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
 }
 
 pub struct ReplicaSetStrategy;
@@ -223,7 +235,13 @@ impl Strategy for ReplicaSetStrategy {
     fn cells(&self, obj: &Value) -> Vec<Value> {
         let st = &obj["status"];
         let n = |v: &Value| v.as_i64().unwrap_or(0);
-        vec![json!(crate::object::name(obj)), json!(n(&obj["spec"]["replicas"])), json!(n(&st["replicas"])), json!(n(&st["readyReplicas"])), json!(crate::object::age(obj))]
+        vec![
+            json!(crate::object::name(obj)),
+            json!(n(&obj["spec"]["replicas"])),
+            json!(n(&st["replicas"])),
+            json!(n(&st["readyReplicas"])),
+            json!(crate::object::age(obj)),
+        ]
     }
 }
 
@@ -333,7 +351,8 @@ impl Strategy for EventStrategy {
         &crate::table::EVENT_COLUMNS
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        let last = obj["lastTimestamp"].as_str().or(obj["eventTime"].as_str()).or(obj["metadata"]["creationTimestamp"].as_str()).and_then(crate::object::parse_time);
+        let last =
+            obj["lastTimestamp"].as_str().or(obj["eventTime"].as_str()).or(obj["metadata"]["creationTimestamp"].as_str()).and_then(crate::object::parse_time);
         let seen = last.map(|t| crate::object::human_duration(jiff::Timestamp::now().as_second() - t.as_second())).unwrap_or_else(|| "<unknown>".into());
         vec![
             json!(seen),
@@ -366,8 +385,15 @@ impl Strategy for NodeStrategy {
         &crate::table::NODE_COLUMNS
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        let ready = obj["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).map(|c| c["status"] == "True").unwrap_or(false);
-        vec![json!(crate::object::name(obj)), json!(if ready { "Ready" } else { "NotReady" }), json!("<none>"), json!(crate::object::age(obj)), obj["status"]["nodeInfo"]["kubeletVersion"].clone()]
+        let ready =
+            obj["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).map(|c| c["status"] == "True").unwrap_or(false);
+        vec![
+            json!(crate::object::name(obj)),
+            json!(if ready { "Ready" } else { "NotReady" }),
+            json!("<none>"),
+            json!(crate::object::age(obj)),
+            obj["status"]["nodeInfo"]["kubeletVersion"].clone(),
+        ]
     }
 }
 
@@ -405,8 +431,34 @@ macro_rules! resource {
     };
 }
 
-resource!(DEPLOYMENTS, "apps", "Deployment", "deployments", "deployment", true, &["deploy"], &["all"], NameRule::Dns1123Subdomain, &[], DeploymentStrategy, k8s_openapi::api::apps::v1::Deployment);
-resource!(REPLICASETS, "apps", "ReplicaSet", "replicasets", "replicaset", true, &["rs"], &["all"], NameRule::Dns1123Subdomain, &[], ReplicaSetStrategy, k8s_openapi::api::apps::v1::ReplicaSet);
+resource!(
+    DEPLOYMENTS,
+    "apps",
+    "Deployment",
+    "deployments",
+    "deployment",
+    true,
+    &["deploy"],
+    &["all"],
+    NameRule::Dns1123Subdomain,
+    &[],
+    DeploymentStrategy,
+    k8s_openapi::api::apps::v1::Deployment
+);
+resource!(
+    REPLICASETS,
+    "apps",
+    "ReplicaSet",
+    "replicasets",
+    "replicaset",
+    true,
+    &["rs"],
+    &["all"],
+    NameRule::Dns1123Subdomain,
+    &[],
+    ReplicaSetStrategy,
+    k8s_openapi::api::apps::v1::ReplicaSet
+);
 resource!(
     PODS,
     "",
@@ -431,9 +483,33 @@ resource!(
     &["ev"],
     &[],
     NameRule::PathSegment,
-    &["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "type", "source"],
+    &[
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "type",
+        "source"
+    ],
     EventStrategy,
     k8s_openapi::api::core::v1::Event
 );
 resource!(NODES, "", "Node", "nodes", "node", false, &["no"], &[], NameRule::Dns1123Subdomain, &[], NodeStrategy, k8s_openapi::api::core::v1::Node);
-resource!(LEASES, "coordination.k8s.io", "Lease", "leases", "lease", true, &[], &[], NameRule::Dns1123Subdomain, &[], LeaseStrategy, k8s_openapi::api::coordination::v1::Lease);
+resource!(
+    LEASES,
+    "coordination.k8s.io",
+    "Lease",
+    "leases",
+    "lease",
+    true,
+    &[],
+    &[],
+    NameRule::Dns1123Subdomain,
+    &[],
+    LeaseStrategy,
+    k8s_openapi::api::coordination::v1::Lease
+);

@@ -13,14 +13,21 @@ use crate::rest::Registry;
 pub const SA_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 pub async fn pod(reg: &Registry, ns: &str, pod: &mut Value) -> ApiResult<()> {
-    let sa_name = pod["spec"]["serviceAccountName"].as_str().filter(|s| !s.is_empty()).or(pod["spec"]["serviceAccount"].as_str().filter(|s| !s.is_empty())).unwrap_or("default").to_string();
+    let sa_name = pod["spec"]["serviceAccountName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .or(pod["spec"]["serviceAccount"].as_str().filter(|s| !s.is_empty()))
+        .unwrap_or("default")
+        .to_string();
     pod["spec"]["serviceAccountName"] = json!(sa_name);
     let sa = match reg.get(&kinds::SERVICEACCOUNTS, ns, &sa_name).await {
         Ok(sa) => sa,
         Err(e) if e.code == 404 => {
             let name = object::name(pod);
             let what = if name.is_empty() { "pods".to_string() } else { format!("pods {name:?}") };
-            return Err(ApiError::forbidden(format!("{what} is forbidden: error looking up service account {ns}/{sa_name}: serviceaccount {sa_name:?} not found")));
+            return Err(ApiError::forbidden(format!(
+                "{what} is forbidden: error looking up service account {ns}/{sa_name}: serviceaccount {sa_name:?} not found"
+            )));
         }
         Err(e) => return Err(e),
     };

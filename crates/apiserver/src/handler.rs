@@ -443,7 +443,16 @@ pub struct Upgrade {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn resource_request(app: &App, method: &Method, t: Target, headers: &HeaderMap, q: &Query, body: Body, user: &UserInfo, upgrade: Upgrade) -> ApiResult<Response<Body>> {
+async fn resource_request(
+    app: &App,
+    method: &Method,
+    t: Target,
+    headers: &HeaderMap,
+    q: &Query,
+    body: Body,
+    user: &UserInfo,
+    upgrade: Upgrade,
+) -> ApiResult<Response<Body>> {
     let reg = &app.registry;
     let res = t.res;
     let ns = t.namespace.as_str();
@@ -475,7 +484,9 @@ async fn resource_request(app: &App, method: &Method, t: Target, headers: &Heade
         }
         match (res.kind, sub.as_str()) {
             ("Namespace", "finalize") => {}
-            ("Namespace" | "Pod" | "Node" | "Deployment" | "ReplicaSet", "status") => return crate::subresources::status(app, t.res, ns, &name, method, headers, q, body, n).await,
+            ("Namespace" | "Pod" | "Node" | "Deployment" | "ReplicaSet", "status") => {
+                return crate::subresources::status(app, t.res, ns, &name, method, headers, q, body, n).await
+            }
             ("Deployment" | "ReplicaSet", "scale") => return crate::subresources::scale(app, t.res, ns, &name, method, headers, q, body, n).await,
             ("Pod", "binding") if *method == Method::POST => return crate::subresources::binding(app, t.res, ns, &name, headers, body).await,
             ("Pod", "log") if *method == Method::GET => return crate::proxy::logs(app, ns, &name, q, headers).await,
@@ -712,4 +723,3 @@ async fn finalize_namespace(reg: &Registry, name: &str, obj: Value, opts: &Write
     reg.write_raw(res, "", name, &current, if done { None } else { Some(&new) }).await?;
     Ok(new)
 }
-

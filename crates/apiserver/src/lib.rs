@@ -158,8 +158,15 @@ pub async fn start(cfg: Config) -> Result<Started> {
     let authn = authn::Authenticator { token_file, signer, registry: registry.clone() };
     let (kc_cert, kc_key) = pki.issue("kube-apiserver-kubelet-client", &["system:masters"], vec![], rcgen::ExtendedKeyUsagePurpose::ClientAuth)?;
     let agents = proxy::AgentClient::new(&pki.ca_cert_pem, &kc_cert, &kc_key)?;
-    let app =
-        Arc::new(handler::App { registry, openapi: api::openapi::OpenApi::build(), health: health::Health::new(encryption.clone()), encryption, authn, audit, agents });
+    let app = Arc::new(handler::App {
+        registry,
+        openapi: api::openapi::OpenApi::build(),
+        health: health::Health::new(encryption.clone()),
+        encryption,
+        authn,
+        audit,
+        agents,
+    });
     let router = axum::Router::new().fallback(handler::handle).with_state(app);
     let tls = server::tls_config(&pki)?;
     // The kubeconfig is written last: once it exists, the server answers.

@@ -45,13 +45,23 @@ impl AgentClient {
         }
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>()?;
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?.with_root_certificates(roots).with_client_auth_cert(chain, key)?;
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?;
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(AgentClient { tls: Arc::new(cfg) })
     }
 
     /// Forwards one request to the agent at `addr` and answers with what it answered.
-    pub async fn forward(&self, addr: &str, path_and_query: &str, method: &Method, headers: &HeaderMap, on_upgrade: Option<OnUpgrade>) -> ApiResult<Response<Body>> {
+    pub async fn forward(
+        &self,
+        addr: &str,
+        path_and_query: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        on_upgrade: Option<OnUpgrade>,
+    ) -> ApiResult<Response<Body>> {
         let unavailable = |e: String| {
             let mut err = ApiError::internal(format!("error dialing backend: {e}"));
             err.code = 502;
@@ -110,7 +120,12 @@ async fn agent_address(app: &App, ns: &str, pod: &str) -> ApiResult<(String, ser
         return Err(ApiError::bad_request(format!("pod {pod} does not have a host assigned")));
     }
     let node = reg.get(&api::workload_kinds::NODES, "", &node_name).await?;
-    let ip = node["status"]["addresses"].as_array().and_then(|a| a.iter().find(|x| x["type"] == "InternalIP")).and_then(|x| x["address"].as_str()).unwrap_or("127.0.0.1").to_string();
+    let ip = node["status"]["addresses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+        .and_then(|x| x["address"].as_str())
+        .unwrap_or("127.0.0.1")
+        .to_string();
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_i64().unwrap_or(10250);
     let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
     let _ = kinds::ALL;
@@ -119,7 +134,8 @@ async fn agent_address(app: &App, ns: &str, pod: &str) -> ApiResult<(String, ser
 
 /// The container a request names, or the pod's only (or first) container.
 fn container(pod: &serde_json::Value, q: &Query) -> ApiResult<String> {
-    let names: Vec<String> = pod["spec"]["containers"].as_array().map(|a| a.iter().filter_map(|c| c["name"].as_str().map(String::from)).collect()).unwrap_or_default();
+    let names: Vec<String> =
+        pod["spec"]["containers"].as_array().map(|a| a.iter().filter_map(|c| c["name"].as_str().map(String::from)).collect()).unwrap_or_default();
     match q.get("container").filter(|c| !c.is_empty()) {
         Some(c) if names.iter().any(|n| n == c) => Ok(c.to_string()),
         Some(c) => Err(ApiError::bad_request(format!("container {c} is not valid for pod {}", pod["metadata"]["name"].as_str().unwrap_or_default()))),
@@ -147,7 +163,16 @@ pub async fn logs(app: &App, ns: &str, pod: &str, q: &Query, headers: &HeaderMap
     Ok(r)
 }
 
-pub async fn exec(app: &App, ns: &str, pod: &str, method: &Method, q: &Query, raw_query: &str, headers: &HeaderMap, on_upgrade: Option<OnUpgrade>) -> ApiResult<Response<Body>> {
+pub async fn exec(
+    app: &App,
+    ns: &str,
+    pod: &str,
+    method: &Method,
+    q: &Query,
+    raw_query: &str,
+    headers: &HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+) -> ApiResult<Response<Body>> {
     let (addr, p) = agent_address(app, ns, pod).await?;
     let c = container(&p, q)?;
     if p["status"]["phase"] != "Running" {

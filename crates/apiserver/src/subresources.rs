@@ -29,7 +29,17 @@ pub fn apply_patch_body(ct: &str, current: &Value, body: &[u8]) -> ApiResult<Val
 }
 
 #[allow(clippy::too_many_arguments)]
-pub async fn status(app: &App, res: &'static Resource, ns: &str, name: &str, method: &Method, headers: &HeaderMap, q: &Query, body: Body, n: Negotiated) -> ApiResult<Response<Body>> {
+pub async fn status(
+    app: &App,
+    res: &'static Resource,
+    ns: &str,
+    name: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    q: &Query,
+    body: Body,
+    n: Negotiated,
+) -> ApiResult<Response<Body>> {
     let reg = &app.registry;
     if *method == Method::GET {
         let obj = reg.get(res, ns, name).await?;
@@ -71,7 +81,10 @@ pub async fn status(app: &App, res: &'static Resource, ns: &str, name: &str, met
 }
 
 fn scale_of(res: &Resource, obj: &Value) -> Value {
-    let selector = obj["spec"]["selector"]["matchLabels"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")).unwrap_or_default();
+    let selector = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
     let _ = res;
     json!({
         "kind": "Scale", "apiVersion": "autoscaling/v1",
@@ -82,7 +95,17 @@ fn scale_of(res: &Resource, obj: &Value) -> Value {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub async fn scale(app: &App, res: &'static Resource, ns: &str, name: &str, method: &Method, headers: &HeaderMap, q: &Query, body: Body, n: Negotiated) -> ApiResult<Response<Body>> {
+pub async fn scale(
+    app: &App,
+    res: &'static Resource,
+    ns: &str,
+    name: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    q: &Query,
+    body: Body,
+    n: Negotiated,
+) -> ApiResult<Response<Body>> {
     let reg = &app.registry;
     if *method == Method::GET {
         let obj = reg.get(res, ns, name).await?;
@@ -101,7 +124,12 @@ pub async fn scale(app: &App, res: &'static Resource, ns: &str, name: &str, meth
             let wanted = if is_put { codec::decode(&ct, &bytes, "Scale")?.value } else { apply_patch_body(&ct, &scale, &bytes)? };
             let replicas = wanted["spec"]["replicas"].as_i64().ok_or_else(|| ApiError::bad_request("Scale.spec.replicas is required"))?;
             if replicas < 0 {
-                return Err(ApiError::invalid("autoscaling", "Scale", name, &[api::validation::FieldError::invalid_raw("spec.replicas", replicas.to_string(), "must be greater than or equal to 0")]));
+                return Err(ApiError::invalid(
+                    "autoscaling",
+                    "Scale",
+                    name,
+                    &[api::validation::FieldError::invalid_raw("spec.replicas", replicas.to_string(), "must be greater than or equal to 0")],
+                ));
             }
             let mut new = current.clone();
             new["spec"]["replicas"] = json!(replicas);

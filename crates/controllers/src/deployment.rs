@@ -78,7 +78,8 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
     let max_revision = owned.iter().map(revision).max().unwrap_or(0);
 
     let surge = int_or_percent(spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref()).and_then(|r| r.max_surge.as_ref()), desired, true, "25%");
-    let mut unavailable = int_or_percent(spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref()).and_then(|r| r.max_unavailable.as_ref()), desired, false, "25%");
+    let mut unavailable =
+        int_or_percent(spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref()).and_then(|r| r.max_unavailable.as_ref()), desired, false, "25%");
     if surge == 0 && unavailable == 0 {
         unavailable = 1;
     }
@@ -100,7 +101,11 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
         None => {
             let others: i32 = owned.iter().map(replicas_of).sum();
             let initial = if recreate {
-                if others > 0 { 0 } else { desired }
+                if others > 0 {
+                    0
+                } else {
+                    desired
+                }
             } else {
                 (desired + surge - others).clamp(0, desired)
             };
@@ -131,12 +136,18 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
                     }]),
                     ..Default::default()
                 },
-                spec: Some(k8s_openapi::api::apps::v1::ReplicaSetSpec { replicas: Some(initial), selector, template: Some(tmpl), min_ready_seconds: spec.min_ready_seconds }),
+                spec: Some(k8s_openapi::api::apps::v1::ReplicaSetSpec {
+                    replicas: Some(initial),
+                    selector,
+                    template: Some(tmpl),
+                    min_ready_seconds: spec.min_ready_seconds,
+                }),
                 status: None,
             };
             match rs_api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &rs).await {
                 Ok(created) => {
-                    crate::deployment::event(client, d, "ScalingReplicaSet", &format!("Scaled up replica set {} from 0 to {initial}", created.name_any())).await;
+                    crate::deployment::event(client, d, "ScalingReplicaSet", &format!("Scaled up replica set {} from 0 to {initial}", created.name_any()))
+                        .await;
                     created
                 }
                 Err(e) => return Err(e),
@@ -226,7 +237,14 @@ async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], ne
         let prev = old.conditions.as_ref().and_then(|cs| cs.iter().find(|c| c.type_ == type_));
         let status = if ok { "True" } else { "False" }.to_string();
         let transition = prev.filter(|p| p.status == status).and_then(|p| p.last_transition_time.clone()).unwrap_or_else(|| now.clone());
-        DeploymentCondition { type_: type_.into(), status, reason: Some(reason.into()), message: Some(message), last_update_time: Some(now.clone()), last_transition_time: Some(transition) }
+        DeploymentCondition {
+            type_: type_.into(),
+            status,
+            reason: Some(reason.into()),
+            message: Some(message),
+            last_update_time: Some(now.clone()),
+            last_transition_time: Some(transition),
+        }
     };
     let new_name = new_rs.map(|rs| rs.name_any()).unwrap_or_default();
     let complete = updated == desired && replicas == desired && available == desired;
@@ -242,7 +260,11 @@ async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], ne
                 "Available",
                 available >= desired - max_unavailable,
                 if available >= desired - max_unavailable { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
-                if available >= desired - max_unavailable { "Deployment has minimum availability.".into() } else { "Deployment does not have minimum availability.".into() },
+                if available >= desired - max_unavailable {
+                    "Deployment has minimum availability.".into()
+                } else {
+                    "Deployment does not have minimum availability.".into()
+                },
             ),
             condition(
                 "Progressing",

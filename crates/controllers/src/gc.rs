@@ -44,7 +44,8 @@ pub async fn pass(client: &Client) -> kube::Result<()> {
     // Dependents of owners that are gone, or that are being deleted in the foreground.
     let rs_api = |ns: &str| Api::<ReplicaSet>::namespaced(client.clone(), ns);
     let pod_api = |ns: &str| Api::<Pod>::namespaced(client.clone(), ns);
-    let dependents: Vec<(&'static str, &ObjectMeta)> = sets.iter().map(|r| ("ReplicaSet", &r.metadata)).chain(pods.iter().map(|p| ("Pod", &p.metadata))).collect();
+    let dependents: Vec<(&'static str, &ObjectMeta)> =
+        sets.iter().map(|r| ("ReplicaSet", &r.metadata)).chain(pods.iter().map(|p| ("Pod", &p.metadata))).collect();
     for (kind, meta) in &dependents {
         let Some(refs) = meta.owner_references.as_ref().filter(|r| !r.is_empty()) else { continue };
         let ns = meta.namespace.clone().unwrap_or_default();
@@ -88,7 +89,8 @@ pub async fn pass(client: &Client) -> kube::Result<()> {
                 continue;
             }
             let remaining = dependents.iter().any(|(_, m)| {
-                m.owner_references.as_ref().is_some_and(|refs| refs.iter().any(|r| r.uid == o.uid)) && !(fin == "foregroundDeletion" && m.deletion_timestamp.is_some() && false)
+                m.owner_references.as_ref().is_some_and(|refs| refs.iter().any(|r| r.uid == o.uid))
+                    && !(fin == "foregroundDeletion" && m.deletion_timestamp.is_some() && false)
             });
             if remaining {
                 continue;
@@ -96,7 +98,9 @@ pub async fn pass(client: &Client) -> kube::Result<()> {
             let keep: Vec<&String> = o.finalizers.iter().filter(|f| *f != fin).collect();
             let patch = json!({"metadata": {"finalizers": keep}});
             let r = match o.kind {
-                "Deployment" => Api::<Deployment>::namespaced(client.clone(), &o.namespace).patch(&o.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
+                "Deployment" => {
+                    Api::<Deployment>::namespaced(client.clone(), &o.namespace).patch(&o.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+                }
                 _ => rs_api(&o.namespace).patch(&o.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
             };
             if let Err(e) = r {

@@ -31,7 +31,13 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
     let spec = rs.spec.clone().unwrap_or_default();
     let desired = spec.replicas.unwrap_or(1);
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let mut pods: Vec<Pod> = pods_api.list(&ListParams::default()).await?.items.into_iter().filter(|p| controlled_by(&p.metadata, &uid) && p.metadata.deletion_timestamp.is_none()).collect();
+    let mut pods: Vec<Pod> = pods_api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| controlled_by(&p.metadata, &uid) && p.metadata.deletion_timestamp.is_none())
+        .collect();
     let have = pods.len() as i32;
     if have < desired {
         let template = spec.template.clone().unwrap_or_default();
@@ -52,7 +58,9 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
         }
     } else if have > desired {
         // Remove the least useful first: unscheduled, then not ready, then the newest.
-        pods.sort_by_key(|p| (p.spec.as_ref().and_then(|s| s.node_name.clone()).is_some(), pod_ready(p), std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0))));
+        pods.sort_by_key(|p| {
+            (p.spec.as_ref().and_then(|s| s.node_name.clone()).is_some(), pod_ready(p), std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0)))
+        });
         for p in pods.iter().take((have - desired) as usize) {
             match pods_api.delete(&p.name_any(), &DeleteParams::default()).await {
                 Ok(_) => {}
@@ -61,7 +69,13 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
             }
         }
     }
-    let live: Vec<Pod> = pods_api.list(&ListParams::default()).await?.items.into_iter().filter(|p| controlled_by(&p.metadata, &uid) && p.metadata.deletion_timestamp.is_none()).collect();
+    let live: Vec<Pod> = pods_api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| controlled_by(&p.metadata, &uid) && p.metadata.deletion_timestamp.is_none())
+        .collect();
     let ready = live.iter().filter(|p| pod_ready(p)).count() as i32;
     let status = ReplicaSetStatus {
         replicas: live.len() as i32,
@@ -72,7 +86,9 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
         ..Default::default()
     };
     if rs.status.as_ref() != Some(&status) {
-        Api::<ReplicaSet>::namespaced(client.clone(), &ns).patch_status(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await?;
+        Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+            .patch_status(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"status": status})))
+            .await?;
     }
     Ok(())
 }

@@ -15,7 +15,10 @@ fn node_ready(n: &Node) -> bool {
 
 pub async fn pass(client: &Client) -> kube::Result<()> {
     let pods = Api::<Pod>::all(client.clone()).list(&ListParams::default()).await?.items;
-    let pending: Vec<&Pod> = pods.iter().filter(|p| p.spec.as_ref().is_some_and(|s| s.node_name.as_deref().unwrap_or_default().is_empty()) && p.metadata.deletion_timestamp.is_none()).collect();
+    let pending: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.spec.as_ref().is_some_and(|s| s.node_name.as_deref().unwrap_or_default().is_empty()) && p.metadata.deletion_timestamp.is_none())
+        .collect();
     if pending.is_empty() {
         return Ok(());
     }
@@ -23,14 +26,18 @@ pub async fn pass(client: &Client) -> kube::Result<()> {
     if nodes.is_empty() {
         return Ok(());
     }
-    let mut load: Vec<(String, usize)> =
-        nodes.iter().map(|n| (n.name_any(), pods.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n.name_any().as_str())).count())).collect();
+    let mut load: Vec<(String, usize)> = nodes
+        .iter()
+        .map(|n| (n.name_any(), pods.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n.name_any().as_str())).count()))
+        .collect();
     for p in pending {
         load.sort_by_key(|(_, n)| *n);
         let node = load[0].0.clone();
         let ns = p.namespace().unwrap_or_default();
         let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": p.name_any(), "namespace": ns}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-        let req = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{}/binding", p.name_any())).header("Content-Type", "application/json").body(serde_json::to_vec(&binding).unwrap_or_default());
+        let req = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{}/binding", p.name_any()))
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&binding).unwrap_or_default());
         let Ok(req) = req else { continue };
         match client.request::<serde_json::Value>(req).await {
             Ok(_) => load[0].1 += 1,

@@ -1,8 +1,8 @@
 //! `lockbox`: the configuration-and-secrets slice of Kubernetes in one binary.
 
 mod kms_plugin;
-mod up;
 mod storage_cmd;
+mod up;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -14,7 +14,11 @@ async fn client(started: &apiserver::Started, user: &str, groups: &[&str]) -> Re
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_lowercase()).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "lockbox-node".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "lockbox-node".into())
 }
 
 pub async fn run(cfg: apiserver::Config) -> Result<()> {
