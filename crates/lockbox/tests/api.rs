@@ -149,7 +149,8 @@ async fn label_selectors_paging_and_tables() {
 
     // Pages of 3 cover everything once, in name order, at one resourceVersion.
     let mut names = Vec::new();
-    let mut lp = ListParams::default().limit(3);
+    // Selected by label: the server publishes kube-root-ca.crt into the namespace too.
+    let mut lp = ListParams::default().limit(3).labels("tier");
     let mut rvs = std::collections::BTreeSet::new();
     loop {
         let page = api.list(&lp).await.unwrap();
@@ -159,7 +160,9 @@ async fn label_selectors_paging_and_tables() {
             Some(token) if !token.is_empty() => {
                 lp = lp.continue_token(&token);
                 // A write between pages does not show up in the paged list.
-                api.create(&PostParams::default(), &cm(&format!("late-{}", names.len()), &[])).await.unwrap();
+                let mut late = cm(&format!("late-{}", names.len()), &[]);
+                late.metadata.labels = Some([("tier".to_string(), "late".to_string())].into());
+                api.create(&PostParams::default(), &late).await.unwrap();
             }
             _ => break,
         }
@@ -168,7 +171,7 @@ async fn label_selectors_paging_and_tables() {
     assert_eq!(rvs.len(), 1);
 
     // Table output: kube-apiserver's columns and the row's object metadata.
-    let req = http::Request::get("/api/v1/namespaces/t3/configmaps?limit=2")
+    let req = http::Request::get("/api/v1/namespaces/t3/configmaps?limit=2&labelSelector=tier")
         .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
         .body(vec![])
         .unwrap();
