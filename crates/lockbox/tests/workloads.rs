@@ -1,0 +1,396 @@
+//! Workloads end to end: what the node agent puts into a running process (env, volumes, the
+//! ServiceAccount token), how it reacts to changes, rollouts, and that nothing outlives a pod.
+//! Pods run as real processes, so these tests need root (namespaces, tmpfs).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, LogParams};
+use serde_json::{json, Value};
+
+use common::{raw, Server};
+
+async fn post(c: &kube::Client, path: &str, body: Value) -> (u16, Value) {
+    let (code, _, v) = raw(c, "POST", path, "application/json", body.to_string().as_bytes()).await;
+    (code, v)
+}
+
+async fn eventually<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn logs(c: &kube::Client, ns: &str, pod: &str) -> String {
+    Api::<Pod>::namespaced(c.clone(), ns).logs(pod, &LogParams::default()).await.unwrap_or_default()
+}
+
+async fn setup(c: &kube::Client, ns: &str) {
+    assert_eq!(post(c, "/api/v1/namespaces", json!({"metadata": {"name": ns}})).await.0, 201);
+    // The default ServiceAccount appears shortly after the namespace.
+    let c2 = c.clone();
+    let path = format!("/api/v1/namespaces/{ns}/serviceaccounts/default");
+    eventually("default service account", 10, || {
+        let (c, path) = (c2.clone(), path.clone());
+        async move {
+            if raw(&c, "GET", &path, "", b"").await.0 == 200 {
+                Ok(())
+            } else {
+                Err("missing".into())
+            }
+        }
+    })
+    .await;
+}
+
+fn pod(name: &str, script: &str, extra: Value) -> Value {
+    let mut p = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"test": name}},
+        "spec": {"terminationGracePeriodSeconds": 5, "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]},
+    });
+    json_patch::merge(&mut p, &extra);
+    p
+}
+
+#[tokio::test]
+async fn env_is_built_like_the_kubelet_and_waits_for_missing_config() {
+    let s = Server::start().await;
+    let c = s.client().await;
+    setup(&c, "env").await;
+    assert_eq!(
+        post(&c, "/api/v1/namespaces/env/configmaps", json!({"metadata": {"name": "cfg"}, "data": {"A": "from-cm", "B": "b", "1OK": "prefixed-so-valid"}}))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        post(
+            &c,
+            "/api/v1/namespaces/env/secrets",
+            json!({"metadata": {"name": "sec"}, "stringData": {"TOKEN": "s3cr3t-env-value", "A": "from-secret", "1BAD": "skipped"}})
+        )
+        .await
+        .0,
+        201
+    );
+    let p = pod(
+        "envtest",
+        "env | sort; sleep 3600",
+        json!({"spec": {"containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "env | sort; sleep 3600"],
+        "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CM_"}, {"secretRef": {"name": "sec"}}, {"configMapRef": {"name": "absent", "optional": true}}],
+        "env": [
+            {"name": "A", "value": "explicit"},
+            {"name": "EXPANDED", "value": "$(A)-$(TOKEN)-$(NOPE)-$$(A)"},
+            {"name": "FROM_KEY", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "B"}}},
+            {"name": "OPTIONAL_MISSING", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "nope", "optional": true}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "SA", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
+            {"name": "LATE", "valueFrom": {"configMapKeyRef": {"name": "late", "key": "K"}}},
+        ]}]}}),
+    );
+    assert_eq!(post(&c, "/api/v1/namespaces/env/pods", p).await.0, 201);
+    // Missing ConfigMap: CreateContainerConfigError with the kubelet's message.
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "env");
+    let p2 = pods.clone();
+    eventually("CreateContainerConfigError", 20, || {
+        let p2 = p2.clone();
+        async move {
+            let pod = p2.get("envtest").await.map_err(|e| e.to_string())?;
+            let w = pod.status.and_then(|s| s.container_statuses).and_then(|cs| cs.first().cloned()).and_then(|c| c.state).and_then(|s| s.waiting);
+            match w {
+                Some(w) if w.reason.as_deref() == Some("CreateContainerConfigError") => {
+                    assert_eq!(w.message.as_deref(), Some("configmap \"late\" not found"));
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    // The container starts once the object appears.
+    assert_eq!(post(&c, "/api/v1/namespaces/env/configmaps", json!({"metadata": {"name": "late"}, "data": {"K": "arrived"}})).await.0, 201);
+    let c2 = c.clone();
+    eventually("container started with its env", 20, || {
+        let c2 = c2.clone();
+        async move {
+            if logs(&c2, "env", "envtest").await.contains("LATE=arrived") {
+                Ok(())
+            } else {
+                Err("no log yet".into())
+            }
+        }
+    })
+    .await;
+    let out = logs(&c, "env", "envtest").await;
+    let env: Vec<&str> = out.lines().collect();
+    for want in [
+        "A=explicit",
+        "CM_A=from-cm",
+        "CM_B=b",
+        "TOKEN=s3cr3t-env-value",
+        "EXPANDED=explicit-s3cr3t-env-value-$(NOPE)-$(A)",
+        "FROM_KEY=b",
+        "POD_NAME=envtest",
+        "POD_NS=env",
+        "SA=default",
+        "KUBERNETES_SERVICE_HOST=127.0.0.1",
+        "CM_1OK=prefixed-so-valid",
+    ] {
+        assert!(env.contains(&want), "missing {want} in:\n{out}");
+    }
+    assert!(!env.iter().any(|l| l.starts_with("OPTIONAL_MISSING=")), "{out}");
+    assert!(!out.contains("1BAD"), "{out}");
+    // The invalid key was reported as the kubelet reports it.
+    let (_, _, events) = raw(&c, "GET", "/api/v1/namespaces/env/events?fieldSelector=involvedObject.name%3Denvtest", "", b"").await;
+    assert!(events["items"].as_array().unwrap().iter().any(|e| e["reason"] == "InvalidEnvironmentVariableNames"), "{events}");
+    // The Secret value never reaches the server's log or any file outside the pod's tmpfs.
+    assert!(!std::fs::read_to_string(&s.log).unwrap().contains("s3cr3t-env-value"));
+}
+
+#[tokio::test]
+async fn volumes_use_the_atomic_layout_on_tmpfs_and_update_live() {
+    let s = Server::start().await;
+    let c = s.client().await;
+    setup(&c, "vol").await;
+    assert_eq!(post(&c, "/api/v1/namespaces/vol/configmaps", json!({"metadata": {"name": "cfg"}, "data": {"K": "v1", "OTHER": "o"}})).await.0, 201);
+    assert_eq!(post(&c, "/api/v1/namespaces/vol/secrets", json!({"metadata": {"name": "sec"}, "stringData": {"pw": "vol-secret-value"}})).await.0, 201);
+    let script = "while true; do echo \"K=$(cat /etc/cfg/K) ITEM=$(cat /etc/items/renamed) SUB=$(cat /etc/sub-k) NS=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)\"; sleep 0.2; done";
+    let p = pod(
+        "voltest",
+        script,
+        json!({"spec": {
+        "volumes": [
+            {"name": "cfg", "configMap": {"name": "cfg", "defaultMode": 0o440}},
+            {"name": "items", "configMap": {"name": "cfg", "items": [{"key": "OTHER", "path": "renamed", "mode": 0o400}]}},
+            {"name": "sec", "secret": {"secretName": "sec"}},
+        ],
+        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script], "volumeMounts": [
+            {"name": "cfg", "mountPath": "/etc/cfg"},
+            {"name": "items", "mountPath": "/etc/items"},
+            {"name": "sec", "mountPath": "/etc/sec", "readOnly": true},
+            {"name": "cfg", "mountPath": "/etc/sub-k", "subPath": "K"},
+        ]}]}}),
+    );
+    let (code, created) = post(&c, "/api/v1/namespaces/vol/pods", p).await;
+    assert_eq!(code, 201, "{created}");
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+    let c2 = c.clone();
+    eventually("volumes mounted", 20, || {
+        let c2 = c2.clone();
+        async move {
+            if logs(&c2, "vol", "voltest").await.contains("K=v1 ITEM=o SUB=v1 NS=vol") {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        }
+    })
+    .await;
+    // The layout and modes on the host side, and tmpfs underneath.
+    let vols = s.data_dir().join("agent/pods").join(&uid).join("volumes");
+    let cfg = vols.join("cfg");
+    assert_eq!(std::fs::read_link(cfg.join("K")).unwrap(), std::path::PathBuf::from("..data/K"));
+    assert!(std::fs::read_link(cfg.join("..data")).unwrap().to_string_lossy().starts_with("..20"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(cfg.join("K")).unwrap().permissions().mode() & 0o777, 0o440);
+    assert_eq!(std::fs::metadata(vols.join("items/renamed")).unwrap().permissions().mode() & 0o777, 0o400);
+    assert!(std::fs::symlink_metadata(vols.join("items/K")).is_err(), "items selects keys");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(mounts.lines().any(|l| l.starts_with("tmpfs ") && l.contains(vols.to_str().unwrap())), "secret volumes must be on tmpfs");
+    // An update arrives in the running container; the subPath mount keeps the old value.
+    raw(&c, "PATCH", "/api/v1/namespaces/vol/configmaps/cfg", "application/merge-patch+json", br#"{"data":{"K":"v2"}}"#).await;
+    let c2 = c.clone();
+    eventually("update visible in the container", 5, || {
+        let c2 = c2.clone();
+        async move {
+            if logs(&c2, "vol", "voltest").await.contains("K=v2 ITEM=o SUB=v1") {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        }
+    })
+    .await;
+    // Deleting the pod stops the process and unmounts the tmpfs.
+    // A running pod terminates gracefully: 202 with the object, then the agent removes it.
+    assert_eq!(raw(&c, "DELETE", "/api/v1/namespaces/vol/pods/voltest", "", b"").await.0, 202);
+    let c2 = c.clone();
+    eventually("pod gone", 20, || {
+        let c2 = c2.clone();
+        async move {
+            if raw(&c2, "GET", "/api/v1/namespaces/vol/pods/voltest", "", b"").await.0 == 404 {
+                Ok(())
+            } else {
+                Err("still there".into())
+            }
+        }
+    })
+    .await;
+    assert!(!std::fs::read_to_string("/proc/self/mounts").unwrap().contains(vols.to_str().unwrap()));
+    assert!(!vols.exists());
+}
+
+/// Pids of processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter(|e| std::fs::read(e.path().join("cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ").contains(marker)).unwrap_or(false))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn deployments_roll_and_leave_no_process_behind() {
+    let mut s = Server::start().await;
+    let c = s.client().await;
+    setup(&c, "dep").await;
+    let marker = format!("lockbox-test-marker-{}", std::process::id());
+    let dep = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "while true; do sleep 1; done", marker]}]}}},
+    });
+    assert_eq!(post(&c, "/apis/apps/v1/namespaces/dep/deployments", dep).await.0, 201);
+    let kubectl = |args: &[&str]| {
+        let out =
+            std::process::Command::new("kubectl").args(args).env("KUBECONFIG", s.kubeconfig()).env("KUBECACHEDIR", s.dir.path().join("kc")).output().unwrap();
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let (ok, out) = kubectl(&["rollout", "status", "deployment/web", "-n", "dep", "--timeout=60s"]);
+    assert!(ok, "{out}");
+    assert_eq!(processes_with(&marker).len(), 2, "two containers running");
+    let (ok, out) = kubectl(&["rollout", "restart", "deployment/web", "-n", "dep"]);
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&["rollout", "status", "deployment/web", "-n", "dep", "--timeout=60s"]);
+    assert!(ok, "{out}");
+    let (ok, history) = kubectl(&["rollout", "history", "deployment/web", "-n", "dep"]);
+    assert!(ok && history.contains("1 ") && history.contains("2 "), "{history}");
+    let (ok, out) = kubectl(&["rollout", "undo", "deployment/web", "-n", "dep"]);
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&["rollout", "status", "deployment/web", "-n", "dep", "--timeout=60s"]);
+    assert!(ok, "{out}");
+    let (_, _, d) = raw(&c, "GET", "/apis/apps/v1/namespaces/dep/deployments/web", "", b"").await;
+    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3", "{d}");
+    assert!(d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_null(), "undo restored revision 1's template");
+    let c2 = c.clone();
+    eventually("old pods terminated", 20, || {
+        let c2 = c2.clone();
+        let m = marker.clone();
+        async move {
+            let (_, _, pods) = raw(&c2, "GET", "/api/v1/namespaces/dep/pods", "", b"").await;
+            let n = pods["items"].as_array().map_or(0, |a| a.len());
+            if n == 2 && processes_with(&m).len() == 2 {
+                Ok(())
+            } else {
+                Err(format!("{n} pods, {} processes", processes_with(&m).len()))
+            }
+        }
+    })
+    .await;
+    // Scale through the subresource.
+    let (ok, out) = kubectl(&["scale", "deployment/web", "-n", "dep", "--replicas=3"]);
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&["rollout", "status", "deployment/web", "-n", "dep", "--timeout=60s"]);
+    assert!(ok, "{out}");
+    assert_eq!(processes_with(&marker).len(), 3);
+
+    // Killing the server (and its agent) kills every container; after a restart they run again.
+    s.stop();
+    let gone = Instant::now() + Duration::from_secs(10);
+    while !processes_with(&marker).is_empty() && Instant::now() < gone {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(processes_with(&marker).is_empty(), "containers outlived their agent");
+    s.launch().await;
+    let c = s.client().await;
+    let m = marker.clone();
+    eventually("containers restarted with the agent", 30, || {
+        let m = m.clone();
+        async move {
+            if processes_with(&m).len() == 3 {
+                Ok(())
+            } else {
+                Err(format!("{} processes", processes_with(&m).len()))
+            }
+        }
+    })
+    .await;
+    // Deleting the deployment leaves no pod and no process.
+    assert_eq!(raw(&c, "DELETE", "/apis/apps/v1/namespaces/dep/deployments/web", "", b"").await.0, 200);
+    let c2 = c.clone();
+    let m = marker.clone();
+    eventually("no pods and no processes", 30, || {
+        let (c2, m) = (c2.clone(), m.clone());
+        async move {
+            let (_, _, pods) = raw(&c2, "GET", "/api/v1/namespaces/dep/pods", "", b"").await;
+            let n = pods["items"].as_array().map_or(0, |a| a.len());
+            if n == 0 && processes_with(&m).is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{n} pods, {} processes", processes_with(&m).len()))
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_mounted_token_carries_exactly_the_service_accounts_rbac() {
+    let s = Server::start().await;
+    let c = s.client().await;
+    setup(&c, "rbac").await;
+    for n in ["allowed", "denied"] {
+        assert_eq!(post(&c, "/api/v1/namespaces/rbac/secrets", json!({"metadata": {"name": n}, "stringData": {"k": "v"}})).await.0, 201);
+    }
+    assert_eq!(post(&c, "/api/v1/namespaces/rbac/serviceaccounts", json!({"metadata": {"name": "reader"}})).await.0, 201);
+    assert_eq!(
+        post(
+            &c,
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/rbac/roles",
+            json!({"metadata": {"name": "r"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["allowed"], "verbs": ["get"]}]})
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(post(&c, "/apis/rbac.authorization.k8s.io/v1/namespaces/rbac/rolebindings", json!({"metadata": {"name": "r"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"}, "subjects": [{"kind": "ServiceAccount", "name": "reader"}]})).await.0, 201);
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let script = format!(
+        "for n in allowed denied; do echo \"$n=$(curl -s -o /dev/null -w '%{{http_code}}' --cacert {sa}/ca.crt -H \"Authorization: Bearer $(cat {sa}/token)\" https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/$(cat {sa}/namespace)/secrets/$n)\"; done; sleep 3600"
+    );
+    let p = pod("incluster", &script, json!({"spec": {"serviceAccountName": "reader"}}));
+    assert_eq!(post(&c, "/api/v1/namespaces/rbac/pods", p).await.0, 201);
+    let c2 = c.clone();
+    eventually("in-pod client results", 30, || {
+        let c2 = c2.clone();
+        async move {
+            let l = logs(&c2, "rbac", "incluster").await;
+            if l.contains("denied=") {
+                Ok(())
+            } else {
+                Err(l)
+            }
+        }
+    })
+    .await;
+    let l = logs(&c, "rbac", "incluster").await;
+    assert!(l.contains("allowed=200") && l.contains("denied=403"), "{l}");
+    // The pod spec shows the injected projected volume, as in Kubernetes.
+    let (_, _, pod) = raw(&c, "GET", "/api/v1/namespaces/rbac/pods/incluster", "", b"").await;
+    assert!(pod["spec"]["volumes"][0]["name"].as_str().unwrap().starts_with("kube-api-access-"), "{pod}");
+}
