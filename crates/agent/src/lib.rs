@@ -9,6 +9,7 @@ pub mod init;
 pub mod node;
 pub mod pods;
 pub mod server;
+pub mod spdy;
 pub mod volumes;
 
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! the cluster CA whose subject is the API server's kubelet client): container logs, and exec
 //! over WebSocket with Kubernetes' channel protocols `v5.channel.k8s.io` and
 //! `v4.channel.k8s.io` (channel byte first: 0 stdin, 1 stdout, 2 stderr, 3 status, 4 resize,
-//! 255 close; v5 closes stdin with `255 0`).
+//! 255 close; v5 closes stdin with `255 0`), and exec over SPDY/3.1 (`spdy`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -153,9 +153,78 @@ fn async_stream(
     })
 }
 
-/// kubectl 1.27–1.29 speak only SPDY/3.1 for exec; lockbox does not speak it yet.
-async fn spdy() -> Response<Body> {
-    text(StatusCode::FORBIDDEN, "exec over SPDY/3.1 is not supported by lockbox yet; use kubectl 1.30 or later (WebSocket)")
+/// The exec target: the container's init pid (for nsenter), its env and working directory.
+async fn target(agent: &Agent, ns: &str, pod: &str, container: &str) -> Option<(String, Vec<(String, String)>, Option<String>)> {
+    let pods = agent.pods.lock().await;
+    pods.get(&format!("{ns}/{pod}"))
+        .and_then(|p| p.containers.get(container))
+        .map(|c| (std::fs::read_to_string(&c.pid_file).unwrap_or_default().trim().to_string(), c.env.clone(), c.working_dir.clone()))
+        .filter(|t| !t.0.is_empty())
+}
+
+/// A process in the container's mount and PID namespaces, with its environment, as CRI exec runs it.
+fn exec_command(pid: &str, env: &[(String, String)], wd: Option<String>, command: &[String], stdin: bool) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("nsenter");
+    cmd.arg("-t").arg(pid).args(["-m", "-p"]);
+    if let Some(d) = wd.filter(|d| !d.is_empty()) {
+        cmd.arg(format!("--wd={d}"));
+    }
+    cmd.arg("--").args(command).env_clear().envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    cmd.stdin(if stdin { std::process::Stdio::piped() } else { std::process::Stdio::null() });
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Exec over SPDY/3.1 (kubectl 1.27–1.29, and the fallback of later versions).
+async fn spdy(
+    State(agent): State<Arc<Agent>>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+    mut req: axum_ws::extract::Request,
+) -> Response<Body> {
+    let upgrade = req.headers().get("upgrade").and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+    if upgrade != "spdy/3.1" {
+        return text(StatusCode::BAD_REQUEST, "unable to upgrade: missing upgrade headers in request");
+    }
+    let offered: Vec<String> = req
+        .headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_string()))
+        .collect();
+    // As the kubelet: v4 over SPDY (v5 is for WebSocket). v1–v3 report errors as plain text
+    // and are not offered by any kubectl that lockbox serves without v4.
+    let Some(protocol) = ["v4.channel.k8s.io"].into_iter().find(|p| offered.iter().any(|o| o == p)) else {
+        return text(
+            StatusCode::FORBIDDEN,
+            &format!("unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports [v4.channel.k8s.io]"),
+        );
+    };
+    let q = query(&raw);
+    let command: Vec<String> = q.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
+    let flag = |k: &str| q.iter().any(|(n, v)| n == k && (v == "true" || v == "1"));
+    let wanted = crate::spdy::Wanted { stdin: flag("stdin"), stdout: flag("stdout"), stderr: flag("stderr"), tty: flag("tty") };
+    let Some((pid, env, wd)) = target(&agent, &ns, &pod, &container).await else {
+        return text(StatusCode::NOT_FOUND, &format!("container {container:?} not found in pod {pod:?}"));
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let stdin = wanted.stdin;
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let io = TokioIo::new(upgraded);
+        let spawn = move || exec_command(&pid, &env, wd, &command, stdin).spawn();
+        if let Err(e) = crate::spdy::serve(io, wanted, spawn).await {
+            tracing::debug!(error = %e, "SPDY exec session ended with an error");
+        }
+    });
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert("connection", axum_ws::http::HeaderValue::from_static("Upgrade"));
+    h.insert("upgrade", axum_ws::http::HeaderValue::from_static("SPDY/3.1"));
+    h.insert("x-stream-protocol-version", axum_ws::http::HeaderValue::from_static(protocol));
+    r
 }
 
 async fn exec(
@@ -202,16 +271,7 @@ async fn run_exec(
         close(&mut tx).await;
         return;
     }
-    // Enter the container's mount and PID namespaces with its environment, as CRI exec does.
-    let mut cmd = tokio::process::Command::new("nsenter");
-    cmd.arg("-t").arg(&pid).args(["-m", "-p"]);
-    if let Some(d) = wd.filter(|d| !d.is_empty()) {
-        cmd.arg(format!("--wd={d}"));
-    }
-    cmd.arg("--").args(&command).env_clear().envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    cmd.stdin(if stdin { std::process::Stdio::piped() } else { std::process::Stdio::null() });
-    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let mut child = match cmd.spawn() {
+    let mut child = match exec_command(&pid, &env, wd, &command, stdin).spawn() {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(status_frame(json!({"metadata": {}, "status": "Failure", "message": format!("failed to exec in container: {e}"), "reason": "InternalError", "code": 500}))).await;
