@@ -7,3 +7,10 @@ scripts/peers.sh
 cargo build --locked --bin lockbox
 cargo test --locked --workspace
 scripts/seed-gate.sh target/debug/lockbox
+# The seed's exercise under every kubectl bundled next to the one on PATH (1.27 to 1.33 here).
+dir=$(dirname "$(readlink -f "$(command -v kubectl)")")
+for k in "$dir"/kubectl.1.*; do
+  [ -x "$k" ] || continue
+  echo "== seed scenario with $(basename "$k")"
+  KUBECTL=$k scripts/seed-gate.sh target/debug/lockbox
+done
