@@ -4,6 +4,7 @@
 //! and exec to the API server (`server`). It talks to the cluster only through the API.
 
 pub mod env;
+pub mod execio;
 pub mod expand;
 pub mod init;
 pub mod node;

@@ -163,15 +163,13 @@ async fn target(agent: &Agent, ns: &str, pod: &str, container: &str) -> Option<(
 }
 
 /// A process in the container's mount and PID namespaces, with its environment, as CRI exec runs it.
-fn exec_command(pid: &str, env: &[(String, String)], wd: Option<String>, command: &[String], stdin: bool) -> tokio::process::Command {
+fn exec_command(pid: &str, env: &[(String, String)], wd: Option<String>, command: &[String]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("nsenter");
     cmd.arg("-t").arg(pid).args(["-m", "-p"]);
     if let Some(d) = wd.filter(|d| !d.is_empty()) {
         cmd.arg(format!("--wd={d}"));
     }
     cmd.arg("--").args(command).env_clear().envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    cmd.stdin(if stdin { std::process::Stdio::piped() } else { std::process::Stdio::null() });
-    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     cmd
 }
 
@@ -209,11 +207,11 @@ async fn spdy(
         return text(StatusCode::NOT_FOUND, &format!("container {container:?} not found in pod {pod:?}"));
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let stdin = wanted.stdin;
+    let (stdin, tty) = (wanted.stdin, wanted.tty);
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else { return };
         let io = TokioIo::new(upgraded);
-        let spawn = move || exec_command(&pid, &env, wd, &command, stdin).spawn();
+        let spawn = move || crate::execio::spawn(exec_command(&pid, &env, wd, &command), stdin, tty);
         if let Err(e) = crate::spdy::serve(io, wanted, spawn).await {
             tracing::debug!(error = %e, "SPDY exec session ended with an error");
         }
@@ -236,7 +234,7 @@ async fn exec(
     let q = query(&raw);
     let command: Vec<String> = q.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
     let flag = |k: &str| q.iter().any(|(n, v)| n == k && (v == "true" || v == "1"));
-    let (stdin, stdout, stderr) = (flag("stdin"), flag("stdout"), flag("stderr"));
+    let (stdin, stdout, stderr, tty) = (flag("stdin"), flag("stdout"), flag("stderr"), flag("tty"));
     let target = {
         let pods = agent.pods.lock().await;
         pods.get(&format!("{ns}/{pod}"))
@@ -246,7 +244,7 @@ async fn exec(
     let Some((pid, env, wd)) = target.filter(|t| !t.0.is_empty()) else {
         return text(StatusCode::NOT_FOUND, &format!("container {container:?} not found in pod {pod:?}"));
     };
-    ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"]).on_upgrade(move |socket| run_exec(socket, pid, env, wd, command, stdin, stdout, stderr))
+    ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"]).on_upgrade(move |socket| run_exec(socket, pid, env, wd, command, stdin, stdout, stderr, tty))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -259,6 +257,7 @@ async fn run_exec(
     stdin: bool,
     stdout: bool,
     stderr: bool,
+    tty: bool,
 ) {
     let (mut tx, mut rx) = socket.split();
     let status_frame = |status: serde_json::Value| {
@@ -271,7 +270,7 @@ async fn run_exec(
         close(&mut tx).await;
         return;
     }
-    let mut child = match exec_command(&pid, &env, wd, &command, stdin).spawn() {
+    let io = match crate::execio::spawn(exec_command(&pid, &env, wd, &command), stdin, tty) {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(status_frame(json!({"metadata": {}, "status": "Failure", "message": format!("failed to exec in container: {e}"), "reason": "InternalError", "code": 500}))).await;
@@ -280,12 +279,11 @@ async fn run_exec(
         }
     };
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(64);
-    for (chan, pipe) in [
-        (1u8, child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
-        (2u8, child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
-    ] {
+    let crate::execio::ExecIo { mut child, stdin: child_stdin, stdout: out, stderr: err, resize } = io;
+    for (chan, pipe) in [(1u8, out), (2u8, err)] {
         let (Some(mut pipe), tx) = (pipe, out_tx.clone()) else { continue };
-        let wanted = if chan == 1 { stdout } else { stderr };
+        // With a TTY everything comes out of the terminal, as stdout.
+        let wanted = if chan == 1 { stdout || tty } else { stderr };
         tokio::spawn(async move {
             let mut buf = vec![0u8; 32 * 1024];
             loop {
@@ -301,7 +299,7 @@ async fn run_exec(
         });
     }
     drop(out_tx);
-    let mut child_stdin = child.stdin.take();
+    let mut child_stdin = child_stdin;
     let input = async {
         while let Some(Ok(msg)) = rx.next().await {
             if let Message::Binary(b) = msg {
@@ -312,6 +310,7 @@ async fn run_exec(
                         }
                     }
                     Some(255) if b.get(1) == Some(&0) => child_stdin = None,
+                    Some(4) => crate::execio::apply_resize(&resize, &b[1..]),
                     _ => {}
                 }
             } else if let Message::Close(_) = msg {

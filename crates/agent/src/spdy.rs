@@ -235,7 +235,7 @@ pub struct Wanted {
 }
 
 /// Serves one exec session on an upgraded connection; `spawn` starts the process.
-pub async fn serve<IO>(io: IO, wanted: Wanted, spawn: impl FnOnce() -> std::io::Result<tokio::process::Child>) -> std::io::Result<()>
+pub async fn serve<IO>(io: IO, wanted: Wanted, spawn: impl FnOnce() -> std::io::Result<crate::execio::ExecIo>) -> std::io::Result<()>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -287,7 +287,7 @@ where
         }
     }
     let error_stream = streams["error"];
-    let mut child = match spawn() {
+    let crate::execio::ExecIo { mut child, stdin: child_stdin, stdout: out, stderr: err, resize } = match spawn() {
         Ok(c) => c,
         Err(e) => {
             let status = serde_json::json!({"metadata": {}, "status": "Failure", "message": format!("failed to exec in container: {e}"), "reason": "InternalError", "code": 500});
@@ -299,10 +299,7 @@ where
     };
     // Output channels.
     let mut pumps = Vec::new();
-    for (name, pipe) in [
-        ("stdout", child.stdout.take().map(|p| Box::new(p) as Box<dyn AsyncRead + Unpin + Send>)),
-        ("stderr", child.stderr.take().map(|p| Box::new(p) as Box<dyn AsyncRead + Unpin + Send>)),
-    ] {
+    for (name, pipe) in [("stdout", out), ("stderr", err)] {
         let (Some(mut pipe), Some(&id)) = (pipe, streams.get(name)) else { continue };
         let tx = out_tx.clone();
         pumps.push(tokio::spawn(async move {
@@ -322,7 +319,8 @@ where
     }
     // Input: stdin data and stream control, until the process ends.
     let stdin_id = streams.get("stdin").copied();
-    let mut child_stdin = child.stdin.take();
+    let resize_id = streams.get("resize").copied();
+    let mut child_stdin = child_stdin;
     let ping_tx = out_tx.clone();
     let input = tokio::spawn(async move {
         while let Ok(frame) = read_frame(&mut rd).await {
@@ -337,6 +335,7 @@ where
                         child_stdin = None;
                     }
                 }
+                Frame::Data { stream, data: bytes, .. } if Some(stream) == resize_id => crate::execio::apply_resize(&resize, &bytes),
                 Frame::Control { kind: PING, data: d, .. } => {
                     let _ = ping_tx.send(control(PING, 0, &d)).await;
                 }
