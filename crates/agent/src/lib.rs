@@ -7,6 +7,7 @@ pub mod env;
 pub mod execio;
 pub mod expand;
 pub mod init;
+pub mod logs;
 pub mod node;
 pub mod pods;
 pub mod server;

@@ -340,8 +340,6 @@ impl Agent {
         }
         std::fs::create_dir_all(&cs.log_dir).map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
         let log_path = cs.log_dir.join(format!("{}.log", cs.restarts));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
-        let log2 = log.try_clone().map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
         let spec = Spec {
             argv: command.into_iter().chain(args).collect(),
             working_dir: c.working_dir.clone(),
@@ -354,10 +352,20 @@ impl Agent {
             .env_clear()
             .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(std::process::Stdio::piped())
-            .stdout(log)
-            .stderr(log2)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
+        // Output goes to the log one timestamped line at a time, as the CRI log format has it,
+        // so that `kubectl logs --since` and `--timestamps` work.
+        for (stream, pipe) in [
+            ("stdout", child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
+            ("stderr", child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
+        ] {
+            if let Some(pipe) = pipe {
+                tokio::spawn(crate::logs::copy_lines(pipe, log_path.clone(), stream));
+            }
+        }
         if let Some(mut stdin) = child.stdin.take() {
             use tokio::io::AsyncWriteExt;
             let _ = stdin.write_all(serde_json::to_string(&spec).unwrap_or_default().as_bytes()).await;

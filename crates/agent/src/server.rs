@@ -101,21 +101,20 @@ async fn logs(State(agent): State<Arc<Agent>>, Path((ns, pod, container)): Path<
     }
     let path = dir.join(format!("{n}.log"));
     let content = std::fs::read(&path).unwrap_or_default();
-    let mut lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
-    if let Some(tail) = q.get("tailLines").and_then(|t| t.parse::<usize>().ok()) {
-        lines = lines.split_off(lines.len().saturating_sub(tail));
-    }
-    let initial: Vec<u8> = lines.concat();
+    let opts = crate::logs::Options::from_query(&q);
+    let initial = opts.render(&content);
     let follow = q.get("follow").is_some_and(|v| v == "true") && !previous;
     if !follow {
         return Response::new(Body::from(initial));
     }
     let start = content.len() as u64;
-    let stream = async_stream(agent, ns, pod, container, path, start, initial);
+    let live = crate::logs::Options { tail: None, limit_bytes: None, ..opts };
+    let stream = async_stream(agent, ns, pod, container, path, start, initial, live);
     Response::new(Body::from_stream(stream))
 }
 
 /// The log from `offset` on, as it grows, until the container stops.
+#[allow(clippy::too_many_arguments)]
 fn async_stream(
     agent: Arc<Agent>,
     ns: String,
@@ -124,9 +123,10 @@ fn async_stream(
     path: std::path::PathBuf,
     offset: u64,
     initial: Vec<u8>,
+    opts: crate::logs::Options,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
     futures::stream::unfold((Some(initial), offset), move |(first, mut offset)| {
-        let (agent, ns, pod, container, path) = (agent.clone(), ns.clone(), pod.clone(), container.clone(), path.clone());
+        let (agent, ns, pod, container, path, opts) = (agent.clone(), ns.clone(), pod.clone(), container.clone(), path.clone(), opts.clone());
         async move {
             if let Some(f) = first {
                 return Some((Ok(bytes::Bytes::from(f)), (None, offset)));
@@ -140,8 +140,14 @@ fn async_stream(
                     let mut buf = vec![0u8; (len - offset).min(1 << 20) as usize];
                     let n = f.read(&mut buf).await.ok()?;
                     buf.truncate(n);
-                    offset += n as u64;
-                    return Some((Ok(bytes::Bytes::from(buf)), (None, offset)));
+                    // Only whole records; a partial one is read again next time.
+                    let whole = buf.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+                    if whole == 0 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    offset += whole as u64;
+                    return Some((Ok(bytes::Bytes::from(opts.render(&buf[..whole]))), (None, offset)));
                 }
                 let alive = agent.pods.lock().await.get(&format!("{ns}/{pod}")).and_then(|p| p.containers.get(&container)).is_some();
                 if !alive {

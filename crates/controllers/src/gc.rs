@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::Client;
 use serde_json::json;
 
 use crate::benign;
@@ -69,7 +69,9 @@ pub async fn pass(client: &Client) -> kube::Result<()> {
         let all_gone = live.is_empty();
         let foreground = live.iter().any(|o| o.deleting && o.finalizers.iter().any(|f| f == "foregroundDeletion"));
         if (all_gone || foreground) && meta.deletion_timestamp.is_none() {
-            let dp = if foreground { DeleteParams::foreground() } else { DeleteParams::background() };
+            // Foreground propagates to dependents that have dependents of their own; a pod has
+            // none, so it goes in the background (nothing would ever release its finalizer).
+            let dp = if foreground && *kind == "ReplicaSet" { DeleteParams::foreground() } else { DeleteParams::background() };
             let r = match *kind {
                 "ReplicaSet" => rs_api(&ns).delete(&name, &dp).await.map(|_| ()),
                 _ => pod_api(&ns).delete(&name, &dp).await.map(|_| ()),
@@ -110,6 +112,5 @@ pub async fn pass(client: &Client) -> kube::Result<()> {
             }
         }
     }
-    let _ = pods.iter().map(|p| p.name_any()).count();
     Ok(())
 }

@@ -394,3 +394,136 @@ async fn the_mounted_token_carries_exactly_the_service_accounts_rbac() {
     let (_, _, pod) = raw(&c, "GET", "/api/v1/namespaces/rbac/pods/incluster", "", b"").await;
     assert!(pod["spec"]["volumes"][0]["name"].as_str().unwrap().starts_with("kube-api-access-"), "{pod}");
 }
+
+async fn container_status(c: &kube::Client, ns: &str, pod: &str) -> Value {
+    let (_, _, p) = raw(c, "GET", &format!("/api/v1/namespaces/{ns}/pods/{pod}"), "", b"").await;
+    p["status"]["containerStatuses"][0].clone()
+}
+
+#[tokio::test]
+async fn lifecycle_reasons_back_off_and_delete_propagation() {
+    let s = Server::start().await;
+    let c = s.client().await;
+    setup(&c, "life").await;
+    // No command: a clear reason instead of a pulled image's entrypoint.
+    let nocmd = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nocmd"}, "spec": {"containers": [{"name": "main", "image": "nginx:1.27"}]}});
+    assert_eq!(post(&c, "/api/v1/namespaces/life/pods", nocmd).await.0, 201);
+    // A crashing container restarts with back-off; --previous shows the last run.
+    assert_eq!(post(&c, "/api/v1/namespaces/life/pods", pod("crash", "echo crashed-once; exit 7", json!({}))).await.0, 201);
+    // Never: a finished container leaves the pod Succeeded.
+    assert_eq!(post(&c, "/api/v1/namespaces/life/pods", pod("once", "echo done", json!({"spec": {"restartPolicy": "Never"}}))).await.0, 201);
+    let c2 = c.clone();
+    eventually("reasons", 30, || {
+        let c2 = c2.clone();
+        async move {
+            let n = container_status(&c2, "life", "nocmd").await;
+            let k = container_status(&c2, "life", "crash").await;
+            let (_, _, once) = raw(&c2, "GET", "/api/v1/namespaces/life/pods/once", "", b"").await;
+            let ok = n["state"]["waiting"]["reason"] == "CreateContainerError"
+                && n["state"]["waiting"]["message"].as_str().unwrap_or_default().contains("set `command`")
+                && k["restartCount"].as_i64().unwrap_or(0) >= 1
+                && k["lastState"]["terminated"]["exitCode"] == 7
+                && once["status"]["phase"] == "Succeeded"
+                && once["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == "Completed";
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{n}\n{k}\n{}", once["status"]))
+            }
+        }
+    })
+    .await;
+    let prev = Api::<Pod>::namespaced(c.clone(), "life").logs("crash", &LogParams { previous: true, ..Default::default() }).await.unwrap();
+    assert_eq!(prev, "crashed-once\n");
+
+    // Delete propagation: Orphan keeps the ReplicaSet, Foreground removes dependents first.
+    let dep = |name: &str, strategy: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": {"replicas": 1, "strategy": {"type": strategy},
+            "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}}, "spec": {"terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}}}})
+    };
+    for (name, strategy) in [("orphaned", "RollingUpdate"), ("fg", "Recreate")] {
+        assert_eq!(post(&c, "/apis/apps/v1/namespaces/life/deployments", dep(name, strategy)).await.0, 201);
+    }
+    let c2 = c.clone();
+    eventually("both deployments available", 30, || {
+        let c2 = c2.clone();
+        async move {
+            let mut ready = 0;
+            for n in ["orphaned", "fg"] {
+                let (_, _, d) = raw(&c2, "GET", &format!("/apis/apps/v1/namespaces/life/deployments/{n}"), "", b"").await;
+                if d["status"]["availableReplicas"] == 1 {
+                    ready += 1;
+                }
+            }
+            if ready == 2 {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        }
+    })
+    .await;
+    // Recreate rolls too.
+    raw(
+        &c,
+        "PATCH",
+        "/apis/apps/v1/namespaces/life/deployments/fg",
+        "application/strategic-merge-patch+json",
+        br#"{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":"now"}}}}}"#,
+    )
+    .await;
+    let c2 = c.clone();
+    eventually("recreate rollout", 30, || {
+        let c2 = c2.clone();
+        async move {
+            let (_, _, d) = raw(&c2, "GET", "/apis/apps/v1/namespaces/life/deployments/fg", "", b"").await;
+            let st = &d["status"];
+            if d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+                && st["updatedReplicas"] == 1
+                && st["availableReplicas"] == 1
+                && st["replicas"] == 1
+            {
+                Ok(())
+            } else {
+                Err(d["status"].to_string())
+            }
+        }
+    })
+    .await;
+    let (code, _, _) = raw(&c, "DELETE", "/apis/apps/v1/namespaces/life/deployments/orphaned", "application/json", br#"{"propagationPolicy":"Orphan"}"#).await;
+    assert!(code == 200 || code == 202);
+    let c2 = c.clone();
+    eventually("orphaned replicaset keeps running without an owner", 30, || {
+        let c2 = c2.clone();
+        async move {
+            let gone = raw(&c2, "GET", "/apis/apps/v1/namespaces/life/deployments/orphaned", "", b"").await.0 == 404;
+            let (_, _, rs) = raw(&c2, "GET", "/apis/apps/v1/namespaces/life/replicasets?labelSelector=app%3Dorphaned", "", b"").await;
+            let items = rs["items"].as_array().cloned().unwrap_or_default();
+            let free = items.len() == 1 && items[0]["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty());
+            if gone && free {
+                Ok(())
+            } else {
+                Err(format!("gone={gone} {rs}"))
+            }
+        }
+    })
+    .await;
+    let (code, _, d) = raw(&c, "DELETE", "/apis/apps/v1/namespaces/life/deployments/fg", "application/json", br#"{"propagationPolicy":"Foreground"}"#).await;
+    assert_eq!(code, 202, "{d}");
+    assert!(d["metadata"]["finalizers"].as_array().unwrap().iter().any(|f| f == "foregroundDeletion"));
+    let c2 = c.clone();
+    eventually("foreground deletion finishes", 30, || {
+        let c2 = c2.clone();
+        async move {
+            let gone = raw(&c2, "GET", "/apis/apps/v1/namespaces/life/deployments/fg", "", b"").await.0 == 404;
+            let (_, _, pods) = raw(&c2, "GET", "/api/v1/namespaces/life/pods?labelSelector=app%3Dfg", "", b"").await;
+            if gone && pods["items"].as_array().is_some_and(|a| a.is_empty()) {
+                Ok(())
+            } else {
+                Err(format!("gone={gone}"))
+            }
+        }
+    })
+    .await;
+}
