@@ -25,19 +25,24 @@ pub async fn pass(client: &Client) -> kube::Result<()> {
     Ok(())
 }
 
+/// The live (not terminating) pods this ReplicaSet controls.
+async fn owned_pods(api: &Api<Pod>, uid: &str) -> kube::Result<Vec<Pod>> {
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| controlled_by(&p.metadata, uid) && p.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
 async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
     let ns = rs.namespace().unwrap_or_default();
     let uid = rs.uid().unwrap_or_default();
     let spec = rs.spec.clone().unwrap_or_default();
     let desired = spec.replicas.unwrap_or(1);
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let mut pods: Vec<Pod> = pods_api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| controlled_by(&p.metadata, &uid) && p.metadata.deletion_timestamp.is_none())
-        .collect();
+    let mut pods = owned_pods(&pods_api, &uid).await?;
     let have = pods.len() as i32;
     if have < desired {
         let template = spec.template.clone().unwrap_or_default();
@@ -69,13 +74,7 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
             }
         }
     }
-    let live: Vec<Pod> = pods_api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| controlled_by(&p.metadata, &uid) && p.metadata.deletion_timestamp.is_none())
-        .collect();
+    let live = owned_pods(&pods_api, &uid).await?;
     let ready = live.iter().filter(|p| pod_ready(p)).count() as i32;
     let status = ReplicaSetStatus {
         replicas: live.len() as i32,

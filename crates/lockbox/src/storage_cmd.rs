@@ -15,28 +15,26 @@ use serde_json::Value;
 
 use apiserver::storage_admin::{self, StatusReport};
 
+/// Which data dir, resource and configuration a storage command works on.
+#[derive(clap::Args)]
+pub struct Target {
+    #[arg(long, env = "LOCKBOX_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Only this resource (e.g. `secrets`); all resources by default.
+    #[arg(long)]
+    resource: Option<String>,
+    /// The EncryptionConfiguration to use when the server is not running (default: the data
+    /// dir's own).
+    #[arg(long)]
+    encryption_provider_config: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 pub enum StorageCommand {
     /// Count stored objects by the provider and key that wrote them; flag those on old keys.
-    Status {
-        #[arg(long, env = "LOCKBOX_DATA_DIR")]
-        data_dir: Option<PathBuf>,
-        /// Only this resource (e.g. `secrets`); all resources by default.
-        #[arg(long)]
-        resource: Option<String>,
-        /// The EncryptionConfiguration to judge by, when the server is not running.
-        #[arg(long)]
-        encryption_provider_config: Option<PathBuf>,
-    },
+    Status(Target),
     /// Rewrite every object not encrypted with its resource's current write key.
-    Migrate {
-        #[arg(long, env = "LOCKBOX_DATA_DIR")]
-        data_dir: Option<PathBuf>,
-        #[arg(long)]
-        resource: Option<String>,
-        #[arg(long)]
-        encryption_provider_config: Option<PathBuf>,
-    },
+    Migrate(Target),
 }
 
 enum Mode {
@@ -100,7 +98,7 @@ fn bar(total: u64) -> ProgressBar {
 
 pub async fn run(cmd: StorageCommand) -> Result<()> {
     match cmd {
-        StorageCommand::Status { data_dir, resource, encryption_provider_config } => {
+        StorageCommand::Status(Target { data_dir, resource, encryption_provider_config }) => {
             let report = match open(data_dir, encryption_provider_config).await? {
                 Mode::Offline { store, enc, .. } => {
                     storage_admin::status(store.as_ref(), &enc.current(), resource.as_deref()).await.map_err(anyhow::Error::msg)?
@@ -110,7 +108,7 @@ pub async fn run(cmd: StorageCommand) -> Result<()> {
             print_status(&report);
             anyhow::ensure!(report.unreadable.is_empty(), "{} objects cannot be read with the current configuration", report.unreadable.len());
         }
-        StorageCommand::Migrate { data_dir, resource, encryption_provider_config } => match open(data_dir, encryption_provider_config).await? {
+        StorageCommand::Migrate(Target { data_dir, resource, encryption_provider_config }) => match open(data_dir, encryption_provider_config).await? {
             Mode::Offline { store, enc, .. } => {
                 let pb = bar(0);
                 let report = storage_admin::migrate_offline(store.as_ref(), &enc.current(), resource.as_deref(), &|done, total| {
