@@ -1,5 +1,5 @@
 //! The workload controllers, as API clients only (they would run against any Kubernetes):
-//! deployments, replicasets, the garbage collector and the scheduler.
+//! deployments, replicasets, the garbage collector, the scheduler, and reload on change.
 //!
 //! Each is level-triggered: a pass reads the current state and moves it one step toward the
 //! desired state. Passes run after any watched change (debounced by 50 ms) and every few
@@ -7,6 +7,7 @@
 
 pub mod deployment;
 pub mod gc;
+pub mod reload;
 pub mod replicaset;
 pub mod scheduler;
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
@@ -36,11 +37,16 @@ pub async fn run(client: Client) {
     watch(watcher(Api::<Deployment>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
     watch(watcher(Api::<ReplicaSet>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
     watch(watcher(Api::<Pod>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    watch(watcher(Api::<Node>::all(client.clone()), cfg).map(|_| ()).boxed());
+    watch(watcher(Api::<Node>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
+    watch(watcher(Api::<ConfigMap>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
+    watch(watcher(Api::<Secret>::all(client.clone()), cfg).map(|_| ()).boxed());
+    let mut reloader = reload::Reloader::default();
     loop {
+        // A debounced reload is waiting: look again soon even without news.
+        let idle = if reloader.waiting() { Duration::from_millis(300) } else { Duration::from_secs(3) };
         tokio::select! {
             _ = rx.recv() => {}
-            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+            _ = tokio::time::sleep(idle) => {}
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         while rx.try_recv().is_ok() {}
@@ -49,6 +55,7 @@ pub async fn run(client: Client) {
             ("deployment", deployment::pass(&client).await),
             ("replicaset", replicaset::pass(&client).await),
             ("garbage collector", gc::pass(&client).await),
+            ("reloader", reloader.pass(&client).await),
         ] {
             if let Err(e) = r {
                 tracing::debug!(controller = name, error = %e, "pass failed; will retry");

@@ -527,3 +527,92 @@ async fn lifecycle_reasons_back_off_and_delete_propagation() {
     })
     .await;
 }
+
+async fn revision(c: &kube::Client, ns: &str, name: &str) -> (String, Value) {
+    let (_, _, d) = raw(c, "GET", &format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}"), "", b"").await;
+    (d["metadata"]["annotations"]["deployment.kubernetes.io/revision"].as_str().unwrap_or_default().to_string(), d)
+}
+
+#[tokio::test]
+async fn reload_on_change_rolls_once_for_referenced_keys_only() {
+    let s = Server::start().await;
+    let c = s.client().await;
+    setup(&c, "rl").await;
+    assert_eq!(post(&c, "/api/v1/namespaces/rl/configmaps", json!({"metadata": {"name": "cfg"}, "data": {"A": "0", "B": "unused"}})).await.0, 201);
+    let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app", "annotations": {"reloader.stakater.com/auto": "true"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "rl"}}, "template": {"metadata": {"labels": {"app": "rl"}}, "spec": {"terminationGracePeriodSeconds": 2,
+        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo A=$A; sleep 3600"],
+            "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "A"}}}]}]}}}});
+    assert_eq!(post(&c, "/apis/apps/v1/namespaces/rl/deployments", dep).await.0, 201);
+    let c2 = c.clone();
+    eventually("deployment available and its hash recorded", 30, || {
+        let c2 = c2.clone();
+        async move {
+            let (rev, d) = revision(&c2, "rl", "app").await;
+            if rev == "1" && d["status"]["availableReplicas"] == 1 && d["metadata"]["annotations"]["lockbox.dev/config-hash"].is_string() {
+                Ok(())
+            } else {
+                Err(d["status"].to_string())
+            }
+        }
+    })
+    .await;
+    let patch_cm = |body: String| {
+        let c = c.clone();
+        async move { raw(&c, "PATCH", "/api/v1/namespaces/rl/configmaps/cfg", "application/merge-patch+json", body.as_bytes()).await.0 }
+    };
+    // An unreferenced key changes nothing.
+    assert_eq!(patch_cm(r#"{"data":{"B":"changed"}}"#.into()).await, 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(revision(&c, "rl", "app").await.0, "1");
+    // Ten quick edits of the referenced key: one rollout, with the last value.
+    for i in 1..=10 {
+        assert_eq!(patch_cm(format!(r#"{{"data":{{"A":"{i}"}}}}"#)).await, 200);
+    }
+    let c2 = c.clone();
+    eventually("one rollout with the new value", 30, || {
+        let c2 = c2.clone();
+        async move {
+            let (rev, d) = revision(&c2, "rl", "app").await;
+            let (_, _, pods) = raw(&c2, "GET", "/api/v1/namespaces/rl/pods", "", b"").await;
+            let names: Vec<String> = pods["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .map(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_string())
+                .collect();
+            let mut latest = false;
+            for n in &names {
+                latest |= logs(&c2, "rl", n).await.contains("A=10");
+            }
+            if rev == "2" && d["status"]["updatedReplicas"] == 1 && latest {
+                Ok(())
+            } else {
+                Err(format!("revision {rev} {}", d["status"]))
+            }
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(revision(&c, "rl", "app").await.0, "2", "ten edits, one rollout");
+    // Paused: no rollout until resumed.
+    raw(&c, "PATCH", "/apis/apps/v1/namespaces/rl/deployments/app", "application/merge-patch+json", br#"{"spec":{"paused":true}}"#).await;
+    assert_eq!(patch_cm(r#"{"data":{"A":"paused-edit"}}"#.into()).await, 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(revision(&c, "rl", "app").await.0, "2", "a paused deployment is not rolled");
+    raw(&c, "PATCH", "/apis/apps/v1/namespaces/rl/deployments/app", "application/merge-patch+json", br#"{"spec":{"paused":false}}"#).await;
+    let c2 = c.clone();
+    eventually("rolled after resume", 30, || {
+        let c2 = c2.clone();
+        async move {
+            if revision(&c2, "rl", "app").await.0 == "3" {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        }
+    })
+    .await;
+}

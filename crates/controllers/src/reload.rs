@@ -1,0 +1,251 @@
+//! Reload on change, compatible with stakater Reloader's annotations:
+//! `reloader.stakater.com/auto: "true"` (everything the pod template references),
+//! `configmap.reloader.stakater.com/reload: "a,b"` and `secret.reloader.stakater.com/reload: "c"`.
+//!
+//! The decision rests on a hash of only the keys the pod template uses (env `valueFrom`,
+//! `envFrom`, and volumes, with their `items`), so a change to any other key restarts nothing.
+//! When the hash changes, the Deployment's pod template gets a `reloader.stakater.com/last-reloaded-from`
+//! annotation: a normal rolling update, visible in `kubectl rollout history`. The first hash a
+//! Deployment is seen with is only recorded (no rollout), and changes are debounced: a burst of
+//! edits settles for a second before one rollout. Paused Deployments are left alone until resumed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+pub const AUTO: &str = "reloader.stakater.com/auto";
+pub const CONFIGMAPS: &str = "configmap.reloader.stakater.com/reload";
+pub const SECRETS: &str = "secret.reloader.stakater.com/reload";
+/// Where the last applied hash is kept, on the Deployment itself.
+pub const HASH: &str = "lockbox.dev/config-hash";
+pub const STAMP: &str = "reloader.stakater.com/last-reloaded-from";
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Which keys of which objects a template uses: None means "every key".
+#[derive(Default, Debug, PartialEq)]
+pub struct References {
+    pub configmaps: BTreeMap<String, Option<BTreeSet<String>>>,
+    pub secrets: BTreeMap<String, Option<BTreeSet<String>>>,
+}
+
+fn add(map: &mut BTreeMap<String, Option<BTreeSet<String>>>, name: &str, keys: Option<Vec<String>>) {
+    let slot = map.entry(name.to_string()).or_insert_with(|| Some(BTreeSet::new()));
+    match (slot.as_mut(), keys) {
+        (Some(set), Some(keys)) => set.extend(keys),
+        _ => *slot = None,
+    }
+}
+
+/// The ConfigMaps and Secrets (and keys) a pod template reads.
+pub fn references(t: &PodTemplateSpec) -> References {
+    let mut r = References::default();
+    let Some(spec) = &t.spec else { return r };
+    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+        for e in c.env.iter().flatten() {
+            if let Some(from) = &e.value_from {
+                if let Some(k) = &from.config_map_key_ref {
+                    add(&mut r.configmaps, &k.name, Some(vec![k.key.clone()]));
+                }
+                if let Some(k) = &from.secret_key_ref {
+                    add(&mut r.secrets, &k.name, Some(vec![k.key.clone()]));
+                }
+            }
+        }
+        for e in c.env_from.iter().flatten() {
+            if let Some(cm) = &e.config_map_ref {
+                add(&mut r.configmaps, &cm.name, None);
+            }
+            if let Some(s) = &e.secret_ref {
+                add(&mut r.secrets, &s.name, None);
+            }
+        }
+    }
+    let items = |i: &Option<Vec<k8s_openapi::api::core::v1::KeyToPath>>| i.as_ref().map(|i| i.iter().map(|k| k.key.clone()).collect());
+    for v in spec.volumes.iter().flatten() {
+        if let Some(cm) = &v.config_map {
+            add(&mut r.configmaps, &cm.name, items(&cm.items));
+        }
+        if let Some(s) = &v.secret {
+            add(&mut r.secrets, s.secret_name.as_deref().unwrap_or_default(), items(&s.items));
+        }
+        for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(cm) = &src.config_map {
+                add(&mut r.configmaps, &cm.name, items(&cm.items));
+            }
+            if let Some(s) = &src.secret {
+                add(&mut r.secrets, &s.name, items(&s.items));
+            }
+        }
+    }
+    r
+}
+
+fn list(annotation: Option<&String>) -> BTreeSet<String> {
+    annotation.map(|a| a.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default()
+}
+
+/// SHA-256 over the referenced keys' values, in a stable order; absent keys count as absent.
+fn hash(refs: &References, cms: &HashMap<String, BTreeMap<String, Vec<u8>>>, secrets: &HashMap<String, BTreeMap<String, Vec<u8>>>) -> String {
+    use std::hash::Hasher;
+    // FNV is enough to tell versions apart; the values themselves never leave this function.
+    let mut h = fnv::FnvHasher::default();
+    for (kind, names, data) in [("cm", &refs.configmaps, cms), ("secret", &refs.secrets, secrets)] {
+        for (name, keys) in names {
+            h.write(format!("{kind}/{name}\0").as_bytes());
+            let Some(values) = data.get(name) else {
+                h.write(b"<absent>\0");
+                continue;
+            };
+            for (k, v) in values {
+                if keys.as_ref().is_none_or(|ks| ks.contains(k)) {
+                    h.write(k.as_bytes());
+                    h.write(&[0]);
+                    h.write(v);
+                    h.write(&[0]);
+                }
+            }
+        }
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// Remembers, per Deployment, a changed hash and since when, for debouncing.
+#[derive(Default)]
+pub struct Reloader {
+    pending: HashMap<String, (String, Instant)>,
+}
+
+impl Reloader {
+    pub async fn pass(&mut self, client: &Client) -> kube::Result<()> {
+        let deployments = Api::<Deployment>::all(client.clone()).list(&ListParams::default()).await?.items;
+        let watched: Vec<Deployment> = deployments
+            .into_iter()
+            .filter(|d| {
+                let a = d.annotations();
+                a.get(AUTO).is_some_and(|v| v == "true") || a.contains_key(CONFIGMAPS) || a.contains_key(SECRETS)
+            })
+            .collect();
+        if watched.is_empty() {
+            self.pending.clear();
+            return Ok(());
+        }
+        let mut cms: HashMap<String, HashMap<String, BTreeMap<String, Vec<u8>>>> = HashMap::new();
+        let mut secrets: HashMap<String, HashMap<String, BTreeMap<String, Vec<u8>>>> = HashMap::new();
+        for d in &watched {
+            let ns = d.namespace().unwrap_or_default();
+            if !cms.contains_key(&ns) {
+                let list = Api::<ConfigMap>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?.items;
+                cms.insert(
+                    ns.clone(),
+                    list.into_iter()
+                        .map(|c| {
+                            let mut m: BTreeMap<String, Vec<u8>> = c.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                            m.extend(c.binary_data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+                            (c.name_any(), m)
+                        })
+                        .collect(),
+                );
+                let list = Api::<Secret>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?.items;
+                secrets.insert(
+                    ns.clone(),
+                    list.into_iter().map(|s| (s.name_any(), s.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect())).collect(),
+                );
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for d in watched {
+            let ns = d.namespace().unwrap_or_default();
+            let key = format!("{ns}/{}", d.name_any());
+            seen.insert(key.clone());
+            let a = d.annotations().clone();
+            let template = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+            let mut refs = references(&template);
+            if a.get(AUTO).map(String::as_str) != Some("true") {
+                let (want_cm, want_s) = (list(a.get(CONFIGMAPS)), list(a.get(SECRETS)));
+                refs.configmaps.retain(|n, _| want_cm.contains(n));
+                refs.secrets.retain(|n, _| want_s.contains(n));
+                // Named but not referenced by the template: the whole object counts.
+                for n in want_cm {
+                    refs.configmaps.entry(n).or_insert(None);
+                }
+                for n in want_s {
+                    refs.secrets.entry(n).or_insert(None);
+                }
+            }
+            let now = hash(&refs, &cms[&ns], &secrets[&ns]);
+            let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+            match a.get(HASH) {
+                None => {
+                    // First sight: record, do not roll.
+                    api.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {HASH: now}}}))).await?;
+                    self.pending.remove(&key);
+                }
+                Some(old) if *old == now => {
+                    self.pending.remove(&key);
+                }
+                Some(_) => {
+                    if d.spec.as_ref().and_then(|s| s.paused) == Some(true) {
+                        continue;
+                    }
+                    // Debounce: roll once the hash has held still for SETTLE.
+                    let entry = self.pending.entry(key.clone()).or_insert_with(|| (now.clone(), Instant::now()));
+                    if entry.0 != now {
+                        *entry = (now.clone(), Instant::now());
+                    }
+                    if entry.1.elapsed() < SETTLE {
+                        continue;
+                    }
+                    let from = refs
+                        .configmaps
+                        .keys()
+                        .map(|n| format!("configmap/{n}"))
+                        .chain(refs.secrets.keys().map(|n| format!("secret/{n}")))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let stamp = format!("{from} at {}", jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"));
+                    let patch = json!({"metadata": {"annotations": {HASH: now}}, "spec": {"template": {"metadata": {"annotations": {STAMP: stamp}}}}});
+                    api.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                    crate::deployment::event(client, &d, "Reloaded", &format!("Rolling out because referenced configuration changed: {from}")).await;
+                    self.pending.remove(&key);
+                }
+            }
+        }
+        self.pending.retain(|k, _| seen.contains(k));
+        Ok(())
+    }
+
+    /// Whether a debounced change is waiting (so the caller wakes up again soon).
+    pub fn waiting(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_only_the_keys_used() {
+        let t: PodTemplateSpec = serde_json::from_value(json!({"spec": {"containers": [{"name": "c", "image": "i",
+            "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "A"}}}],
+            "envFrom": [{"secretRef": {"name": "all"}}]}],
+            "volumes": [{"name": "v", "configMap": {"name": "cm", "items": [{"key": "B", "path": "b"}]}}]}}))
+        .unwrap();
+        let r = references(&t);
+        assert_eq!(r.configmaps["cm"], Some(["A".to_string(), "B".to_string()].into()));
+        assert_eq!(r.secrets["all"], None);
+        let mut cms = HashMap::new();
+        cms.insert("cm".to_string(), BTreeMap::from([("A".to_string(), b"1".to_vec()), ("B".to_string(), b"2".to_vec()), ("C".to_string(), b"3".to_vec())]));
+        let secrets = HashMap::new();
+        let h1 = hash(&r, &cms, &secrets);
+        cms.get_mut("cm").unwrap().insert("C".into(), b"changed".to_vec());
+        assert_eq!(hash(&r, &cms, &secrets), h1, "an unreferenced key does not count");
+        cms.get_mut("cm").unwrap().insert("A".into(), b"changed".to_vec());
+        assert_ne!(hash(&r, &cms, &secrets), h1);
+    }
+}
