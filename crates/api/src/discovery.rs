@@ -31,6 +31,9 @@ fn subresources(r: &Resource) -> Vec<(&'static str, &'static str, &'static str, 
             ("status", "", "v1", "Pod", &["get", "patch", "update"]),
         ],
         "Node" => vec![("status", "", "v1", "Node", &["get", "patch", "update"])],
+        "SecretStore" | "ClusterSecretStore" | "ExternalSecret" | "ClusterExternalSecret" => {
+            vec![("status", "external-secrets.io", "v1", r.kind, &["get", "patch", "update"])]
+        }
         _ => vec![],
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod discovery;
+pub mod eso_kinds;
 pub mod fieldmanager;
 pub mod kinds;
 pub mod object;

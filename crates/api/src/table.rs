@@ -122,6 +122,10 @@ pub static NODE_COLUMNS: [Column; 5] = [NAME, col("Status", 0), col("Roles", 0),
 
 pub static LEASE_COLUMNS: [Column; 3] = [NAME, col("Holder", 0), AGE];
 
+pub static STORE_COLUMNS: [Column; 5] = [NAME, AGE, col("Status", 0), col("Capabilities", 0), col("Ready", 0)];
+
+pub static EXTERNALSECRET_COLUMNS: [Column; 5] = [NAME, col("Store", 0), col("Refresh Interval", 0), col("Status", 0), col("Ready", 0)];
+
 fn partial_metadata(obj: &Value) -> Value {
     let mut meta = obj["metadata"].clone();
     if let Some(m) = meta.as_object_mut() {

@@ -484,9 +484,10 @@ async fn resource_request(
         }
         match (res.kind, sub.as_str()) {
             ("Namespace", "finalize") => {}
-            ("Namespace" | "Pod" | "Node" | "Deployment" | "ReplicaSet", "status") => {
-                return crate::subresources::status(app, t.res, ns, &name, method, headers, q, body, n).await
-            }
+            (
+                "Namespace" | "Pod" | "Node" | "Deployment" | "ReplicaSet" | "SecretStore" | "ClusterSecretStore" | "ExternalSecret" | "ClusterExternalSecret",
+                "status",
+            ) => return crate::subresources::status(app, t.res, ns, &name, method, headers, q, body, n).await,
             ("Deployment" | "ReplicaSet", "scale") => return crate::subresources::scale(app, t.res, ns, &name, method, headers, q, body, n).await,
             ("Pod", "binding") if *method == Method::POST => return crate::subresources::binding(app, t.res, ns, &name, headers, body).await,
             ("Pod", "log") if *method == Method::GET => return crate::proxy::logs(app, ns, &name, q, headers).await,

@@ -1,6 +1,5 @@
 //! The garbage collector (pkg/controller/garbagecollector) for the owner chains lockbox makes:
-//! Deployment → ReplicaSet → Pod, and any object owned by a ConfigMap, Secret or
-//! ExternalSecret-made Secret. Dependents whose owners are gone are deleted (background
+//! Deployment → ReplicaSet → Pod, and ExternalSecret → Secret. Dependents whose owners are gone are deleted (background
 //! propagation); an owner held by `foregroundDeletion` waits until its dependents are gone; an
 //! owner held by `orphan` lets them go free.
 
@@ -77,6 +76,30 @@ pub async fn pass(client: &Client) -> kube::Result<()> {
                 _ => pod_api(&ns).delete(&name, &dp).await.map(|_| ()),
             };
             if let Err(e) = r {
+                if !benign(&e) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    // Secrets made by ExternalSecrets with creationPolicy Owner go with their ExternalSecret.
+    let req = http::Request::get("/apis/external-secrets.io/v1/externalsecrets").body(vec![]).map_err(|e| kube::Error::Service(e.into()))?;
+    if let Ok(list) = client.request::<serde_json::Value>(req).await {
+        let live: std::collections::BTreeSet<String> =
+            list["items"].as_array().into_iter().flatten().filter_map(|e| e["metadata"]["uid"].as_str().map(String::from)).collect();
+        let secrets = Api::<k8s_openapi::api::core::v1::Secret>::all(client.clone()).list(&ListParams::default()).await?.items;
+        for sec in secrets {
+            let refs = sec.metadata.owner_references.clone().unwrap_or_default();
+            let es: Vec<_> = refs.iter().filter(|r| r.kind == "ExternalSecret").collect();
+            if es.is_empty() || es.iter().any(|r| live.contains(&r.uid)) || sec.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let ns = sec.metadata.namespace.clone().unwrap_or_default();
+            if let Err(e) = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+                .delete(sec.metadata.name.as_deref().unwrap_or_default(), &DeleteParams::background())
+                .await
+            {
                 if !benign(&e) {
                     return Err(e);
                 }

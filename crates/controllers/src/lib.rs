@@ -6,6 +6,7 @@
 //! seconds, so a missed event only delays convergence.
 
 pub mod deployment;
+pub mod externalsecrets;
 pub mod gc;
 pub mod reload;
 pub mod replicaset;
@@ -41,9 +42,27 @@ pub async fn run(client: Client) {
     watch(watcher(Api::<ConfigMap>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
     watch(watcher(Api::<Secret>::all(client.clone()), cfg).map(|_| ()).boxed());
     let mut reloader = reload::Reloader::default();
+    let mut syncer = externalsecrets::Syncer::default();
+    {
+        // ExternalSecrets and stores are watched without types: there are no generated ones.
+        for path in ["externalsecrets", "secretstores", "clustersecretstores"] {
+            let ar = kube::discovery::ApiResource {
+                group: "external-secrets.io".into(),
+                version: "v1".into(),
+                api_version: "external-secrets.io/v1".into(),
+                kind: String::new(),
+                plural: path.into(),
+            };
+            let api: Api<kube::core::DynamicObject> = Api::all_with(client.clone(), &ar);
+            watch(watcher(api, watcher::Config::default()).map(|_| ()).boxed());
+        }
+    }
     loop {
-        // A debounced reload is waiting: look again soon even without news.
-        let idle = if reloader.waiting() { Duration::from_millis(300) } else { Duration::from_secs(3) };
+        // A debounced reload or a due refresh is waiting: look again soon even without news.
+        let mut idle = if reloader.waiting() { Duration::from_millis(300) } else { Duration::from_secs(3) };
+        if let Some(due) = syncer.next_due() {
+            idle = idle.min(due.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(50)));
+        }
         tokio::select! {
             _ = rx.recv() => {}
             _ = tokio::time::sleep(idle) => {}
@@ -60,6 +79,9 @@ pub async fn run(client: Client) {
             if let Err(e) = r {
                 tracing::debug!(controller = name, error = %e, "pass failed; will retry");
             }
+        }
+        if let Err(e) = syncer.pass(&client).await {
+            tracing::debug!(controller = "externalsecrets", error = %e, "pass failed; will retry");
         }
     }
 }
@@ -87,6 +109,14 @@ pub fn int_or_percent(v: Option<&k8s_openapi::apimachinery::pkg::util::intstr::I
             let x = p * total as f64 / 100.0;
             (if round_up { x.ceil() } else { x.floor() }) as i32
         }
+    }
+}
+
+/// An API error without echoing any object content.
+pub fn short(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string().chars().take(200).collect(),
     }
 }
 

@@ -1,0 +1,169 @@
+//! External secrets against real providers: OpenBao (KV v2, token auth) and the fake provider.
+//! Sync, rotation at the source, errors that keep the last good Secret, and ESO's manifests.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use common::{raw, Server};
+
+async fn post(c: &kube::Client, path: &str, body: Value) -> (u16, Value) {
+    let (code, _, v) = raw(c, "POST", path, "application/json", body.to_string().as_bytes()).await;
+    (code, v)
+}
+
+fn decode(v: &Value) -> String {
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).unwrap_or_default()).unwrap_or_default()
+}
+
+async fn until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn bao(addr: &str, args: &[&str]) {
+    let out = Command::new(common::peers_venv().join("bin/bao")).args(args).env("BAO_ADDR", addr).env("BAO_TOKEN", "root").output().unwrap();
+    assert!(out.status.success(), "bao {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn openbao_values_reach_the_secret_and_follow_rotation() {
+    let (_bao, addr) = common::openbao().await;
+    bao(&addr, &["kv", "put", "secret/app/db", "username=app", "password=first-password-1"]);
+    let s = Server::start().await;
+    let c = s.client().await;
+    assert_eq!(post(&c, "/api/v1/namespaces", json!({"metadata": {"name": "eso"}})).await.0, 201);
+    assert_eq!(post(&c, "/api/v1/namespaces/eso/secrets", json!({"metadata": {"name": "vault-token"}, "stringData": {"token": "root"}})).await.0, 201);
+    // ESO's documented shapes, unchanged.
+    let store = json!({"apiVersion": "external-secrets.io/v1", "kind": "SecretStore", "metadata": {"name": "vault-backend"},
+        "spec": {"provider": {"vault": {"server": addr, "path": "secret", "version": "v2", "auth": {"tokenSecretRef": {"name": "vault-token", "key": "token"}}}}}});
+    assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/eso/secretstores", store).await.0, 201);
+    let es = json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": "db"},
+        "spec": {"refreshInterval": "1s", "secretStoreRef": {"name": "vault-backend", "kind": "SecretStore"},
+            "target": {"name": "db-credentials", "creationPolicy": "Owner"},
+            "data": [{"secretKey": "password", "remoteRef": {"key": "app/db", "property": "password"}}],
+            "dataFrom": [{"extract": {"key": "app/db"}}]}});
+    assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/eso/externalsecrets", es).await.0, 201);
+    let cc = c.clone();
+    until("synced", 20, async || {
+        let (_, _, sec) = raw(&cc, "GET", "/api/v1/namespaces/eso/secrets/db-credentials", "", b"").await;
+        if decode(&sec["data"]["password"]) == "first-password-1" && decode(&sec["data"]["username"]) == "app" {
+            Ok(())
+        } else {
+            Err(sec.to_string())
+        }
+    })
+    .await;
+    let (_, _, es) = raw(&c, "GET", "/apis/external-secrets.io/v1/namespaces/eso/externalsecrets/db", "", b"").await;
+    assert_eq!(es["status"]["conditions"][0]["reason"], "SecretSynced");
+    let (_, _, sec) = raw(&c, "GET", "/api/v1/namespaces/eso/secrets/db-credentials", "", b"").await;
+    assert_eq!(sec["metadata"]["ownerReferences"][0]["kind"], "ExternalSecret");
+    // Rotation at the source arrives within refreshInterval plus a second.
+    bao(&addr, &["kv", "put", "secret/app/db", "username=app", "password=second-password-2"]);
+    let start = Instant::now();
+    let cc = c.clone();
+    until("rotated", 10, async || {
+        let (_, _, sec) = raw(&cc, "GET", "/api/v1/namespaces/eso/secrets/db-credentials", "", b"").await;
+        if decode(&sec["data"]["password"]) == "second-password-2" {
+            Ok(())
+        } else {
+            Err("old value".into())
+        }
+    })
+    .await;
+    assert!(start.elapsed() < Duration::from_secs(3), "rotation took {:?}", start.elapsed());
+    // A missing key: SecretSyncedError, the last good Secret kept, no value in the message.
+    raw(
+        &c,
+        "PATCH",
+        "/apis/external-secrets.io/v1/namespaces/eso/externalsecrets/db",
+        "application/merge-patch+json",
+        br#"{"spec":{"data":[{"secretKey":"password","remoteRef":{"key":"app/missing","property":"password"}}]}}"#,
+    )
+    .await;
+    let cc = c.clone();
+    until("error condition", 10, async || {
+        let (_, _, es) = raw(&cc, "GET", "/apis/external-secrets.io/v1/namespaces/eso/externalsecrets/db", "", b"").await;
+        if es["status"]["conditions"][0]["reason"] == "SecretSyncedError" {
+            Ok(())
+        } else {
+            Err(es["status"].to_string())
+        }
+    })
+    .await;
+    let (_, _, es) = raw(&c, "GET", "/apis/external-secrets.io/v1/namespaces/eso/externalsecrets/db", "", b"").await;
+    let msg = es["status"]["conditions"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("Secret does not exist: app/missing"), "{msg}");
+    assert!(!msg.contains("second-password-2"));
+    let (_, _, sec) = raw(&c, "GET", "/api/v1/namespaces/eso/secrets/db-credentials", "", b"").await;
+    assert_eq!(decode(&sec["data"]["password"]), "second-password-2", "the last good Secret stays");
+    let (_, _, events) = raw(&c, "GET", "/api/v1/namespaces/eso/events?fieldSelector=involvedObject.name%3Ddb", "", b"").await;
+    assert!(events["items"].as_array().unwrap().iter().any(|e| e["reason"] == "UpdateFailed"), "{events}");
+    // Tables: ESO's columns.
+    let req = http::Request::get("/apis/external-secrets.io/v1/namespaces/eso/externalsecrets")
+        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(vec![])
+        .unwrap();
+    let table: Value = c.request(req).await.unwrap();
+    let cols: Vec<&str> = table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(cols, ["Name", "Store", "Refresh Interval", "Status", "Ready"]);
+    assert!(!std::fs::read_to_string(&s.log).unwrap().contains("second-password-2"));
+}
+
+#[tokio::test]
+async fn fake_provider_and_creation_policies() {
+    let s = Server::start().await;
+    let c = s.client().await;
+    assert_eq!(post(&c, "/api/v1/namespaces", json!({"metadata": {"name": "fake"}})).await.0, 201);
+    let store = json!({"apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": {"name": "fake"},
+        "spec": {"provider": {"fake": {"data": [{"key": "/api/key", "value": "static-value"}, {"key": "/json", "value": "{\"a\":\"1\",\"b\":\"2\"}"}]}}}});
+    assert_eq!(post(&c, "/apis/external-secrets.io/v1/clustersecretstores", store).await.0, 201);
+    assert_eq!(post(&c, "/api/v1/namespaces/fake/secrets", json!({"metadata": {"name": "existing"}, "stringData": {"keep": "me"}})).await.0, 201);
+    let es = |name: &str, target: &str, policy: &str| {
+        json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": name},
+            "spec": {"refreshInterval": "0", "secretStoreRef": {"name": "fake", "kind": "ClusterSecretStore"}, "target": {"name": target, "creationPolicy": policy},
+                "data": [{"secretKey": "key", "remoteRef": {"key": "/api/key"}}], "dataFrom": [{"extract": {"key": "/json"}}]}})
+    };
+    for (name, target, policy) in [("owned", "owned", "Owner"), ("merged", "existing", "Merge"), ("orphan", "orphan", "Orphan")] {
+        assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/fake/externalsecrets", es(name, target, policy)).await.0, 201);
+    }
+    let cc = c.clone();
+    until("fake synced", 20, async || {
+        let (_, _, owned) = raw(&cc, "GET", "/api/v1/namespaces/fake/secrets/owned", "", b"").await;
+        let (_, _, merged) = raw(&cc, "GET", "/api/v1/namespaces/fake/secrets/existing", "", b"").await;
+        let (_, _, orphan) = raw(&cc, "GET", "/api/v1/namespaces/fake/secrets/orphan", "", b"").await;
+        let ok = decode(&owned["data"]["key"]) == "static-value"
+            && decode(&owned["data"]["a"]) == "1"
+            && decode(&merged["data"]["keep"]) == "me"
+            && decode(&merged["data"]["b"]) == "2"
+            && decode(&orphan["data"]["key"]) == "static-value"
+            && orphan["metadata"]["ownerReferences"].is_null();
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{owned}\n{merged}\n{orphan}"))
+        }
+    })
+    .await;
+    // Owner: the Secret goes with its ExternalSecret.
+    assert_eq!(raw(&c, "DELETE", "/apis/external-secrets.io/v1/namespaces/fake/externalsecrets/owned", "", b"").await.0, 200);
+    let cc = c.clone();
+    until("owned secret collected", 20, async || {
+        if raw(&cc, "GET", "/api/v1/namespaces/fake/secrets/owned", "", b"").await.0 == 404 {
+            Ok(())
+        } else {
+            Err("still there".into())
+        }
+    })
+    .await;
+}
