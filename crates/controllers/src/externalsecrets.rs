@@ -5,8 +5,10 @@
 //! (capped at 5 minutes) and keep the last good Secret; editing the ExternalSecret or setting the
 //! `force-sync` annotation syncs at once.
 //!
-//! Providers here: `fake` (static data in the store) and `vault` (HashiCorp Vault or OpenBao,
-//! KV v1 and v2, token auth). Provider credentials are read through the API, with this
+//! Providers here: `fake` (static data in the store), `vault` (HashiCorp Vault or OpenBao, KV v1
+//! and v2, token auth) and `aws` (Secrets Manager, SigV4 with static credentials, version stage
+//! or id, JSON properties, `dataFrom.find` by name and tags; `AWS_ENDPOINT_URL` overrides the
+//! endpoint as in the AWS SDKs). Provider credentials are read through the API, with this
 //! controller's own identity. Values never appear in conditions, events or logs.
 
 use std::collections::{BTreeMap, HashMap};
@@ -193,6 +195,11 @@ async fn sync(client: &Client, http: &reqwest::Client, es: &Value) -> Result<(),
                 data.insert(k, v);
             }
         }
+        if let Some(find) = df.get("find").filter(|f| f.is_object()) {
+            for (k, v) in provider.find(&s(&find["name"]["regexp"]), find["tags"].as_object()).await? {
+                data.insert(k, v);
+            }
+        }
     }
     write_target(client, es, &ns, &name, data).await
 }
@@ -250,6 +257,7 @@ async fn write_target(client: &Client, es: &Value, ns: &str, name: &str, data: B
 
 enum Provider {
     Fake(BTreeMap<String, String>),
+    Aws { http: reqwest::Client, endpoint: String, host: String, region: String, creds: crate::sigv4::Credentials },
     Vault { http: reqwest::Client, server: String, path: String, v2: bool, token: String, namespace: Option<String> },
 }
 
@@ -285,7 +293,103 @@ impl Provider {
                 namespace: v["namespace"].as_str().map(String::from),
             });
         }
-        Err("the store's provider is not supported by lockbox yet (supported: fake, vault)".into())
+        if let Some(a) = p.get("aws").filter(|a| a.is_object()) {
+            if a["service"].as_str().unwrap_or("SecretsManager") != "SecretsManager" {
+                return Err(format!("aws: service {:?} is not supported (supported: SecretsManager)", s(&a["service"])));
+            }
+            let region = a["region"].as_str().unwrap_or("us-east-1").to_string();
+            let sref = &a["auth"]["secretRef"];
+            let store_ns = store["metadata"]["namespace"].as_str().map(String::from);
+            let read = |r: Value| {
+                let ns = store_ns.clone().or_else(|| r["namespace"].as_str().map(String::from)).unwrap_or_else(|| es_ns.to_string());
+                async move {
+                    if !r.is_object() {
+                        return Ok::<Option<String>, String>(None);
+                    }
+                    let sec = get(client, &format!("/api/v1/namespaces/{ns}/secrets/{}", s(&r["name"]))).await?.ok_or_else(|| format!("could not get the credentials secret {ns}/{}", s(&r["name"])))?;
+                    let v = sec["data"][s(&r["key"])].as_str().and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).ok_or_else(|| format!("the credentials secret {ns}/{} has no key {:?}", s(&r["name"]), s(&r["key"])))?;
+                    Ok(Some(String::from_utf8_lossy(&v).trim().to_string()))
+                }
+            };
+            let access_key = read(sref["accessKeyIDSecretRef"].clone()).await?.ok_or("aws: auth.secretRef.accessKeyIDSecretRef is required")?;
+            let secret_key = read(sref["secretAccessKeySecretRef"].clone()).await?.ok_or("aws: auth.secretRef.secretAccessKeySecretRef is required")?;
+            let session_token = read(sref["sessionTokenSecretRef"].clone()).await?;
+            // The AWS SDKs' standard override, which tests point at moto.
+            let endpoint = std::env::var("AWS_ENDPOINT_URL_SECRETS_MANAGER").or_else(|_| std::env::var("AWS_ENDPOINT_URL")).unwrap_or_else(|_| format!("https://secretsmanager.{region}.amazonaws.com"));
+            let host = endpoint.split("://").nth(1).unwrap_or_default().trim_end_matches('/').to_string();
+            return Ok(Provider::Aws { http: http.clone(), endpoint, host, region, creds: crate::sigv4::Credentials { access_key, secret_key, session_token } });
+        }
+        Err("the store's provider is not supported by lockbox yet (supported: fake, vault, aws)".into())
+    }
+
+    /// One Secrets Manager call.
+    async fn aws(&self, target: &str, body: Value) -> Result<Value, String> {
+        let Provider::Aws { http, endpoint, host, region, creds } = self else { unreachable!("aws call on another provider") };
+        let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let date = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let mut req = http.post(format!("{}/", endpoint.trim_end_matches('/'))).body(body.clone());
+        for (k, v) in crate::sigv4::sign(creds, region, "secretsmanager", host, &format!("secretsmanager.{target}"), &body, &date) {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.map_err(|e| format!("cannot reach AWS Secrets Manager: {}", e.without_url()))?;
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if status == 200 {
+            return Ok(v);
+        }
+        let kind = s(&v["__type"]);
+        Err(if kind.contains("ResourceNotFound") { "ResourceNotFoundException".into() } else { format!("AWS Secrets Manager answered {status} {kind}") })
+    }
+
+    async fn aws_value(&self, key: &str, version: &str) -> Result<Vec<u8>, String> {
+        let mut body = json!({"SecretId": key});
+        match version.strip_prefix("uuid/") {
+            Some(id) => body["VersionId"] = json!(id),
+            None if !version.is_empty() => body["VersionStage"] = json!(version),
+            None => {}
+        }
+        let v = self.aws("GetSecretValue", body).await.map_err(|e| if e == "ResourceNotFoundException" { format!("Secret does not exist: {key}") } else { e })?;
+        match (v["SecretString"].as_str(), v["SecretBinary"].as_str()) {
+            (Some(s), _) => Ok(s.as_bytes().to_vec()),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).map_err(|e| e.to_string()),
+            _ => Err(format!("secret {key:?} has no value")),
+        }
+    }
+
+    /// Secrets whose name matches `regexp` and which carry `tags` (dataFrom.find).
+    async fn find(&self, regexp: &str, tags: Option<&serde_json::Map<String, Value>>) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        if !matches!(self, Provider::Aws { .. }) {
+            return Err("dataFrom.find is supported for the aws provider only".into());
+        }
+        let re = regex::Regex::new(if regexp.is_empty() { ".*" } else { regexp }).map_err(|e| format!("invalid name regexp: {e}"))?;
+        let mut filters = Vec::new();
+        for (k, v) in tags.into_iter().flatten() {
+            filters.push(json!({"Key": "tag-key", "Values": [k]}));
+            filters.push(json!({"Key": "tag-value", "Values": [v]}));
+        }
+        let mut out = BTreeMap::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut body = json!({"MaxResults": 100});
+            if !filters.is_empty() {
+                body["Filters"] = json!(filters);
+            }
+            if let Some(t) = &token {
+                body["NextToken"] = json!(t);
+            }
+            let page = self.aws("ListSecrets", body).await?;
+            for sec in page["SecretList"].as_array().cloned().unwrap_or_default() {
+                let name = s(&sec["Name"]);
+                let tagged = tags.into_iter().flatten().all(|(k, v)| sec["Tags"].as_array().into_iter().flatten().any(|t| t["Key"] == k.as_str() && t["Value"] == *v));
+                if re.is_match(&name) && tagged {
+                    out.insert(name.replace('/', "_"), self.aws_value(&name, "").await?);
+                }
+            }
+            match page["NextToken"].as_str().filter(|t| !t.is_empty()) {
+                Some(t) => token = Some(t.to_string()),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// All properties of a remote secret.
@@ -295,6 +399,11 @@ impl Provider {
                 let raw = data.get(key).ok_or_else(|| format!("Secret does not exist: {key}"))?;
                 let v: Value = serde_json::from_str(raw).map_err(|_| format!("key {key:?} is not a JSON object"))?;
                 Ok(v.as_object().cloned().unwrap_or_default().into_iter().map(|(k, v)| (k, value_bytes(&v))).collect())
+            }
+            Provider::Aws { .. } => {
+                let raw = self.aws_value(key, version).await?;
+                let v: Value = serde_json::from_slice(&raw).map_err(|_| format!("secret {key:?} is not a JSON object"))?;
+                Ok(v.as_object().cloned().ok_or_else(|| format!("secret {key:?} is not a JSON object"))?.into_iter().map(|(k, v)| (k, value_bytes(&v))).collect())
             }
             Provider::Vault { http, server, path, v2, token, namespace } => {
                 let url = if *v2 {
@@ -328,6 +437,16 @@ impl Provider {
             if property.is_empty() {
                 return Ok(raw.clone().into_bytes());
             }
+        }
+        if matches!(self, Provider::Aws { .. }) {
+            let raw = self.aws_value(key, version).await?;
+            if property.is_empty() {
+                return Ok(raw);
+            }
+            // A property is a dotted path into the secret's JSON, as ESO's gjson paths are.
+            let v: Value = serde_json::from_slice(&raw).map_err(|_| format!("secret {key:?} is not JSON, so property {property:?} cannot be read"))?;
+            let found = property.split('.').try_fold(&v, |cur, seg| cur.get(seg)).ok_or_else(|| format!("property {property:?} not found in secret {key:?}"))?;
+            return Ok(value_bytes(found));
         }
         let map = self.get_map(key, version).await?;
         if property.is_empty() {

@@ -11,6 +11,7 @@ pub mod gc;
 pub mod reload;
 pub mod replicaset;
 pub mod scheduler;
+pub mod sigv4;
 
 use std::time::Duration;
 

@@ -167,3 +167,79 @@ async fn fake_provider_and_creation_policies() {
     })
     .await;
 }
+
+/// Runs a boto3 snippet against moto (the real AWS client library, so moto sees what AWS would).
+fn boto(endpoint: &str, code: &str) {
+    let script = format!(
+        "import boto3\nsm = boto3.client('secretsmanager', endpoint_url='{endpoint}', region_name='eu-west-1', aws_access_key_id='AKIDTEST', aws_secret_access_key='test-secret')\n{code}\n"
+    );
+    let out = Command::new(common::peers_venv().join("bin/python")).args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "boto3: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn aws_secrets_manager_via_moto() {
+    let (_moto, endpoint) = common::moto().await;
+    boto(
+        &endpoint,
+        r#"sm.create_secret(Name='prod/db', SecretString='{"user":"app","pass":"aws-pass-1","nested":{"port":5432}}', Tags=[{'Key':'team','Value':'payments'}])
+sm.create_secret(Name='prod/api-key', SecretString='aws-api-key-1', Tags=[{'Key':'team','Value':'payments'}])
+sm.create_secret(Name='other/thing', SecretString='not-mine', Tags=[{'Key':'team','Value':'search'}])"#,
+    );
+    let s = Server::start_with_env(&[], &[("AWS_ENDPOINT_URL", &endpoint)]).await;
+    let c = s.client().await;
+    assert_eq!(post(&c, "/api/v1/namespaces", json!({"metadata": {"name": "aws"}})).await.0, 201);
+    assert_eq!(post(&c, "/api/v1/namespaces/aws/secrets", json!({"metadata": {"name": "awssm-secret"}, "stringData": {"access-key": "AKIDTEST", "secret-access-key": "test-secret"}})).await.0, 201);
+    let store = json!({"apiVersion": "external-secrets.io/v1", "kind": "SecretStore", "metadata": {"name": "aws"},
+        "spec": {"provider": {"aws": {"service": "SecretsManager", "region": "eu-west-1", "auth": {"secretRef": {
+            "accessKeyIDSecretRef": {"name": "awssm-secret", "key": "access-key"}, "secretAccessKeySecretRef": {"name": "awssm-secret", "key": "secret-access-key"}}}}}}});
+    assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/aws/secretstores", store).await.0, 201);
+    let es = json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": "db"},
+        "spec": {"refreshInterval": "1s", "secretStoreRef": {"name": "aws", "kind": "SecretStore"}, "target": {"name": "db"},
+            "data": [{"secretKey": "password", "remoteRef": {"key": "prod/db", "property": "pass"}},
+                     {"secretKey": "port", "remoteRef": {"key": "prod/db", "property": "nested.port"}}],
+            "dataFrom": [{"find": {"name": {"regexp": "^prod/"}, "tags": {"team": "payments"}}}]}});
+    assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/aws/externalsecrets", es).await.0, 201);
+    let cc = c.clone();
+    until("aws synced", 30, async || {
+        let (_, _, sec) = raw(&cc, "GET", "/api/v1/namespaces/aws/secrets/db", "", b"").await;
+        let d = &sec["data"];
+        if decode(&d["password"]) == "aws-pass-1" && decode(&d["port"]) == "5432" && decode(&d["prod_api-key"]) == "aws-api-key-1" && d["prod_db"].is_string() {
+            Ok(())
+        } else {
+            Err(sec.to_string())
+        }
+    })
+    .await;
+    let (_, _, sec) = raw(&c, "GET", "/api/v1/namespaces/aws/secrets/db", "", b"").await;
+    assert!(sec["data"]["other_thing"].is_null(), "find must honour the regexp and the tags: {sec}");
+    // Rotation in Secrets Manager (a new AWSCURRENT version) reaches the Secret.
+    boto(&endpoint, r#"sm.put_secret_value(SecretId='prod/db', SecretString='{"user":"app","pass":"aws-pass-2","nested":{"port":5432}}')"#);
+    let cc = c.clone();
+    until("aws rotated", 15, async || {
+        let (_, _, sec) = raw(&cc, "GET", "/api/v1/namespaces/aws/secrets/db", "", b"").await;
+        if decode(&sec["data"]["password"]) == "aws-pass-2" {
+            Ok(())
+        } else {
+            Err("old value".into())
+        }
+    })
+    .await;
+    // A missing secret: SecretSyncedError naming the key, the last good values kept.
+    raw(&c, "PATCH", "/apis/external-secrets.io/v1/namespaces/aws/externalsecrets/db", "application/merge-patch+json", br#"{"spec":{"data":[{"secretKey":"password","remoteRef":{"key":"prod/missing"}}]}}"#).await;
+    let cc = c.clone();
+    until("aws error condition", 15, async || {
+        let (_, _, es) = raw(&cc, "GET", "/apis/external-secrets.io/v1/namespaces/aws/externalsecrets/db", "", b"").await;
+        let msg = es["status"]["conditions"][0]["message"].as_str().unwrap_or_default().to_string();
+        if es["status"]["conditions"][0]["reason"] == "SecretSyncedError" && msg.contains("prod/missing") {
+            Ok(())
+        } else {
+            Err(es["status"].to_string())
+        }
+    })
+    .await;
+    let (_, _, sec) = raw(&c, "GET", "/api/v1/namespaces/aws/secrets/db", "", b"").await;
+    assert_eq!(decode(&sec["data"]["password"]), "aws-pass-2");
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(!log.contains("aws-pass-2") && !log.contains("test-secret"), "no secret value in the log");
+}

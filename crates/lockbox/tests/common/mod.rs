@@ -11,6 +11,8 @@ pub struct Server {
     pub log: PathBuf,
     /// Extra arguments for `lockbox up`.
     pub args: Vec<String>,
+    /// Extra environment for `lockbox up` (e.g. `AWS_ENDPOINT_URL` pointing at moto).
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -19,8 +21,18 @@ impl Server {
     }
 
     pub async fn start_with(args: &[&str]) -> Server {
+        Self::start_with_env(args, &[]).await
+    }
+
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Server { log: dir.path().join("server.log"), dir, child: None, args: args.iter().map(|a| a.to_string()).collect() };
+        let mut s = Server {
+            log: dir.path().join("server.log"),
+            dir,
+            child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
         s.launch().await;
         s
     }
@@ -48,6 +60,7 @@ impl Server {
             .arg(self.data_dir())
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -194,6 +207,25 @@ pub async fn openbao() -> (Peer, String) {
         assert!(Instant::now() < deadline, "OpenBao did not become ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// moto's AWS emulator on loopback, answering its health endpoint.
+pub async fn moto() -> (Peer, String) {
+    let port = free_port();
+    let child = Command::new(peers_venv().join("bin/moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto");
+    let peer = Peer(child);
+    let addr = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (peer, addr)
 }
 
 impl Server {
