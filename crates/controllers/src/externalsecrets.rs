@@ -1,6 +1,7 @@
 //! ExternalSecret sync, as the External Secrets Operator does it: read the referenced
 //! SecretStore or ClusterSecretStore, fetch the values from its provider, and write the target
-//! Secret (`creationPolicy` Owner, Orphan, Merge or None), then report a `Ready` condition
+//! Secret (`creationPolicy` Owner, Orphan, Merge or None; `deletionPolicy` Retain, Delete or
+//! Merge; `target.template` rendered by the `template` module), then report a `Ready` condition
 //! (`SecretSynced` / `SecretSyncedError`) and an event. Provider errors back off exponentially
 //! (capped at 5 minutes) and keep the last good Secret; editing the ExternalSecret or setting the
 //! `force-sync` annotation syncs at once.
@@ -19,6 +20,8 @@ use kube::Client;
 use serde_json::{json, Value};
 
 const FORCE_SYNC: &str = "force-sync";
+/// How every provider reports a remote secret that does not exist (ESO's wording).
+const NOT_FOUND: &str = "Secret does not exist: ";
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 fn s(v: &Value) -> String {
@@ -183,25 +186,56 @@ async fn sync(client: &Client, http: &reqwest::Client, es: &Value) -> Result<(),
     };
     let store = get(client, &store_path).await?.ok_or_else(|| format!("could not get SecretStore {:?}", s(&store_ref["name"])))?;
     let provider = Provider::from_store(client, http, &store, &ns).await?;
+    // deletionPolicy Delete or Merge: a secret gone at the source drops its keys instead of
+    // failing the sync (Retain, the default, keeps the last good Secret and reports the error).
+    let deletion = spec["target"]["deletionPolicy"].as_str().unwrap_or("Retain");
+    let tolerate = |r: Result<(), String>| match r {
+        Err(e) if deletion != "Retain" && e.starts_with(NOT_FOUND) => Ok(()),
+        other => other,
+    };
     let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for d in spec["data"].as_array().cloned().unwrap_or_default() {
         let r = &d["remoteRef"];
-        let value = provider.get(&s(&r["key"]), &s(&r["property"]), &s(&r["version"])).await?;
-        data.insert(s(&d["secretKey"]), value);
+        tolerate(provider.get(&s(&r["key"]), &s(&r["property"]), &s(&r["version"])).await.map(|v| {
+            data.insert(s(&d["secretKey"]), v);
+        }))?;
     }
     for df in spec["dataFrom"].as_array().cloned().unwrap_or_default() {
         if let Some(ex) = df.get("extract").filter(|e| e.is_object()) {
-            for (k, v) in provider.get_map(&s(&ex["key"]), &s(&ex["version"])).await? {
-                data.insert(k, v);
-            }
+            tolerate(provider.get_map(&s(&ex["key"]), &s(&ex["version"])).await.map(|m| data.extend(m)))?;
         }
         if let Some(find) = df.get("find").filter(|f| f.is_object()) {
-            for (k, v) in provider.find(&s(&find["name"]["regexp"]), find["tags"].as_object()).await? {
-                data.insert(k, v);
-            }
+            data.extend(provider.find(&s(&find["name"]["regexp"]), find["tags"].as_object()).await?);
         }
     }
+    if data.is_empty() && deletion == "Delete" {
+        return delete_target(client, es, &ns, &name).await;
+    }
     write_target(client, es, &ns, &name, data).await
+}
+
+/// deletionPolicy Delete with nothing left at the source: the Secret goes, if this
+/// ExternalSecret manages it.
+async fn delete_target(client: &Client, es: &Value, ns: &str, name: &str) -> Result<(), String> {
+    let secret_name = es["spec"]["target"]["name"].as_str().filter(|n| !n.is_empty()).unwrap_or(name).to_string();
+    let path = format!("/api/v1/namespaces/{ns}/secrets/{secret_name}");
+    match get(client, &path).await? {
+        Some(sec) if sec["metadata"]["labels"]["reconcile.external-secrets.io/managed"] == "true" => {
+            send(client, "DELETE", &path, &json!({}), "application/json").await.map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The target Secret's data: the fetched values, or the rendered `target.template.data`
+/// (alone with mergePolicy Replace, over the fetched values with Merge).
+fn templated(template: &Value, fetched: BTreeMap<String, Vec<u8>>) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let Some(tdata) = template["data"].as_object().filter(|d| !d.is_empty()) else { return Ok(fetched) };
+    let mut out = if template["mergePolicy"] == "Merge" { fetched.clone() } else { BTreeMap::new() };
+    for (k, src) in tdata {
+        out.insert(k.clone(), crate::template::render(k, src.as_str().unwrap_or_default(), &fetched)?.into_bytes());
+    }
+    Ok(out)
 }
 
 async fn write_target(client: &Client, es: &Value, ns: &str, name: &str, data: BTreeMap<String, Vec<u8>>) -> Result<(), String> {
@@ -211,6 +245,7 @@ async fn write_target(client: &Client, es: &Value, ns: &str, name: &str, data: B
     if policy == "None" {
         return Ok(());
     }
+    let data = templated(&target["template"], data)?;
     let b64: serde_json::Map<String, Value> = data.iter().map(|(k, v)| (k.clone(), json!(base64::engine::general_purpose::STANDARD.encode(v)))).collect();
     let path = format!("/api/v1/namespaces/{ns}/secrets/{secret_name}");
     let existing = get(client, &path).await?;
@@ -220,10 +255,11 @@ async fn write_target(client: &Client, es: &Value, ns: &str, name: &str, data: B
             labels[k] = v.clone();
         }
     }
+    let annotations = json!(target["template"]["metadata"]["annotations"].as_object().cloned().unwrap_or_default());
     match (existing, policy) {
         (None, "Merge") => Err(format!("the target Secret {secret_name:?} does not exist and creationPolicy is Merge")),
         (None, _) => {
-            let mut secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name, "namespace": ns, "labels": labels}, "type": target["template"]["type"].as_str().unwrap_or("Opaque"), "data": b64});
+            let mut secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name, "namespace": ns, "labels": labels, "annotations": annotations}, "type": target["template"]["type"].as_str().unwrap_or("Opaque"), "data": b64});
             if policy == "Owner" {
                 secret["metadata"]["ownerReferences"] = json!([{"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "name": name, "uid": es["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]);
             }
@@ -232,12 +268,15 @@ async fn write_target(client: &Client, es: &Value, ns: &str, name: &str, data: B
         (Some(current), _) => {
             let mut merged = if policy == "Merge" { current["data"].as_object().cloned().unwrap_or_default() } else { serde_json::Map::new() };
             merged.extend(b64);
-            if current["data"] == Value::Object(merged.clone()) {
+            let meta_current =
+                current["metadata"]["labels"].as_object().is_some_and(|have| labels.as_object().into_iter().flatten().all(|(k, v)| have.get(k) == Some(v)))
+                    && annotations.as_object().into_iter().flatten().all(|(k, v)| current["metadata"]["annotations"][k] == *v);
+            if current["data"] == Value::Object(merged.clone()) && (policy == "Merge" || meta_current) {
                 return Ok(());
             }
             let mut patch = json!({"data": merged});
             if policy != "Merge" {
-                patch["metadata"] = json!({"labels": labels});
+                patch["metadata"] = json!({"labels": labels, "annotations": annotations});
             }
             // A merge patch with the full data replaces keys that disappeared at the source.
             let mut full = patch.clone();
@@ -306,8 +345,13 @@ impl Provider {
                     if !r.is_object() {
                         return Ok::<Option<String>, String>(None);
                     }
-                    let sec = get(client, &format!("/api/v1/namespaces/{ns}/secrets/{}", s(&r["name"]))).await?.ok_or_else(|| format!("could not get the credentials secret {ns}/{}", s(&r["name"])))?;
-                    let v = sec["data"][s(&r["key"])].as_str().and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).ok_or_else(|| format!("the credentials secret {ns}/{} has no key {:?}", s(&r["name"]), s(&r["key"])))?;
+                    let sec = get(client, &format!("/api/v1/namespaces/{ns}/secrets/{}", s(&r["name"])))
+                        .await?
+                        .ok_or_else(|| format!("could not get the credentials secret {ns}/{}", s(&r["name"])))?;
+                    let v = sec["data"][s(&r["key"])]
+                        .as_str()
+                        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                        .ok_or_else(|| format!("the credentials secret {ns}/{} has no key {:?}", s(&r["name"]), s(&r["key"])))?;
                     Ok(Some(String::from_utf8_lossy(&v).trim().to_string()))
                 }
             };
@@ -315,9 +359,17 @@ impl Provider {
             let secret_key = read(sref["secretAccessKeySecretRef"].clone()).await?.ok_or("aws: auth.secretRef.secretAccessKeySecretRef is required")?;
             let session_token = read(sref["sessionTokenSecretRef"].clone()).await?;
             // The AWS SDKs' standard override, which tests point at moto.
-            let endpoint = std::env::var("AWS_ENDPOINT_URL_SECRETS_MANAGER").or_else(|_| std::env::var("AWS_ENDPOINT_URL")).unwrap_or_else(|_| format!("https://secretsmanager.{region}.amazonaws.com"));
+            let endpoint = std::env::var("AWS_ENDPOINT_URL_SECRETS_MANAGER")
+                .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+                .unwrap_or_else(|_| format!("https://secretsmanager.{region}.amazonaws.com"));
             let host = endpoint.split("://").nth(1).unwrap_or_default().trim_end_matches('/').to_string();
-            return Ok(Provider::Aws { http: http.clone(), endpoint, host, region, creds: crate::sigv4::Credentials { access_key, secret_key, session_token } });
+            return Ok(Provider::Aws {
+                http: http.clone(),
+                endpoint,
+                host,
+                region,
+                creds: crate::sigv4::Credentials { access_key, secret_key, session_token },
+            });
         }
         Err("the store's provider is not supported by lockbox yet (supported: fake, vault, aws)".into())
     }
@@ -348,7 +400,7 @@ impl Provider {
             None if !version.is_empty() => body["VersionStage"] = json!(version),
             None => {}
         }
-        let v = self.aws("GetSecretValue", body).await.map_err(|e| if e == "ResourceNotFoundException" { format!("Secret does not exist: {key}") } else { e })?;
+        let v = self.aws("GetSecretValue", body).await.map_err(|e| if e == "ResourceNotFoundException" { format!("{NOT_FOUND}{key}") } else { e })?;
         match (v["SecretString"].as_str(), v["SecretBinary"].as_str()) {
             (Some(s), _) => Ok(s.as_bytes().to_vec()),
             (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).map_err(|e| e.to_string()),
@@ -380,7 +432,8 @@ impl Provider {
             let page = self.aws("ListSecrets", body).await?;
             for sec in page["SecretList"].as_array().cloned().unwrap_or_default() {
                 let name = s(&sec["Name"]);
-                let tagged = tags.into_iter().flatten().all(|(k, v)| sec["Tags"].as_array().into_iter().flatten().any(|t| t["Key"] == k.as_str() && t["Value"] == *v));
+                let tagged =
+                    tags.into_iter().flatten().all(|(k, v)| sec["Tags"].as_array().into_iter().flatten().any(|t| t["Key"] == k.as_str() && t["Value"] == *v));
                 if re.is_match(&name) && tagged {
                     out.insert(name.replace('/', "_"), self.aws_value(&name, "").await?);
                 }
@@ -396,14 +449,19 @@ impl Provider {
     async fn get_map(&self, key: &str, version: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
         match self {
             Provider::Fake(data) => {
-                let raw = data.get(key).ok_or_else(|| format!("Secret does not exist: {key}"))?;
+                let raw = data.get(key).ok_or_else(|| format!("{NOT_FOUND}{key}"))?;
                 let v: Value = serde_json::from_str(raw).map_err(|_| format!("key {key:?} is not a JSON object"))?;
                 Ok(v.as_object().cloned().unwrap_or_default().into_iter().map(|(k, v)| (k, value_bytes(&v))).collect())
             }
             Provider::Aws { .. } => {
                 let raw = self.aws_value(key, version).await?;
                 let v: Value = serde_json::from_slice(&raw).map_err(|_| format!("secret {key:?} is not a JSON object"))?;
-                Ok(v.as_object().cloned().ok_or_else(|| format!("secret {key:?} is not a JSON object"))?.into_iter().map(|(k, v)| (k, value_bytes(&v))).collect())
+                Ok(v.as_object()
+                    .cloned()
+                    .ok_or_else(|| format!("secret {key:?} is not a JSON object"))?
+                    .into_iter()
+                    .map(|(k, v)| (k, value_bytes(&v)))
+                    .collect())
             }
             Provider::Vault { http, server, path, v2, token, namespace } => {
                 let url = if *v2 {
@@ -419,7 +477,7 @@ impl Provider {
                 let resp = req.send().await.map_err(|e| format!("cannot reach the vault server: {}", e.without_url()))?;
                 match resp.status().as_u16() {
                     200 => {}
-                    404 => return Err(format!("Secret does not exist: {key}")),
+                    404 => return Err(format!("{NOT_FOUND}{key}")),
                     403 => return Err("vault: permission denied (check the token)".into()),
                     code => return Err(format!("vault answered {code}")),
                 }
@@ -433,7 +491,7 @@ impl Provider {
     /// One value: a property of the secret, or the whole secret.
     async fn get(&self, key: &str, property: &str, version: &str) -> Result<Vec<u8>, String> {
         if let Provider::Fake(data) = self {
-            let raw = data.get(key).ok_or_else(|| format!("Secret does not exist: {key}"))?;
+            let raw = data.get(key).ok_or_else(|| format!("{NOT_FOUND}{key}"))?;
             if property.is_empty() {
                 return Ok(raw.clone().into_bytes());
             }
@@ -445,7 +503,8 @@ impl Provider {
             }
             // A property is a dotted path into the secret's JSON, as ESO's gjson paths are.
             let v: Value = serde_json::from_slice(&raw).map_err(|_| format!("secret {key:?} is not JSON, so property {property:?} cannot be read"))?;
-            let found = property.split('.').try_fold(&v, |cur, seg| cur.get(seg)).ok_or_else(|| format!("property {property:?} not found in secret {key:?}"))?;
+            let found =
+                property.split('.').try_fold(&v, |cur, seg| cur.get(seg)).ok_or_else(|| format!("property {property:?} not found in secret {key:?}"))?;
             return Ok(value_bytes(found));
         }
         let map = self.get_map(key, version).await?;

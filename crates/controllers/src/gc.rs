@@ -113,10 +113,8 @@ pub async fn pass(client: &Client) -> kube::Result<()> {
             if !o.finalizers.iter().any(|f| f == fin) {
                 continue;
             }
-            let remaining = dependents.iter().any(|(_, m)| {
-                m.owner_references.as_ref().is_some_and(|refs| refs.iter().any(|r| r.uid == o.uid))
-                    && !(fin == "foregroundDeletion" && m.deletion_timestamp.is_some() && false)
-            });
+            // A dependent still being deleted counts: foreground deletion waits until it is gone.
+            let remaining = dependents.iter().any(|(_, m)| m.owner_references.as_ref().is_some_and(|refs| refs.iter().any(|r| r.uid == o.uid)));
             if remaining {
                 continue;
             }

@@ -12,6 +12,7 @@ pub mod reload;
 pub mod replicaset;
 pub mod scheduler;
 pub mod sigv4;
+pub mod template;
 
 use std::time::Duration;
 

@@ -189,7 +189,16 @@ sm.create_secret(Name='other/thing', SecretString='not-mine', Tags=[{'Key':'team
     let s = Server::start_with_env(&[], &[("AWS_ENDPOINT_URL", &endpoint)]).await;
     let c = s.client().await;
     assert_eq!(post(&c, "/api/v1/namespaces", json!({"metadata": {"name": "aws"}})).await.0, 201);
-    assert_eq!(post(&c, "/api/v1/namespaces/aws/secrets", json!({"metadata": {"name": "awssm-secret"}, "stringData": {"access-key": "AKIDTEST", "secret-access-key": "test-secret"}})).await.0, 201);
+    assert_eq!(
+        post(
+            &c,
+            "/api/v1/namespaces/aws/secrets",
+            json!({"metadata": {"name": "awssm-secret"}, "stringData": {"access-key": "AKIDTEST", "secret-access-key": "test-secret"}})
+        )
+        .await
+        .0,
+        201
+    );
     let store = json!({"apiVersion": "external-secrets.io/v1", "kind": "SecretStore", "metadata": {"name": "aws"},
         "spec": {"provider": {"aws": {"service": "SecretsManager", "region": "eu-west-1", "auth": {"secretRef": {
             "accessKeyIDSecretRef": {"name": "awssm-secret", "key": "access-key"}, "secretAccessKeySecretRef": {"name": "awssm-secret", "key": "secret-access-key"}}}}}}});
@@ -226,7 +235,14 @@ sm.create_secret(Name='other/thing', SecretString='not-mine', Tags=[{'Key':'team
     })
     .await;
     // A missing secret: SecretSyncedError naming the key, the last good values kept.
-    raw(&c, "PATCH", "/apis/external-secrets.io/v1/namespaces/aws/externalsecrets/db", "application/merge-patch+json", br#"{"spec":{"data":[{"secretKey":"password","remoteRef":{"key":"prod/missing"}}]}}"#).await;
+    raw(
+        &c,
+        "PATCH",
+        "/apis/external-secrets.io/v1/namespaces/aws/externalsecrets/db",
+        "application/merge-patch+json",
+        br#"{"spec":{"data":[{"secretKey":"password","remoteRef":{"key":"prod/missing"}}]}}"#,
+    )
+    .await;
     let cc = c.clone();
     until("aws error condition", 15, async || {
         let (_, _, es) = raw(&cc, "GET", "/apis/external-secrets.io/v1/namespaces/aws/externalsecrets/db", "", b"").await;
@@ -242,4 +258,103 @@ sm.create_secret(Name='other/thing', SecretString='not-mine', Tags=[{'Key':'team
     assert_eq!(decode(&sec["data"]["password"]), "aws-pass-2");
     let log = std::fs::read_to_string(&s.log).unwrap();
     assert!(!log.contains("aws-pass-2") && !log.contains("test-secret"), "no secret value in the log");
+}
+
+#[tokio::test]
+async fn templates_and_deletion_policies() {
+    let s = Server::start().await;
+    let c = s.client().await;
+    assert_eq!(post(&c, "/api/v1/namespaces", json!({"metadata": {"name": "tpl"}})).await.0, 201);
+    let store = |data: Value| json!({"apiVersion": "external-secrets.io/v1", "kind": "SecretStore", "metadata": {"name": "fake"}, "spec": {"provider": {"fake": {"data": data}}}});
+    let both = json!([{"key": "db", "value": "{\"user\":\"app\",\"pass\":\"tpl-pass-1\"}"}, {"key": "extra", "value": "extra-value"}]);
+    assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/tpl/secretstores", store(both)).await.0, 201);
+    let es = |name: &str, deletion: &str, template: Value| {
+        json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": name},
+            "spec": {"refreshInterval": "1s", "secretStoreRef": {"name": "fake", "kind": "SecretStore"},
+                "target": {"name": name, "deletionPolicy": deletion, "template": template},
+                "data": [{"secretKey": "extra", "remoteRef": {"key": "extra"}}], "dataFrom": [{"extract": {"key": "db"}}]}})
+    };
+    let template = json!({"type": "kubernetes.io/basic-auth", "metadata": {"labels": {"app": "web"}, "annotations": {"team": "payments"}},
+        "data": {"dsn": "postgres://{{ .user }}:{{ .pass | upper }}@db:5432/app", "username": "{{ .user }}", "password": "{{ .pass }}"}});
+    for (name, deletion, t) in [("templated", "Retain", template), ("deleted", "Delete", json!({})), ("merged", "Merge", json!({}))] {
+        assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/tpl/externalsecrets", es(name, deletion, t)).await.0, 201);
+    }
+    let cc = c.clone();
+    until("templated", 20, async || {
+        let (_, _, sec) = raw(&cc, "GET", "/api/v1/namespaces/tpl/secrets/templated", "", b"").await;
+        let (_, _, merged) = raw(&cc, "GET", "/api/v1/namespaces/tpl/secrets/merged", "", b"").await;
+        if decode(&sec["data"]["dsn"]) == "postgres://app:TPL-PASS-1@db:5432/app" && decode(&merged["data"]["extra"]) == "extra-value" {
+            Ok(())
+        } else {
+            Err(format!("{sec}\n{merged}"))
+        }
+    })
+    .await;
+    let (_, _, sec) = raw(&c, "GET", "/api/v1/namespaces/tpl/secrets/templated", "", b"").await;
+    assert_eq!(sec["type"], "kubernetes.io/basic-auth");
+    assert_eq!(sec["metadata"]["labels"]["app"], "web");
+    assert_eq!(sec["metadata"]["annotations"]["team"], "payments");
+    let keys: Vec<&String> = sec["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["dsn", "password", "username"], "mergePolicy Replace keeps only the templated keys");
+    // "extra" disappears at the source: Merge drops the key, Retain keeps the last good Secret and reports.
+    let only_db = json!([{"key": "db", "value": "{\"user\":\"app\",\"pass\":\"tpl-pass-1\"}"}]);
+    raw(
+        &c,
+        "PATCH",
+        "/apis/external-secrets.io/v1/namespaces/tpl/secretstores/fake",
+        "application/merge-patch+json",
+        json!({"spec": {"provider": {"fake": {"data": only_db}}}}).to_string().as_bytes(),
+    )
+    .await;
+    let cc = c.clone();
+    until("merge drops the key", 20, async || {
+        let (_, _, merged) = raw(&cc, "GET", "/api/v1/namespaces/tpl/secrets/merged", "", b"").await;
+        let (_, _, es) = raw(&cc, "GET", "/apis/external-secrets.io/v1/namespaces/tpl/externalsecrets/templated", "", b"").await;
+        if merged["data"]["extra"].is_null() && decode(&merged["data"]["user"]) == "app" && es["status"]["conditions"][0]["reason"] == "SecretSyncedError" {
+            Ok(())
+        } else {
+            Err(format!("{merged}\n{}", es["status"]))
+        }
+    })
+    .await;
+    assert_eq!(raw(&c, "GET", "/api/v1/namespaces/tpl/secrets/templated", "", b"").await.0, 200, "Retain keeps the Secret");
+    // Everything gone at the source: Delete removes the Secret.
+    raw(
+        &c,
+        "PATCH",
+        "/apis/external-secrets.io/v1/namespaces/tpl/secretstores/fake",
+        "application/merge-patch+json",
+        br#"{"spec":{"provider":{"fake":{"data":[]}}}}"#,
+    )
+    .await;
+    let cc = c.clone();
+    until("delete policy removes the secret", 20, async || {
+        if raw(&cc, "GET", "/api/v1/namespaces/tpl/secrets/deleted", "", b"").await.0 == 404 {
+            Ok(())
+        } else {
+            Err("still there".into())
+        }
+    })
+    .await;
+    // A broken template: an error condition naming the key, never a value.
+    raw(
+        &c,
+        "PATCH",
+        "/apis/external-secrets.io/v1/namespaces/tpl/externalsecrets/merged",
+        "application/merge-patch+json",
+        br#"{"spec":{"target":{"deletionPolicy":"Retain","template":{"data":{"broken":"{{ .user "}}}}}"#,
+    )
+    .await;
+    raw(&c, "PATCH", "/apis/external-secrets.io/v1/namespaces/tpl/secretstores/fake", "application/merge-patch+json", json!({"spec": {"provider": {"fake": {"data": [{"key": "db", "value": "{\"user\":\"app\",\"pass\":\"tpl-pass-1\"}"}, {"key": "extra", "value": "x"}]}}}}).to_string().as_bytes()).await;
+    let cc = c.clone();
+    until("template error", 20, async || {
+        let (_, _, es) = raw(&cc, "GET", "/apis/external-secrets.io/v1/namespaces/tpl/externalsecrets/merged", "", b"").await;
+        let msg = es["status"]["conditions"][0]["message"].as_str().unwrap_or_default();
+        if msg.contains("template \"broken\"") && !msg.contains("tpl-pass-1") {
+            Ok(())
+        } else {
+            Err(es["status"].to_string())
+        }
+    })
+    .await;
 }
