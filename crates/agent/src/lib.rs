@@ -37,8 +37,9 @@ pub struct Config {
     pub api_port: u16,
 }
 
-/// Runs the agent until the process ends.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// Runs the agent until `stop` fires (or its sender is dropped); then stops every container and
+/// unmounts the pods' in-memory volumes, so no Secret stays in memory after lockbox exits.
+pub async fn run(cfg: Config, mut stop: tokio::sync::oneshot::Receiver<()>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let port = listener.local_addr()?.port();
     let ip = cfg.listen.ip().to_string();
@@ -86,6 +87,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tokio::select! {
             _ = rx.recv() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = &mut stop => {
+                agent.shutdown().await;
+                return Ok(());
+            }
         }
         if let Err(e) = agent.reconcile_all().await {
             tracing::debug!(error = %e, "agent pass failed");

@@ -182,10 +182,12 @@ impl Agent {
         let _ = std::fs::remove_dir_all(&st.dir);
     }
 
+    /// Stops every container (a short grace period) and removes the pods' volumes.
     pub async fn shutdown(&self) {
         let mut pods = self.pods.lock().await;
-        for st in pods.values_mut() {
-            self.stop_all(st, Duration::from_secs(2)).await;
+        for (_, mut st) in std::mem::take(&mut *pods) {
+            self.stop_all(&mut st, Duration::from_secs(2)).await;
+            self.cleanup(&st);
         }
     }
 

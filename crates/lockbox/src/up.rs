@@ -46,10 +46,21 @@ pub async fn run(cfg: apiserver::Config) -> Result<()> {
         api_host,
         api_port: started.listen.port(),
     };
-    tokio::spawn(async move {
-        if let Err(e) = agent::run(agent_cfg).await {
+    let (stop_agent, stop) = tokio::sync::oneshot::channel();
+    let agent = tokio::spawn(async move {
+        if let Err(e) = agent::run(agent_cfg, stop).await {
             tracing::error!(error = %e, "the node agent stopped");
         }
     });
-    started.serving.await?
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        served = started.serving => return served?,
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    // SIGTERM or Ctrl-C: the agent stops the pods and unmounts their Secret volumes first.
+    tracing::info!("shutting down");
+    let _ = stop_agent.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), agent).await;
+    Ok(())
 }

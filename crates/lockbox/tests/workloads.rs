@@ -330,6 +330,14 @@ async fn deployments_roll_and_leave_no_process_behind() {
         }
     })
     .await;
+    // A clean shutdown (SIGTERM) stops the containers and unmounts every pod volume: no
+    // ServiceAccount token or Secret stays in memory after lockbox exits.
+    assert!(std::fs::read_to_string("/proc/self/mounts").unwrap().contains(s.data_dir().to_str().unwrap()));
+    s.terminate();
+    assert!(processes_with(&marker).is_empty(), "containers outlived a clean shutdown");
+    assert!(!std::fs::read_to_string("/proc/self/mounts").unwrap().contains(s.data_dir().to_str().unwrap()), "pod volumes still mounted");
+    s.launch().await;
+    let c = s.client().await;
     // Deleting the deployment leaves no pod and no process.
     assert_eq!(raw(&c, "DELETE", "/apis/apps/v1/namespaces/dep/deployments/web", "", b"").await.0, 200);
     let c2 = c.clone();

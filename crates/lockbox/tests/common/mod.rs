@@ -87,6 +87,14 @@ impl Server {
         }
     }
 
+    /// Stops the process as a service manager would (SIGTERM) and waits for it to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+
     async fn try_client(&self) -> Result<kube::Client, Box<dyn std::error::Error>> {
         let kc = kube::config::Kubeconfig::read_from(self.kubeconfig())?;
         let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
