@@ -14,3 +14,6 @@ for k in "$dir"/kubectl.1.*; do
   echo "== seed scenario with $(basename "$k")"
   KUBECTL=$k scripts/seed-gate.sh target/debug/lockbox
 done
+# README's OpenBao-to-pod walkthrough, exactly as documented.
+echo "== examples/openbao-to-pod.sh"
+PATH="$PWD/.peers/venv/bin:$PATH" examples/openbao-to-pod.sh target/debug/lockbox

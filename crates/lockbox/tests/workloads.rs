@@ -317,7 +317,6 @@ async fn deployments_roll_and_leave_no_process_behind() {
     }
     assert!(processes_with(&marker).is_empty(), "containers outlived their agent");
     s.launch().await;
-    let c = s.client().await;
     let m = marker.clone();
     eventually("containers restarted with the agent", 30, || {
         let m = m.clone();
