@@ -24,7 +24,7 @@ const FORCE_SYNC: &str = "force-sync";
 const NOT_FOUND: &str = "Secret does not exist: ";
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
 
@@ -75,7 +75,7 @@ pub struct Syncer {
     state: HashMap<String, State>,
 }
 
-async fn get(client: &Client, path: &str) -> Result<Option<Value>, String> {
+pub(crate) async fn get(client: &Client, path: &str) -> Result<Option<Value>, String> {
     let req = http::Request::get(path).body(vec![]).map_err(|e| e.to_string())?;
     match client.request::<Value>(req).await {
         Ok(v) => Ok(Some(v)),
@@ -84,7 +84,7 @@ async fn get(client: &Client, path: &str) -> Result<Option<Value>, String> {
     }
 }
 
-async fn send(client: &Client, method: &str, path: &str, body: &Value, ct: &str) -> Result<Value, String> {
+pub(crate) async fn send(client: &Client, method: &str, path: &str, body: &Value, ct: &str) -> Result<Value, String> {
     let req = http::Request::builder()
         .method(method)
         .uri(path)

@@ -5,6 +5,7 @@
 //! desired state. Passes run after any watched change (debounced by 50 ms) and every few
 //! seconds, so a missed event only delays convergence.
 
+pub mod clusterexternalsecrets;
 pub mod deployment;
 pub mod externalsecrets;
 pub mod gc;
@@ -47,7 +48,7 @@ pub async fn run(client: Client) {
     let mut syncer = externalsecrets::Syncer::default();
     {
         // ExternalSecrets and stores are watched without types: there are no generated ones.
-        for path in ["externalsecrets", "secretstores", "clustersecretstores"] {
+        for path in ["externalsecrets", "secretstores", "clustersecretstores", "clusterexternalsecrets"] {
             let ar = kube::discovery::ApiResource {
                 group: "external-secrets.io".into(),
                 version: "v1".into(),
@@ -81,6 +82,9 @@ pub async fn run(client: Client) {
             if let Err(e) = r {
                 tracing::debug!(controller = name, error = %e, "pass failed; will retry");
             }
+        }
+        if let Err(e) = clusterexternalsecrets::pass(&client).await {
+            tracing::debug!(controller = "clusterexternalsecrets", error = %e, "pass failed; will retry");
         }
         if let Err(e) = syncer.pass(&client).await {
             tracing::debug!(controller = "externalsecrets", error = %e, "pass failed; will retry");

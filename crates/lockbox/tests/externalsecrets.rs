@@ -358,3 +358,47 @@ async fn templates_and_deletion_policies() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn cluster_external_secret_fans_out_to_selected_namespaces() {
+    let s = Server::start().await;
+    let c = s.client().await;
+    for (ns, team) in [("ces-a", "x"), ("ces-b", "x"), ("ces-c", "y")] {
+        assert_eq!(post(&c, "/api/v1/namespaces", json!({"metadata": {"name": ns, "labels": {"team": team}}})).await.0, 201);
+    }
+    let store = json!({"apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": {"name": "fake"},
+        "spec": {"provider": {"fake": {"data": [{"key": "shared", "value": "shared-value"}]}}}});
+    assert_eq!(post(&c, "/apis/external-secrets.io/v1/clustersecretstores", store).await.0, 201);
+    let ces = json!({"apiVersion": "external-secrets.io/v1", "kind": "ClusterExternalSecret", "metadata": {"name": "shared"},
+        "spec": {"externalSecretName": "shared-es", "externalSecretMetadata": {"labels": {"from": "ces"}},
+            "namespaceSelectors": [{"matchLabels": {"team": "x"}}],
+            "externalSecretSpec": {"refreshInterval": "1s", "secretStoreRef": {"name": "fake", "kind": "ClusterSecretStore"},
+                "target": {"name": "shared"}, "data": [{"secretKey": "v", "remoteRef": {"key": "shared"}}]}}});
+    assert_eq!(post(&c, "/apis/external-secrets.io/v1/clusterexternalsecrets", ces).await.0, 201);
+    let present = |ns: &'static str| {
+        let c = c.clone();
+        async move { raw(&c, "GET", &format!("/apis/external-secrets.io/v1/namespaces/{ns}/externalsecrets/shared-es"), "", b"").await.0 == 200 }
+    };
+    let cc = c.clone();
+    until("fanned out to team x", 20, async || {
+        let (_, _, sec) = raw(&cc, "GET", "/api/v1/namespaces/ces-b/secrets/shared", "", b"").await;
+        let (_, _, ces) = raw(&cc, "GET", "/apis/external-secrets.io/v1/clusterexternalsecrets/shared", "", b"").await;
+        if decode(&sec["data"]["v"]) == "shared-value" && ces["status"]["provisionedNamespaces"] == json!(["ces-a", "ces-b"]) {
+            Ok(())
+        } else {
+            Err(format!("{sec}\n{}", ces["status"]))
+        }
+    })
+    .await;
+    assert!(!present("ces-c").await, "team y is not selected");
+    let (_, _, es) = raw(&c, "GET", "/apis/external-secrets.io/v1/namespaces/ces-a/externalsecrets/shared-es", "", b"").await;
+    assert_eq!(es["metadata"]["labels"]["from"], "ces");
+    assert_eq!(es["metadata"]["ownerReferences"][0]["kind"], "ClusterExternalSecret");
+    // Relabelling moves the ExternalSecret: into ces-c, out of ces-b.
+    raw(&c, "PATCH", "/api/v1/namespaces/ces-c", "application/merge-patch+json", br#"{"metadata":{"labels":{"team":"x"}}}"#).await;
+    raw(&c, "PATCH", "/api/v1/namespaces/ces-b", "application/merge-patch+json", br#"{"metadata":{"labels":{"team":"y"}}}"#).await;
+    until("follows the labels", 20, async || if present("ces-c").await && !present("ces-b").await { Ok(()) } else { Err("not yet".into()) }).await;
+    // Deleting the ClusterExternalSecret removes what it made.
+    assert_eq!(raw(&c, "DELETE", "/apis/external-secrets.io/v1/clusterexternalsecrets/shared", "", b"").await.0, 200);
+    until("removed with its owner", 20, async || if !present("ces-a").await && !present("ces-c").await { Ok(()) } else { Err("still there".into()) }).await;
+}
