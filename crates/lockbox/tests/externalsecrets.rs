@@ -402,3 +402,56 @@ async fn cluster_external_secret_fans_out_to_selected_namespaces() {
     assert_eq!(raw(&c, "DELETE", "/apis/external-secrets.io/v1/clusterexternalsecrets/shared", "", b"").await.0, 200);
     until("removed with its owner", 20, async || if !present("ces-a").await && !present("ces-c").await { Ok(()) } else { Err("still there".into()) }).await;
 }
+
+#[tokio::test]
+async fn provider_down_bad_credentials_and_malformed_json_are_reported() {
+    let (_bao, addr) = common::openbao().await;
+    bao(&addr, &["kv", "put", "secret/app/raw", "value=not-json-value-1"]);
+    let s = Server::start().await;
+    let c = s.client().await;
+    assert_eq!(post(&c, "/api/v1/namespaces", json!({"metadata": {"name": "errs"}})).await.0, 201);
+    assert_eq!(post(&c, "/api/v1/namespaces/errs/secrets", json!({"metadata": {"name": "good"}, "stringData": {"token": "root"}})).await.0, 201);
+    assert_eq!(post(&c, "/api/v1/namespaces/errs/secrets", json!({"metadata": {"name": "bad"}, "stringData": {"token": "wrong-token"}})).await.0, 201);
+    let down = format!("http://127.0.0.1:{}", common::free_port());
+    let stores = [("down", down.as_str(), "good"), ("badcreds", addr.as_str(), "bad")];
+    for (name, server, token) in stores {
+        let store = json!({"apiVersion": "external-secrets.io/v1", "kind": "SecretStore", "metadata": {"name": name},
+            "spec": {"provider": {"vault": {"server": server, "path": "secret", "version": "v2", "auth": {"tokenSecretRef": {"name": token, "key": "token"}}}}}});
+        assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/errs/secretstores", store).await.0, 201);
+    }
+    let fake = json!({"apiVersion": "external-secrets.io/v1", "kind": "SecretStore", "metadata": {"name": "fake"},
+        "spec": {"provider": {"fake": {"data": [{"key": "raw", "value": "plain-text-value-2"}]}}}});
+    assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/errs/secretstores", fake).await.0, 201);
+    let es = |name: &str, store: &str, key: &str, extract: bool| {
+        let mut spec = json!({"refreshInterval": "1s", "secretStoreRef": {"name": store, "kind": "SecretStore"}, "target": {"name": name}});
+        if extract {
+            spec["dataFrom"] = json!([{"extract": {"key": key}}]);
+        } else {
+            spec["data"] = json!([{"secretKey": "v", "remoteRef": {"key": key, "property": "value"}}]);
+        }
+        json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": name}, "spec": spec})
+    };
+    for (name, store, key, extract) in [("down", "down", "app/raw", false), ("badcreds", "badcreds", "app/raw", false), ("malformed", "fake", "raw", true)] {
+        assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/errs/externalsecrets", es(name, store, key, extract)).await.0, 201);
+    }
+    for (name, expected) in [("down", "cannot reach the vault server"), ("badcreds", "permission denied"), ("malformed", "not a JSON object")] {
+        let cc = c.clone();
+        until(name, 20, async || {
+            let (_, _, es) = raw(&cc, "GET", &format!("/apis/external-secrets.io/v1/namespaces/errs/externalsecrets/{name}"), "", b"").await;
+            let cond = &es["status"]["conditions"][0];
+            let msg = cond["message"].as_str().unwrap_or_default();
+            if cond["reason"] == "SecretSyncedError" && msg.contains(expected) {
+                assert!(!msg.contains("not-json-value-1") && !msg.contains("plain-text-value-2") && !msg.contains("wrong-token"), "{msg}");
+                Ok(())
+            } else {
+                Err(es["status"].to_string())
+            }
+        })
+        .await;
+        let (_, _, events) = raw(&c, "GET", &format!("/api/v1/namespaces/errs/events?fieldSelector=involvedObject.name%3D{name}"), "", b"").await;
+        assert!(events["items"].as_array().unwrap().iter().any(|e| e["reason"] == "UpdateFailed"), "{name}: {events}");
+        assert_eq!(raw(&c, "GET", &format!("/api/v1/namespaces/errs/secrets/{name}"), "", b"").await.0, 404, "no Secret from a failed sync");
+    }
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(!log.contains("not-json-value-1") && !log.contains("plain-text-value-2") && !log.contains("wrong-token"));
+}
