@@ -5,15 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/peers.sh
 cargo build --locked --bin lockbox
+bin="${CARGO_TARGET_DIR:-target}/debug/lockbox"
 cargo test --locked --workspace
-scripts/seed-gate.sh target/debug/lockbox
+scripts/seed-gate.sh "$bin"
 # The seed's exercise under every kubectl bundled next to the one on PATH (1.27 to 1.33 here).
 dir=$(dirname "$(readlink -f "$(command -v kubectl)")")
 for k in "$dir"/kubectl.1.*; do
   [ -x "$k" ] || continue
   echo "== seed scenario with $(basename "$k")"
-  KUBECTL=$k scripts/seed-gate.sh target/debug/lockbox
+  KUBECTL=$k scripts/seed-gate.sh "$bin"
 done
 # README's OpenBao-to-pod walkthrough, exactly as documented.
 echo "== examples/openbao-to-pod.sh"
-PATH="$PWD/.peers/venv/bin:$PATH" examples/openbao-to-pod.sh target/debug/lockbox
+PATH="$PWD/.peers/venv/bin:$PATH" examples/openbao-to-pod.sh "$bin"
