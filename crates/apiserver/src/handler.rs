@@ -93,29 +93,44 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
     let rbac = CacheRbac(app.registry.clone());
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let target = if is_resource_path(&segs) { Some(parse_target(&segs)) } else { None };
-    let acting = authz::impersonate(&rbac, user.clone(), &parts.headers);
-    let attrs = match (&acting, &target) {
-        (Ok(u), Some(Ok(t))) => authz::resource_attributes(u, &parts.method, t, &query),
-        (Ok(u), _) => authz::non_resource_attributes(u, &parts.method, &path),
-        (Err(_), _) => authz::non_resource_attributes(&user, &parts.method, &path),
+    // Impersonation failures are errors of the request; authorization failures are audited
+    // as a "forbid" decision.
+    let decide = || {
+        let acting = authz::impersonate(&rbac, user.clone(), &parts.headers);
+        let attrs = match (&acting, &target) {
+            (Ok(u), Some(Ok(t))) => authz::resource_attributes(u, &parts.method, t, &query),
+            (Ok(u), _) => authz::non_resource_attributes(u, &parts.method, &path),
+            (Err(_), _) => authz::non_resource_attributes(&user, &parts.method, &path),
+        };
+        let verdict = match acting {
+            Err(e) => Err((e, false)),
+            Ok(acting) => authz::authorize(&rbac, &attrs).map(|why| (acting, why)).map_err(|e| (e, true)),
+        };
+        (attrs, verdict)
     };
+    let (mut attrs, mut verdict) = decide();
+    // RBAC is read from the watch cache, which can trail a write that was just acknowledged.
+    // A denial is final only once the cache has caught up, so a client that grants itself a
+    // role and then uses it is not refused.
+    if verdict.is_err() && app.registry.sync().await.is_ok() {
+        (attrs, verdict) = decide();
+    }
     let mut decision = None;
-    let result = match acting {
-        Err(e) => Err(e),
-        Ok(acting) => match authz::authorize(&rbac, &attrs) {
-            Err(e) => {
+    let result = match verdict {
+        Err((e, forbidden)) => {
+            if forbidden {
                 decision = Some(("forbid", String::new()));
-                Err(e)
             }
-            Ok(why) => {
-                decision = Some(("allow", why));
-                match target {
-                    Some(Ok(t)) => resource_request(&app, &parts.method, t, &parts.headers, &query, body, &acting, Upgrade { on_upgrade, raw_query }).await,
-                    Some(Err(e)) => Err(e),
-                    None => route(&app, &parts.method, &path, &segs, &parts.headers, &query).await,
-                }
+            Err(e)
+        }
+        Ok((acting, why)) => {
+            decision = Some(("allow", why));
+            match target {
+                Some(Ok(t)) => resource_request(&app, &parts.method, t, &parts.headers, &query, body, &acting, Upgrade { on_upgrade, raw_query }).await,
+                Some(Err(e)) => Err(e),
+                None => route(&app, &parts.method, &path, &segs, &parts.headers, &query).await,
             }
-        },
+        }
     };
     let (response, status) = match result {
         Ok(r) => (r, None),
@@ -461,6 +476,10 @@ async fn resource_request(
     }
     let n = negotiate::negotiate(headers)?;
     let rbac = CacheRbac(app.registry.clone());
+    if authz::escalation_checked(res, user) && *method != Method::GET {
+        // The escalation check reads the writer's own grants from the cache: let it catch up.
+        reg.sync().await?;
+    }
     if res.virtual_create {
         if *method != Method::POST || t.name.is_some() {
             return Err(ApiError::method_not_allowed());

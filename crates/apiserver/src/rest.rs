@@ -102,7 +102,7 @@ impl Registry {
     }
 
     /// Waits until the cache reflects every write acknowledged so far.
-    async fn sync(&self) -> ApiResult<()> {
+    pub async fn sync(&self) -> ApiResult<()> {
         let rev = self.store.revision();
         if self.cache.wait_for(rev, CACHE_WAIT).await {
             Ok(())
