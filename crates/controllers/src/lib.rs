@@ -11,8 +11,8 @@ pub mod externalsecrets;
 pub mod gc;
 pub mod reload;
 pub mod replicaset;
+pub mod providers;
 pub mod scheduler;
-pub mod sigv4;
 pub mod template;
 
 use std::time::Duration;

@@ -455,3 +455,99 @@ async fn provider_down_bad_credentials_and_malformed_json_are_reported() {
     let log = std::fs::read_to_string(&s.log).unwrap();
     assert!(!log.contains("not-json-value-1") && !log.contains("plain-text-value-2") && !log.contains("wrong-token"));
 }
+
+/// The ExternalSecret's Ready condition once it has the wanted reason.
+async fn condition(c: &kube::Client, ns: &str, name: &str, reason: &str) -> Value {
+    let mut found = Value::Null;
+    until(name, 20, async || {
+        let (_, _, es) = raw(c, "GET", &format!("/apis/external-secrets.io/v1/namespaces/{ns}/externalsecrets/{name}"), "", b"").await;
+        found = es["status"]["conditions"][0].clone();
+        if found["reason"] == reason { Ok(()) } else { Err(es["status"].to_string()) }
+    })
+    .await;
+    found
+}
+
+#[tokio::test]
+async fn openbao_kubernetes_auth_checks_the_service_account_through_token_review() {
+    let (_bao, addr) = common::openbao().await;
+    bao(&addr, &["kv", "put", "secret/app/k8s", "password=k8s-auth-value-1"]);
+    let s = Server::start().await;
+    let c = s.client().await;
+    assert_eq!(post(&c, "/api/v1/namespaces", json!({"metadata": {"name": "k8sauth"}})).await.0, 201);
+    for sa in ["eso-reader", "intruder", "token-reviewer"] {
+        assert_eq!(post(&c, "/api/v1/namespaces/k8sauth/serviceaccounts", json!({"metadata": {"name": sa}})).await.0, 201);
+    }
+    // OpenBao calls TokenReview as the reviewer, which holds system:auth-delegator.
+    let crb = json!({"metadata": {"name": "bao-reviewer"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "token-reviewer", "namespace": "k8sauth"}]});
+    assert_eq!(post(&c, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", crb).await.0, 201);
+    let (code, tr) = post(&c, "/api/v1/namespaces/k8sauth/serviceaccounts/token-reviewer/token", json!({"spec": {"expirationSeconds": 3600}})).await;
+    assert_eq!(code, 201, "{tr}");
+    let reviewer_jwt = tr["status"]["token"].as_str().unwrap().to_string();
+    let kc: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(s.kubeconfig()).unwrap()).unwrap();
+    let host = kc["clusters"][0]["cluster"]["server"].as_str().unwrap().to_string();
+    let ca = s.data_dir().join("pki/ca.crt");
+    // OpenBao's kubernetes auth, configured as its documentation says.
+    bao(&addr, &["auth", "enable", "kubernetes"]);
+    bao(
+        &addr,
+        &[
+            "write",
+            "auth/kubernetes/config",
+            &format!("kubernetes_host={host}"),
+            &format!("kubernetes_ca_cert=@{}", ca.display()),
+            &format!("token_reviewer_jwt={reviewer_jwt}"),
+            "disable_local_ca_jwt=true",
+        ],
+    );
+    let policy = s.dir.path().join("read-app.hcl");
+    std::fs::write(&policy, "path \"secret/data/app/*\" { capabilities = [\"read\"] }\n").unwrap();
+    bao(&addr, &["policy", "write", "read-app", &policy.display().to_string()]);
+    bao(
+        &addr,
+        &[
+            "write",
+            "auth/kubernetes/role/eso",
+            "bound_service_account_names=eso-reader",
+            "bound_service_account_namespaces=k8sauth",
+            "audience=vault",
+            "token_policies=read-app",
+            "token_ttl=10m",
+        ],
+    );
+    for (store, sa) in [("openbao-k8s", "eso-reader"), ("openbao-intruder", "intruder")] {
+        let spec = json!({"provider": {"vault": {"server": addr, "path": "secret", "version": "v2",
+            "auth": {"kubernetes": {"mountPath": "kubernetes", "role": "eso", "serviceAccountRef": {"name": sa, "audiences": ["vault"]}}}}}});
+        let body = json!({"apiVersion": "external-secrets.io/v1", "kind": "SecretStore", "metadata": {"name": store}, "spec": spec});
+        assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/k8sauth/secretstores", body).await.0, 201);
+        let es = json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": store},
+            "spec": {"refreshInterval": "1s", "secretStoreRef": {"name": store, "kind": "SecretStore"},
+                "data": [{"secretKey": "password", "remoteRef": {"key": "app/k8s", "property": "password"}}]}});
+        assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/k8sauth/externalsecrets", es).await.0, 201);
+    }
+    condition(&c, "k8sauth", "openbao-k8s", "SecretSynced").await;
+    let (_, _, sec) = raw(&c, "GET", "/api/v1/namespaces/k8sauth/secrets/openbao-k8s", "", b"").await;
+    assert_eq!(decode(&sec["data"]["password"]), "k8s-auth-value-1");
+    // A service account the role does not bind is refused by OpenBao.
+    let refused = condition(&c, "k8sauth", "openbao-intruder", "SecretSyncedError").await;
+    assert!(refused["message"].as_str().unwrap().contains("kubernetes login with role \"eso\" failed"), "{refused}");
+    assert_eq!(raw(&c, "GET", "/api/v1/namespaces/k8sauth/secrets/openbao-intruder", "", b"").await.0, 404);
+    // Each sync logs in afresh; rotation arrives the same way.
+    bao(&addr, &["kv", "put", "secret/app/k8s", "password=k8s-auth-value-2"]);
+    let cc = c.clone();
+    until("rotated through kubernetes auth", 10, async || {
+        let (_, _, sec) = raw(&cc, "GET", "/api/v1/namespaces/k8sauth/secrets/openbao-k8s", "", b"").await;
+        if decode(&sec["data"]["password"]) == "k8s-auth-value-2" { Ok(()) } else { Err("old value".into()) }
+    })
+    .await;
+    // OpenBao really asks lockbox: without the reviewer's binding, TokenReview is forbidden and
+    // every login fails.
+    assert_eq!(raw(&c, "DELETE", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/bao-reviewer", "", b"").await.0, 200);
+    let failed = condition(&c, "k8sauth", "openbao-k8s", "SecretSyncedError").await;
+    assert!(failed["message"].as_str().unwrap().contains("kubernetes login"), "{failed}");
+    let (_, _, sec) = raw(&c, "GET", "/api/v1/namespaces/k8sauth/secrets/openbao-k8s", "", b"").await;
+    assert_eq!(decode(&sec["data"]["password"]), "k8s-auth-value-2", "the last good Secret is kept");
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(!log.contains("k8s-auth-value") && !log.contains(&reviewer_jwt));
+}
