@@ -551,3 +551,115 @@ async fn openbao_kubernetes_auth_checks_the_service_account_through_token_review
     let log = std::fs::read_to_string(&s.log).unwrap();
     assert!(!log.contains("k8s-auth-value") && !log.contains(&reviewer_jwt));
 }
+
+/// A CA and a serving certificate for 127.0.0.1, written to `dir`: (CA path, cert path, key path).
+fn fixture_tls(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "fixture CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    params.distinguished_name.push(rcgen::DnType::CommonName, "fixture");
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let paths = (dir.join("fixture-ca.pem"), dir.join("fixture.pem"), dir.join("fixture-key.pem"));
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[tokio::test]
+async fn azure_key_vault_against_the_documented_rest_api() {
+    const TENANT: &str = "00000000-1111-2222-3333-444444444444";
+    const CLIENT: &str = "lockbox-sp";
+    const CLIENT_SECRET: &str = "sp-secret-value-1";
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/azure_keyvault.py");
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = fixture_tls(tmp.path());
+    let port = common::free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let mut child = Command::new("python3")
+        .args([fixture, "serve", &port.to_string(), cert.to_str().unwrap(), key.to_str().unwrap(), TENANT, CLIENT, CLIENT_SECRET])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+    let _fixture = common::Peer(child);
+    let kv = |args: &[&str]| -> String {
+        let out = Command::new("python3").arg(fixture).arg(args[0]).args([&url, ca.to_str().unwrap(), TENANT, CLIENT, CLIENT_SECRET]).args(&args[1..]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let v1 = kv(&["set", "db-creds", r#"{"user":"app","password":"azure-pass-1"}"#]);
+    kv(&["set", "api-key", "azure-api-key-1", "team=payments"]);
+    kv(&["set", "other-key", "azure-other-1", "team=search"]);
+    let authority = format!("{url}/");
+    let s = Server::start_with_env(&[], &[("SSL_CERT_FILE", ca.to_str().unwrap()), ("AZURE_AUTHORITY_HOST", &authority)]).await;
+    let c = s.client().await;
+    assert_eq!(post(&c, "/api/v1/namespaces", json!({"metadata": {"name": "azure"}})).await.0, 201);
+    for (name, secret) in [("sp-good", CLIENT_SECRET), ("sp-bad", "wrong-sp-secret")] {
+        let body = json!({"metadata": {"name": name}, "stringData": {"ClientID": CLIENT, "ClientSecret": secret}});
+        assert_eq!(post(&c, "/api/v1/namespaces/azure/secrets", body).await.0, 201);
+    }
+    // ESO's documented SecretStore for Azure Key Vault with a service principal.
+    for (store, creds) in [("azure-kv", "sp-good"), ("azure-kv-bad", "sp-bad")] {
+        let spec = json!({"provider": {"azurekv": {"tenantId": TENANT, "vaultUrl": url, "authType": "ServicePrincipal",
+            "authSecretRef": {"clientId": {"name": creds, "key": "ClientID"}, "clientSecret": {"name": creds, "key": "ClientSecret"}}}}});
+        let body = json!({"apiVersion": "external-secrets.io/v1", "kind": "SecretStore", "metadata": {"name": store}, "spec": spec});
+        assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/azure/secretstores", body).await.0, 201);
+    }
+    let es = |name: &str, store: &str, spec: Value| {
+        let mut spec = spec;
+        spec["refreshInterval"] = json!("1s");
+        spec["secretStoreRef"] = json!({"name": store, "kind": "SecretStore"});
+        json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": name}, "spec": spec})
+    };
+    let manifests = [
+        es("db", "azure-kv", json!({"data": [{"secretKey": "password", "remoteRef": {"key": "secret/db-creds", "property": "password"}},
+            {"secretKey": "pinned", "remoteRef": {"key": "db-creds", "property": "password", "version": v1}}],
+            "dataFrom": [{"extract": {"key": "db-creds"}}]})),
+        es("payments", "azure-kv", json!({"dataFrom": [{"find": {"tags": {"team": "payments"}}}]})),
+        es("missing", "azure-kv", json!({"data": [{"secretKey": "x", "remoteRef": {"key": "no-such-secret"}}]})),
+        es("badcreds", "azure-kv-bad", json!({"data": [{"secretKey": "x", "remoteRef": {"key": "api-key"}}]})),
+    ];
+    for m in manifests {
+        assert_eq!(post(&c, "/apis/external-secrets.io/v1/namespaces/azure/externalsecrets", m).await.0, 201);
+    }
+    condition(&c, "azure", "db", "SecretSynced").await;
+    let (_, _, sec) = raw(&c, "GET", "/api/v1/namespaces/azure/secrets/db", "", b"").await;
+    assert_eq!(decode(&sec["data"]["password"]), "azure-pass-1");
+    assert_eq!(decode(&sec["data"]["user"]), "app");
+    condition(&c, "azure", "payments", "SecretSynced").await;
+    let (_, _, sec) = raw(&c, "GET", "/api/v1/namespaces/azure/secrets/payments", "", b"").await;
+    assert_eq!(sec["data"].as_object().unwrap().keys().collect::<Vec<_>>(), ["api-key"], "only the tagged secret");
+    assert_eq!(decode(&sec["data"]["api-key"]), "azure-api-key-1");
+    let missing = condition(&c, "azure", "missing", "SecretSyncedError").await;
+    assert!(missing["message"].as_str().unwrap().contains("Secret does not exist: no-such-secret"), "{missing}");
+    let bad = condition(&c, "azure", "badcreds", "SecretSyncedError").await;
+    assert!(bad["message"].as_str().unwrap().contains("invalid_client"), "{bad}");
+    // A new version at the source: the Secret follows; the pinned version does not.
+    kv(&["set", "db-creds", r#"{"user":"app","password":"azure-pass-2"}"#]);
+    let cc = c.clone();
+    until("rotated", 10, async || {
+        let (_, _, sec) = raw(&cc, "GET", "/api/v1/namespaces/azure/secrets/db", "", b"").await;
+        if decode(&sec["data"]["password"]) == "azure-pass-2" { Ok(()) } else { Err("old value".into()) }
+    })
+    .await;
+    let (_, _, sec) = raw(&c, "GET", "/api/v1/namespaces/azure/secrets/db", "", b"").await;
+    assert_eq!(decode(&sec["data"]["pinned"]), "azure-pass-1");
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    for value in ["azure-pass", "azure-api-key", CLIENT_SECRET, "wrong-sp-secret"] {
+        assert!(!log.contains(value), "{value} in the log");
+        assert!(!missing.to_string().contains(value) && !bad.to_string().contains(value));
+    }
+}
