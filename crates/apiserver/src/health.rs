@@ -21,9 +21,12 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(encryption: Arc<crypt::reload::Reloading>) -> Health {
+    pub fn new(encryption: Arc<crypt::reload::Reloading>, extra: &[fn(&mut Registry)]) -> Health {
         let mut metrics = Registry::default();
         crypt::metrics::register(&mut metrics);
+        for register in extra {
+            register(&mut metrics);
+        }
         Health { encryption, kms_cache: Mutex::new(None), metrics }
     }
 

@@ -43,6 +43,9 @@ pub struct Config {
     pub audit_log_path: Option<PathBuf>,
     pub audit_log_max_megabytes: u64,
     pub audit_log_max_backups: usize,
+    /// Metric families of the components running beside the server (the controllers), served
+    /// on `/metrics` with the server's own.
+    pub metrics: Vec<fn(&mut prometheus_client::registry::Registry)>,
 }
 
 /// The encryption configuration file a data dir uses by default, created on first use.
@@ -161,7 +164,7 @@ pub async fn start(cfg: Config) -> Result<Started> {
     let app = Arc::new(handler::App {
         registry,
         openapi: api::openapi::OpenApi::build(),
-        health: health::Health::new(encryption.clone()),
+        health: health::Health::new(encryption.clone(), &cfg.metrics),
         encryption,
         authn,
         audit,

@@ -116,7 +116,13 @@ impl Syncer {
             st.seen = (generation, force);
             let refresh = parse_duration(&s(&es["spec"]["refreshInterval"])).unwrap_or(Duration::from_secs(3600));
             let http = self.http.get_or_insert_with(|| reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default()).clone();
-            let result = sync(client, &http, &es).await;
+            let started = Instant::now();
+            let mut provider = None;
+            let result = sync(client, &http, &es, &mut provider).await;
+            let store = &es["spec"]["secretStoreRef"];
+            let store_kind = store["kind"].as_str().filter(|k| !k.is_empty()).unwrap_or("SecretStore");
+            let store_ns = if store_kind == "ClusterSecretStore" { "" } else { ns.as_str() };
+            crate::metrics::sync(&ns, &name, Some((store_kind, store_ns, store["name"].as_str().unwrap_or_default())), provider, started.elapsed(), result.is_ok());
             let st = self.state.get_mut(&key).expect("present");
             match result {
                 Ok(()) => {
@@ -132,7 +138,14 @@ impl Syncer {
                 }
             }
         }
-        self.state.retain(|k, _| keep.contains(k));
+        self.state.retain(|k, _| {
+            let kept = keep.contains(k);
+            if !kept {
+                let (ns, name) = k.split_once('/').unwrap_or_default();
+                crate::metrics::forget(ns, name);
+            }
+            kept
+        });
         Ok(())
     }
 }
@@ -171,7 +184,7 @@ async fn set_ready(client: &Client, es: &Value, ok: bool, reason: &str, message:
 }
 
 /// Fetches from the provider and writes the target Secret.
-async fn sync(client: &Client, http: &reqwest::Client, es: &Value) -> Result<(), String> {
+async fn sync(client: &Client, http: &reqwest::Client, es: &Value, kind: &mut Option<&'static str>) -> Result<(), String> {
     let ns = s(&es["metadata"]["namespace"]);
     let name = s(&es["metadata"]["name"]);
     let spec = &es["spec"];
@@ -182,6 +195,7 @@ async fn sync(client: &Client, http: &reqwest::Client, es: &Value) -> Result<(),
         format!("/apis/external-secrets.io/v1/namespaces/{ns}/secretstores/{}", s(&store_ref["name"]))
     };
     let store = get(client, &store_path).await?.ok_or_else(|| format!("could not get SecretStore {:?}", s(&store_ref["name"])))?;
+    *kind = Provider::kind_of(&store);
     let provider = Provider::from_store(client, http, &store, &ns).await?;
     // deletionPolicy Delete or Merge: a secret gone at the source drops its keys instead of
     // failing the sync (Retain, the default, keeps the last good Secret and reports the error).

@@ -9,6 +9,7 @@ pub mod clusterexternalsecrets;
 pub mod deployment;
 pub mod externalsecrets;
 pub mod gc;
+pub mod metrics;
 pub mod reload;
 pub mod replicaset;
 pub mod providers;

@@ -114,6 +114,7 @@ fn main() -> Result<()> {
                 audit_log_path,
                 audit_log_max_megabytes: audit_log_maxsize,
                 audit_log_max_backups: audit_log_maxbackup,
+                metrics: vec![controllers::metrics::register],
             }))
         }
         Command::Kubeconfig { data_dir } => {

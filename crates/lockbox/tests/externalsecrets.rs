@@ -657,6 +657,21 @@ async fn azure_key_vault_against_the_documented_rest_api() {
     .await;
     let (_, _, sec) = raw(&c, "GET", "/api/v1/namespaces/azure/secrets/db", "", b"").await;
     assert_eq!(decode(&sec["data"]["pinned"]), "azure-pass-1");
+    // Per-ExternalSecret and per-store metrics, with ESO's names where it has them.
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let metrics = c.request_text(req).await.unwrap();
+    let value = |series: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series} in\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value(r#"externalsecret_sync_calls_total{namespace="azure",name="db"}"#) >= 2.0);
+    assert_eq!(value(r#"externalsecret_status_condition{namespace="azure",name="db",condition="Ready",status="True"}"#), 1.0);
+    assert_eq!(value(r#"externalsecret_status_condition{namespace="azure",name="missing",condition="Ready",status="False"}"#), 1.0);
+    assert!(value(r#"externalsecret_sync_calls_error_total{namespace="azure",name="badcreds"}"#) >= 1.0);
+    assert!(value(r#"secretstore_sync_calls_total{kind="SecretStore",namespace="azure",name="azure-kv-bad",status="error"}"#) >= 1.0);
+    assert!(value(r#"secretstore_sync_calls_total{kind="SecretStore",namespace="azure",name="azure-kv",status="success"}"#) >= 2.0);
+    assert!(value(r#"externalsecret_provider_syncs_total{provider="azurekv",status="success"}"#) >= 2.0);
+    assert!(!metrics.contains("azure-pass"));
     let log = std::fs::read_to_string(&s.log).unwrap();
     for value in ["azure-pass", "azure-api-key", CLIENT_SECRET, "wrong-sp-secret"] {
         assert!(!log.contains(value), "{value} in the log");

@@ -31,6 +31,9 @@ pub enum Remote {
     Map(serde_json::Map<String, Value>),
 }
 
+/// The providers served, by their key under a store's `spec.provider`.
+const KINDS: [&str; 4] = ["fake", "vault", "aws", "azurekv"];
+
 pub enum Provider {
     Fake(fake::Fake),
     Vault(vault::Vault),
@@ -58,8 +61,13 @@ impl Provider {
         Err("the store's provider is not supported by lockbox yet (supported: fake, vault, aws, azurekv)".into())
     }
 
-    /// The provider's name, as metrics label it.
-    pub fn kind(&self) -> &'static str {
+    /// The provider a store names (its key under `spec.provider`), as metrics label it.
+    pub fn kind_of(store: &Value) -> Option<&'static str> {
+        let p = store["spec"]["provider"].as_object()?;
+        KINDS.iter().copied().find(|k| p.get(*k).is_some_and(Value::is_object))
+    }
+
+    fn kind(&self) -> &'static str {
         match self {
             Provider::Fake(_) => "fake",
             Provider::Vault(_) => "vault",
