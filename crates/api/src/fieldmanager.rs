@@ -312,7 +312,7 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, res: &
 pub fn same_ignoring_timestamps(a: &Value, b: &Value) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
-        if let Some(mf) = v["metadata"]["managedFields"].as_array_mut() {
+        if let Some(mf) = v.get_mut("metadata").and_then(|v| v.get_mut("managedFields")).and_then(serde_json::Value::as_array_mut) {
             for e in mf {
                 if let Some(m) = e.as_object_mut() {
                     m.remove("time");

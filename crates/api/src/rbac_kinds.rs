@@ -82,7 +82,7 @@ impl Strategy for BindingStrategy {
     }
     fn prepare_create(&self, obj: &mut Value) -> crate::ApiResult<()> {
         // Subjects of kind User and Group default their apiGroup, as the v1 defaulting does.
-        if let Some(subjects) = obj["subjects"].as_array_mut() {
+        if let Some(subjects) = obj.get_mut("subjects").and_then(serde_json::Value::as_array_mut) {
             for s in subjects {
                 if matches!(s["kind"].as_str(), Some("User" | "Group")) && s["apiGroup"].as_str().unwrap_or_default().is_empty() {
                     s["apiGroup"] = json!("rbac.authorization.k8s.io");

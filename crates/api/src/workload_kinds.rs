@@ -35,7 +35,7 @@ pub fn default_pod_spec(spec: &mut Value) {
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "enableServiceLinks", json!(true));
     for list in ["containers", "initContainers"] {
-        if let Some(cs) = spec[list].as_array_mut() {
+        if let Some(cs) = spec.get_mut(list).and_then(serde_json::Value::as_array_mut) {
             for c in cs {
                 set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 set_default(c, "terminationMessagePolicy", json!("File"));
@@ -45,7 +45,7 @@ pub fn default_pod_spec(spec: &mut Value) {
             }
         }
     }
-    if let Some(vols) = spec["volumes"].as_array_mut() {
+    if let Some(vols) = spec.get_mut("volumes").and_then(serde_json::Value::as_array_mut) {
         for v in vols {
             for kind in ["configMap", "secret"] {
                 if v[kind].is_object() {
@@ -270,7 +270,7 @@ impl Strategy for PodStrategy {
         // Pod spec is immutable but for a few fields (images, activeDeadlineSeconds, tolerations).
         let strip = |v: &Value| {
             let mut spec = v["spec"].clone();
-            if let Some(cs) = spec["containers"].as_array_mut() {
+            if let Some(cs) = spec.get_mut("containers").and_then(serde_json::Value::as_array_mut) {
                 for c in cs {
                     c["image"] = Value::Null;
                 }
@@ -513,3 +513,18 @@ resource!(
     LeaseStrategy,
     k8s_openapi::api::coordination::v1::Lease
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaulting_adds_no_null_fields() {
+        let mut spec = json!({"containers": [{"name": "c", "image": "busybox"}]});
+        default_pod_spec(&mut spec);
+        let obj = spec.as_object().unwrap();
+        assert!(!obj.contains_key("initContainers") && !obj.contains_key("volumes"), "{spec}");
+        assert_eq!(spec["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+    }
+}

@@ -45,15 +45,15 @@ pub async fn pod(reg: &Registry, ns: &str, pod: &mut Value) -> ApiResult<()> {
         {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
         {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
     ]}});
-    match pod["spec"]["volumes"].as_array_mut() {
+    match pod.get_mut("spec").and_then(|v| v.get_mut("volumes")).and_then(serde_json::Value::as_array_mut) {
         Some(v) => v.push(volume),
         None => pod["spec"]["volumes"] = json!([volume]),
     }
     for list in ["containers", "initContainers"] {
-        if let Some(cs) = pod["spec"][list].as_array_mut() {
+        if let Some(cs) = pod.get_mut("spec").and_then(|v| v.get_mut(list)).and_then(serde_json::Value::as_array_mut) {
             for c in cs {
                 let mount = json!({"name": vol, "mountPath": SA_MOUNT, "readOnly": true});
-                match c["volumeMounts"].as_array_mut() {
+                match c.get_mut("volumeMounts").and_then(serde_json::Value::as_array_mut) {
                     Some(m) => m.push(mount),
                     None => c["volumeMounts"] = json!([mount]),
                 }

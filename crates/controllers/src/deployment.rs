@@ -42,7 +42,7 @@ fn revision(rs: &ReplicaSet) -> i64 {
 
 fn template_without_hash(rs: &ReplicaSet) -> serde_json::Value {
     let mut t = serde_json::to_value(rs.spec.as_ref().map(|s| &s.template)).unwrap_or_default();
-    if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
+    if let Some(labels) = t.get_mut("metadata").and_then(|v| v.get_mut("labels")).and_then(serde_json::Value::as_object_mut) {
         labels.remove(HASH_LABEL);
     }
     t
@@ -281,7 +281,7 @@ async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], ne
         // Timestamps alone do not make a change.
         let strip = |s: &DeploymentStatus| {
             let mut v = serde_json::to_value(s).unwrap_or_default();
-            if let Some(cs) = v["conditions"].as_array_mut() {
+            if let Some(cs) = v.get_mut("conditions").and_then(serde_json::Value::as_array_mut) {
                 for c in cs {
                     c["lastUpdateTime"] = serde_json::Value::Null;
                     c["lastTransitionTime"] = serde_json::Value::Null;

@@ -6,7 +6,8 @@
 //! `envFrom`, and volumes, with their `items`), so a change to any other key restarts nothing.
 //! When the hash changes, the Deployment's pod template gets a `reloader.stakater.com/last-reloaded-from`
 //! annotation: a normal rolling update, visible in `kubectl rollout history`. The first hash a
-//! Deployment is seen with is only recorded (no rollout), and changes are debounced: a burst of
+//! Deployment is seen with is only recorded (no rollout), as is the creation or deletion of a
+//! referenced object (Reloader's defaults); changes are debounced: a burst of
 //! edits settles for a second before one rollout. Paused Deployments are left alone until resumed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -89,16 +90,22 @@ fn list(annotation: Option<&String>) -> BTreeSet<String> {
     annotation.map(|a| a.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default()
 }
 
-/// SHA-256 over the referenced keys' values, in a stable order; absent keys count as absent.
+/// Marks a hash taken while a referenced object did not exist.
+const ABSENT: &str = "+absent";
+
+/// A hash over the referenced keys' values, in a stable order; absent keys count as absent, and
+/// a missing object marks the hash with `ABSENT`.
 fn hash(refs: &References, cms: &HashMap<String, BTreeMap<String, Vec<u8>>>, secrets: &HashMap<String, BTreeMap<String, Vec<u8>>>) -> String {
     use std::hash::Hasher;
     // FNV is enough to tell versions apart; the values themselves never leave this function.
     let mut h = fnv::FnvHasher::default();
+    let mut absent = false;
     for (kind, names, data) in [("cm", &refs.configmaps, cms), ("secret", &refs.secrets, secrets)] {
         for (name, keys) in names {
             h.write(format!("{kind}/{name}\0").as_bytes());
             let Some(values) = data.get(name) else {
                 h.write(b"<absent>\0");
+                absent = true;
                 continue;
             };
             for (k, v) in values {
@@ -111,7 +118,7 @@ fn hash(refs: &References, cms: &HashMap<String, BTreeMap<String, Vec<u8>>>, sec
             }
         }
     }
-    format!("{:016x}", h.finish())
+    format!("{:016x}{}", h.finish(), if absent { ABSENT } else { "" })
 }
 
 /// Remembers, per Deployment, a changed hash and since when, for debouncing.
@@ -180,12 +187,18 @@ impl Reloader {
             let now = hash(&refs, &cms[&ns], &secrets[&ns]);
             let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
             match a.get(HASH) {
+                // First sight, or an object that appears or disappears: record, do not roll.
+                // Pods cannot start without what they reference, so a creation needs no restart,
+                // and Reloader by default reloads on neither creation nor deletion.
                 None => {
-                    // First sight: record, do not roll.
                     api.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {HASH: now}}}))).await?;
                     self.pending.remove(&key);
                 }
                 Some(old) if *old == now => {
+                    self.pending.remove(&key);
+                }
+                Some(old) if old.ends_with(ABSENT) || now.ends_with(ABSENT) => {
+                    api.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {HASH: now}}}))).await?;
                     self.pending.remove(&key);
                 }
                 Some(_) => {
@@ -241,11 +254,15 @@ mod tests {
         assert_eq!(r.secrets["all"], None);
         let mut cms = HashMap::new();
         cms.insert("cm".to_string(), BTreeMap::from([("A".to_string(), b"1".to_vec()), ("B".to_string(), b"2".to_vec()), ("C".to_string(), b"3".to_vec())]));
-        let secrets = HashMap::new();
+        let secrets = HashMap::from([("all".to_string(), BTreeMap::from([("S".to_string(), b"s".to_vec())]))]);
         let h1 = hash(&r, &cms, &secrets);
         cms.get_mut("cm").unwrap().insert("C".into(), b"changed".to_vec());
         assert_eq!(hash(&r, &cms, &secrets), h1, "an unreferenced key does not count");
         cms.get_mut("cm").unwrap().insert("A".into(), b"changed".to_vec());
         assert_ne!(hash(&r, &cms, &secrets), h1);
+        assert!(!h1.ends_with(ABSENT));
+        let mut r = r;
+        r.secrets.insert("missing".into(), None);
+        assert!(hash(&r, &cms, &secrets).ends_with(ABSENT), "a missing object marks the hash");
     }
 }
