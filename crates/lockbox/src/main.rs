@@ -1,5 +1,6 @@
 //! `lockbox`: the configuration-and-secrets slice of Kubernetes in one binary.
 
+mod bench;
 mod kms_plugin;
 mod storage_cmd;
 mod up;
@@ -63,6 +64,8 @@ enum Command {
     },
     /// A KMS v2 plugin (gRPC on a unix socket) backed by OpenBao's or Vault's Transit engine.
     KmsPlugin(kms_plugin::Args),
+    /// Benchmarks against peers measured in the same run (OpenBao on raft, the SQLite floor).
+    Bench(bench::Args),
 }
 
 /// `$XDG_DATA_HOME/lockbox`, else `~/.local/share/lockbox`.
@@ -124,6 +127,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Storage { command } => rt.block_on(storage_cmd::run(command)),
+        Command::Bench(args) => rt.block_on(bench::run(args)),
         Command::KmsPlugin(args) => {
             init_logging();
             rt.block_on(kms_plugin::run(args))
