@@ -7,6 +7,14 @@ scripts/peers.sh
 cargo build --locked --bin lockbox
 bin="${CARGO_TARGET_DIR:-target}/debug/lockbox"
 cargo test --locked --workspace
+# The benchmark harness at smoke size, so that it cannot rot (nothing is asserted about speed).
+echo "== lockbox bench --smoke"
+bench_out=$(mktemp -d)
+LOCKBOX_BENCH_BAO="$PWD/.peers/venv/bin/bao" "$bin" bench --smoke --out "$bench_out" >"$bench_out/bench.log" 2>&1 || { cat "$bench_out/bench.log"; exit 1; }
+for f in results.json results.md latency.png; do
+  [ -s "$bench_out/$f" ] || { cat "$bench_out/bench.log"; echo "bench --smoke wrote no $f"; exit 1; }
+done
+rm -rf "$bench_out"
 scripts/seed-gate.sh "$bin"
 # The seed's exercise under every kubectl bundled next to the one on PATH (1.27 to 1.33 here).
 dir=$(dirname "$(readlink -f "$(command -v kubectl)")")

@@ -156,7 +156,7 @@ impl Results {
         out.push_str("| Suite | Case | lockbox | Peer | Peer figure | Ratio | Goal |\n|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
             let (peer, figure) = match &r.peer {
-                Some(p) => (if p.measured { p.name.clone() } else { format!("{} (published, not measured)", p.name) }, p.figure.cell()),
+                Some(p) => (if p.measured { p.name.clone() } else { format!("{} (reference, not measured)", p.name) }, p.figure.cell()),
                 None => ("—".into(), "—".into()),
             };
             let ratio = r.ratio().map(|x| format!("{x:.2}×")).unwrap_or_else(|| "—".into());
