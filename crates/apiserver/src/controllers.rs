@@ -52,22 +52,39 @@ impl Identity {
             Ok((_, rx)) => rx,
             Err(_) => return,
         };
+        // Every pass runs at start and every 2 s; in between, only the passes that a changed
+        // key concerns, so a stream of ordinary Secret and ConfigMap writes costs nothing here.
+        let mut due = Due { service_accounts: true, token_secrets: true, aggregation: true };
         loop {
-            for (what, r) in [
-                ("service accounts", self.default_service_accounts().await),
-                ("token secrets", self.token_secrets().await),
-                ("aggregation", self.aggregate().await),
+            for (what, run, r) in [
+                ("service accounts", due.service_accounts, Box::pin(self.default_service_accounts()) as std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<()>> + Send + '_>>),
+                ("token secrets", due.token_secrets, Box::pin(self.token_secrets())),
+                ("aggregation", due.aggregation, Box::pin(self.aggregate())),
             ] {
-                if let Err(e) = r {
+                if !run {
+                    continue;
+                }
+                if let Err(e) = r.await {
                     tracing::warn!(error = %e, "{what} pass failed");
                 }
             }
+            due = Due::default();
             tokio::select! {
-                r = rx.recv() => if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r { return },
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                r = rx.recv() => match r {
+                    Ok(ev) => due.note(&ev),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => due = Due::all(),
+                },
+                _ = tokio::time::sleep(Duration::from_secs(2)) => due = Due::all(),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            while rx.try_recv().is_ok() {}
+            loop {
+                match rx.try_recv() {
+                    Ok(ev) => due.note(&ev),
+                    Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => due = Due::all(),
+                    Err(_) => break,
+                }
+            }
         }
     }
 
@@ -158,5 +175,33 @@ impl Identity {
             }
         }
         Ok(())
+    }
+}
+
+/// Which identity passes a batch of changes calls for.
+#[derive(Default)]
+struct Due {
+    service_accounts: bool,
+    token_secrets: bool,
+    aggregation: bool,
+}
+
+impl Due {
+    fn all() -> Due {
+        Due { service_accounts: true, token_secrets: true, aggregation: true }
+    }
+
+    fn note(&mut self, ev: &crate::cache::CacheEvent) {
+        let k = ev.key.as_str();
+        if k.starts_with("/registry/namespaces/") || k.starts_with("/registry/serviceaccounts/") || k.ends_with("/kube-root-ca.crt") {
+            self.service_accounts = true;
+        }
+        let token_secret = |d: &crate::cache::Decoded| d.as_ref().is_ok_and(|o| o["type"] == "kubernetes.io/service-account-token");
+        if k.starts_with("/registry/serviceaccounts/") || (k.starts_with("/registry/secrets/") && (token_secret(&ev.object) || ev.prev.as_ref().is_some_and(token_secret))) {
+            self.token_secrets = true;
+        }
+        if k.starts_with("/registry/clusterroles/") {
+            self.aggregation = true;
+        }
     }
 }

@@ -88,7 +88,9 @@ pub async fn pass(client: &Client) -> kube::Result<()> {
     if let Ok(list) = client.request::<serde_json::Value>(req).await {
         let live: std::collections::BTreeSet<String> =
             list["items"].as_array().into_iter().flatten().filter_map(|e| e["metadata"]["uid"].as_str().map(String::from)).collect();
-        let secrets = Api::<k8s_openapi::api::core::v1::Secret>::all(client.clone()).list(&ListParams::default()).await?.items;
+        // Only Secrets an ExternalSecret made carry this label: the rest are never listed.
+        let managed = ListParams::default().labels("reconcile.external-secrets.io/managed=true");
+        let secrets = Api::<k8s_openapi::api::core::v1::Secret>::all(client.clone()).list(&managed).await?.items;
         for sec in secrets {
             let refs = sec.metadata.owner_references.clone().unwrap_or_default();
             let es: Vec<_> = refs.iter().filter(|r| r.kind == "ExternalSecret").collect();

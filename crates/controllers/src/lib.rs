@@ -29,8 +29,11 @@ pub const MANAGER: &str = "lockbox-controller-manager";
 /// Runs every controller until the process ends.
 pub async fn run(client: Client) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    // ConfigMap and Secret changes concern only the reloader: a stream of ordinary writes must
+    // not make every controller list everything.
+    let (config_tx, mut config_rx) = tokio::sync::mpsc::channel::<()>(1);
     let cfg = watcher::Config::default();
-    let watch = |s: futures::stream::BoxStream<'static, ()>| {
+    let watch_into = |tx: &tokio::sync::mpsc::Sender<()>, s: futures::stream::BoxStream<'static, ()>| {
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut s = s;
@@ -39,12 +42,13 @@ pub async fn run(client: Client) {
             }
         })
     };
+    let watch = |s| watch_into(&tx, s);
     watch(watcher(Api::<Deployment>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
     watch(watcher(Api::<ReplicaSet>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
     watch(watcher(Api::<Pod>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
     watch(watcher(Api::<Node>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    watch(watcher(Api::<ConfigMap>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    watch(watcher(Api::<Secret>::all(client.clone()), cfg).map(|_| ()).boxed());
+    watch_into(&config_tx, watcher(Api::<ConfigMap>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
+    watch_into(&config_tx, watcher(Api::<Secret>::all(client.clone()), cfg).map(|_| ()).boxed());
     let mut reloader = reload::Reloader::default();
     let mut syncer = externalsecrets::Syncer::default();
     {
@@ -67,12 +71,20 @@ pub async fn run(client: Client) {
         if let Some(due) = syncer.next_due() {
             idle = idle.min(due.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(50)));
         }
-        tokio::select! {
-            _ = rx.recv() => {}
-            _ = tokio::time::sleep(idle) => {}
-        }
+        let everything = tokio::select! {
+            _ = rx.recv() => true,
+            _ = config_rx.recv() => false,
+            _ = tokio::time::sleep(idle) => true,
+        };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        while rx.try_recv().is_ok() {}
+        let everything = everything | (std::iter::from_fn(|| rx.try_recv().ok()).count() > 0);
+        while config_rx.try_recv().is_ok() {}
+        if !everything {
+            if let Err(e) = reloader.pass(&client).await {
+                tracing::debug!(controller = "reloader", error = %e, "pass failed; will retry");
+            }
+            continue;
+        }
         for (name, r) in [
             ("scheduler", scheduler::pass(&client).await),
             ("deployment", deployment::pass(&client).await),

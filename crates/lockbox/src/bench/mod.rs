@@ -162,7 +162,7 @@ pub async fn run(args: Args) -> Result<()> {
     drop(bao);
     results.rows = rows;
     results.notes.push("Ratios are lockbox ÷ peer for throughput (higher is better for lockbox), and peer ÷ lockbox for sizes and times.".into());
-    results.notes.push("Both servers speak TLS on loopback; the client is this process (reqwest, one connection pool per side). OpenBao runs on raft storage on the same disk as lockbox's SQLite.".into());
+    results.notes.push("Both servers speak TLS on loopback; the client is this process (reqwest on HTTP/1.1, one connection pool per side, a connection per request in flight). OpenBao runs on raft storage on the same disk as lockbox's SQLite.".into());
     results.write(&args.out)?;
     match plot::latency_png(&results.rows, &args.out.join("latency.png")) {
         Ok(()) => {}

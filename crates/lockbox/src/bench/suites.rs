@@ -253,7 +253,7 @@ pub async fn watch(lb: &Arc<Lockbox>, sizes: &Sizes, mp: &indicatif::MultiProgre
     let mut tasks = Vec::new();
     for _ in 0..watchers {
         let url = lb.url(&format!("/api/v1/namespaces/watch/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=600"));
-        let (http, sent, arrivals, connected, pb) = (lb.http1.clone(), sent.clone(), arrivals.clone(), connected.clone(), pb.clone());
+        let (http, sent, arrivals, connected, pb) = (lb.http.clone(), sent.clone(), arrivals.clone(), connected.clone(), pb.clone());
         tasks.push(tokio::spawn(async move {
             let mut resp = http.get(url).send().await?.error_for_status()?;
             connected.fetch_add(1, Ordering::SeqCst);

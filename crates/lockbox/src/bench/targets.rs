@@ -44,10 +44,10 @@ fn stop_child(child: &mut Child, grace: Duration) {
 pub struct Lockbox {
     child: Child,
     pub base: String,
-    /// An admin client (the kubeconfig's client certificate).
+    /// An admin client (the kubeconfig's client certificate) on HTTP/1.1, as kube-rs and most
+    /// Vault clients speak it: concurrent requests use connections of their own, and so does
+    /// each watch.
     pub http: reqwest::Client,
-    /// An admin client that never uses HTTP/2, so each watch holds a connection of its own.
-    pub http1: reqwest::Client,
     /// From spawn to the first `/readyz` that answered ok.
     pub ready_after: Duration,
 }
@@ -69,7 +69,7 @@ impl Lockbox {
             .stderr(log)
             .spawn()
             .context("starting lockbox up")?;
-        let mut lb = Lockbox { child, base: format!("https://127.0.0.1:{port}"), http: reqwest::Client::new(), http1: reqwest::Client::new(), ready_after: Duration::ZERO };
+        let mut lb = Lockbox { child, base: format!("https://127.0.0.1:{port}"), http: reqwest::Client::new(), ready_after: Duration::ZERO };
         let deadline = started + Duration::from_secs(120);
         loop {
             if Instant::now() > deadline {
@@ -79,11 +79,11 @@ impl Lockbox {
                 bail!("lockbox up exited during start: {status}");
             }
             if kubeconfig.exists() {
-                if let Ok((h2, h1)) = clients(&kubeconfig) {
-                    if let Ok(r) = h2.get(format!("{}/readyz", lb.base)).send().await {
+                if let Ok(http) = client(&kubeconfig) {
+                    if let Ok(r) = http.get(format!("{}/readyz", lb.base)).send().await {
                         if r.status().is_success() {
                             lb.ready_after = started.elapsed();
-                            (lb.http, lb.http1) = (h2, h1);
+                            lb.http = http;
                             return Ok(lb);
                         }
                     }
@@ -131,24 +131,18 @@ impl Drop for Lockbox {
     }
 }
 
-/// Admin clients from a kubeconfig: (HTTP/2 when offered, HTTP/1 only).
-fn clients(kubeconfig: &Path) -> Result<(reqwest::Client, reqwest::Client)> {
+/// The admin client of a kubeconfig.
+fn client(kubeconfig: &Path) -> Result<reqwest::Client> {
     let kc: Value = serde_norway::from_str(&std::fs::read_to_string(kubeconfig)?)?;
     let ca = b64(kc["clusters"][0]["cluster"]["certificate-authority-data"].as_str().context("no CA")?)?;
     let mut pem = b64(kc["users"][0]["user"]["client-certificate-data"].as_str().context("no client certificate")?)?;
     pem.extend(b64(kc["users"][0]["user"]["client-key-data"].as_str().context("no client key")?)?);
-    let build = |h1: bool| -> Result<reqwest::Client> {
-        let mut b = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(&ca)?])
-            .identity(reqwest::Identity::from_pem(&pem)?)
-            .pool_max_idle_per_host(2048)
-            .timeout(Duration::from_secs(120));
-        if h1 {
-            b = b.http1_only();
-        }
-        Ok(b.build()?)
-    };
-    Ok((build(false)?, build(true)?))
+    Ok(reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca)?])
+        .identity(reqwest::Identity::from_pem(&pem)?)
+        .http1_only()
+        .pool_max_idle_per_host(2048)
+        .build()?)
 }
 
 /// OpenBao on raft storage, initialised with one unseal key, KV v2 at `secret/` and Transit at
@@ -191,7 +185,7 @@ impl OpenBao {
         let log = std::fs::File::create(dir.join("bao.log"))?;
         let child = Command::new(bao).arg("server").arg("-config").arg(dir.join("config.hcl")).stdout(log.try_clone()?).stderr(log).spawn().context("starting bao")?;
         let addr = format!("https://127.0.0.1:{port}");
-        let http = reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes())?]).pool_max_idle_per_host(2048).build()?;
+        let http = reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes())?]).http1_only().pool_max_idle_per_host(2048).build()?;
         let mut b = OpenBao { child, addr, token: String::new(), ca_file, http, version: String::new() };
         let deadline = Instant::now() + Duration::from_secs(60);
         let init = loop {
