@@ -223,11 +223,16 @@ fn same_files(dir: &Path, files: &[File]) -> bool {
 }
 
 /// Mounts a tmpfs at `dir` (mode 0750) unless one is there already.
+/// Mounts a tmpfs on `dir` unless one is there already. /proc/self/mounts lists absolute,
+/// canonical paths with space, tab, newline and backslash escaped in octal, so `dir` is
+/// compared in that form (a relative data dir once stacked a fresh tmpfs on every pass).
 pub fn mount_tmpfs(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    let dir = std::fs::canonicalize(dir)?;
+    let target = dir.to_string_lossy().into_owned();
+    let escaped = target.replace('\\', "\\134").replace(' ', "\\040").replace('\t', "\\011").replace('\n', "\\012");
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let target = dir.to_string_lossy();
-    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(&target)) {
+    if mounts.lines().any(|l| l.split(' ').nth(1) == Some(escaped.as_str())) {
         return Ok(());
     }
     let c = |s: &str| std::ffi::CString::new(s).map_err(|e| std::io::Error::other(e.to_string()));
@@ -250,6 +255,24 @@ pub fn unmount(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tmpfs_is_mounted_once_even_on_a_relative_path() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let base = std::env::current_dir().unwrap().join(format!("target/mount-test-{}", std::process::id()));
+        let relative = base.strip_prefix(std::env::current_dir().unwrap()).unwrap().join("vol");
+        let count = || std::fs::read_to_string("/proc/self/mounts").unwrap().lines().filter(|l| l.contains(&format!("mount-test-{}", std::process::id()))).count();
+        mount_tmpfs(&relative).unwrap();
+        mount_tmpfs(&relative).unwrap();
+        mount_tmpfs(&base.join("vol")).unwrap();
+        let mounted = count();
+        unmount(&base.join("vol"));
+        let _ = std::fs::remove_dir_all(&base);
+        assert_eq!(mounted, 1, "one tmpfs, however the path is spelled");
+    }
 
     #[test]
     fn atomic_writer_layout_and_update() {

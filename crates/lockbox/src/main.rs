@@ -106,7 +106,8 @@ fn main() -> Result<()> {
             audit_log_maxbackup,
         } => {
             init_logging();
-            let data_dir = data_dir.unwrap_or_else(default_data_dir);
+            // Absolute, so that every path derived from it (mount points above all) is.
+            let data_dir = std::path::absolute(data_dir.unwrap_or_else(default_data_dir))?;
             rt.block_on(up::run(apiserver::Config {
                 data_dir,
                 listen,

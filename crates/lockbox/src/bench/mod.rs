@@ -120,7 +120,7 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let needs_bao = wants("write") || wants("read") || wants("crypto");
     let bao = if needs_bao {
-        mp.println("starting OpenBao (raft storage, TLS)")?;
+        say(&mp, "starting OpenBao (raft storage, TLS)")?;
         let b = targets::OpenBao::start(&args.bao, &work.join("openbao")).await.with_context(|| format!("starting OpenBao from {}", args.bao.display()))?;
         results.versions.push(("OpenBao".into(), b.version.clone()));
         Some(Arc::new(b))
@@ -129,14 +129,14 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let needs_lockbox = ["write", "read", "list", "watch", "propagation"].iter().any(|s| wants(s));
     let lb = if needs_lockbox {
-        mp.println("starting lockbox up (fresh data dir)")?;
+        say(&mp, "starting lockbox up (fresh data dir)")?;
         Some(Arc::new(targets::Lockbox::start(&work.join("lockbox"), &work.join("lockbox.log")).await?))
     } else {
         None
     };
     let mut rows: Vec<Row> = Vec::new();
     for suite in SUITES.iter().filter(|s| wants(s)) {
-        mp.println(format!("== {suite}"))?;
+        say(&mp, &format!("== {suite}"))?;
         let got = match *suite {
             "write" => suites::write(lb.as_ref().context("lockbox")?, bao.as_ref().context("bao")?, &sizes, &mp, &work).await,
             "read" => {
@@ -154,7 +154,7 @@ pub async fn run(args: Args) -> Result<()> {
         };
         let got = got.with_context(|| format!("suite {suite}"))?;
         for r in &got {
-            mp.println(format!("   {}: {}", r.case, summary(r)))?;
+            say(&mp, &format!("   {}: {}", r.case, summary(r)))?;
         }
         rows.extend(got);
     }
@@ -166,7 +166,7 @@ pub async fn run(args: Args) -> Result<()> {
     results.write(&args.out)?;
     match plot::latency_png(&results.rows, &args.out.join("latency.png")) {
         Ok(()) => {}
-        Err(e) => mp.println(format!("latency.png not drawn: {e}"))?,
+        Err(e) => say(&mp, &format!("latency.png not drawn: {e}"))?,
     }
     let _ = std::fs::remove_dir_all(&work);
     println!("{}", results.markdown());
@@ -181,4 +181,15 @@ fn summary(r: &Row) -> String {
         report::Figure::Scalar { value, unit, .. } => format!("{value:.2} {unit}"),
     };
     format!("{fig}{ratio}")
+}
+
+/// A line of progress: above the bars on a terminal, on stderr otherwise (indicatif draws
+/// nothing when not on a terminal).
+fn say(mp: &indicatif::MultiProgress, line: &str) -> std::io::Result<()> {
+    if mp.is_hidden() {
+        eprintln!("{line}");
+        Ok(())
+    } else {
+        mp.println(line)
+    }
 }

@@ -510,7 +510,9 @@ pub async fn propagation(lb: &Arc<Lockbox>, sizes: &Sizes, mp: &indicatif::Multi
                 break ts;
             }
             if Instant::now() > deadline {
-                bail!("the mounted file never showed {value}");
+                let log = lb.http.get(lb.url("/api/v1/namespaces/prop/pods/file-watcher/log?tailLines=3")).send().await?.text().await?;
+                let pod = lb.send(Method::GET, "/api/v1/namespaces/prop/pods/file-watcher", None, "").await?;
+                bail!("the mounted file never showed {value}; the pod logged {log:?}; pod status {}", pod["status"]);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
