@@ -135,7 +135,7 @@ fn partial_metadata(obj: &Value) -> Value {
 }
 
 /// A Table of `objects`; `include_object` is the `includeObject` parameter (Metadata by default).
-pub fn table(resource: &Resource, objects: &[Value], list_meta: Value, include_object: &str) -> Value {
+pub fn table<'a>(resource: &Resource, objects: impl IntoIterator<Item = &'a Value>, list_meta: Value, include_object: &str) -> Value {
     let columns: Vec<Value> = resource
         .strategy
         .columns()
@@ -143,7 +143,7 @@ pub fn table(resource: &Resource, objects: &[Value], list_meta: Value, include_o
         .map(|c| json!({"name": c.name, "type": c.kind, "format": c.format, "description": c.description, "priority": c.priority}))
         .collect();
     let rows: Vec<Value> = objects
-        .iter()
+        .into_iter()
         .map(|o| {
             let object = match include_object {
                 "None" => Value::Null,

@@ -391,14 +391,44 @@ fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
     r
 }
 
-/// Removes what clients never see (kind/apiVersion of list items are implied by the list).
-fn list_item(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("kind");
-        m.remove("apiVersion");
+/// A list response, serialized from the cached objects without copying them.
+struct ListBody<'a> {
+    kind: String,
+    api_version: String,
+    metadata: &'a Value,
+    items: &'a [std::sync::Arc<Value>],
+}
+
+impl serde::Serialize for ListBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("kind", &self.kind)?;
+        m.serialize_entry("apiVersion", &self.api_version)?;
+        m.serialize_entry("metadata", self.metadata)?;
+        m.serialize_entry("items", &ListItems(self.items))?;
+        m.end()
     }
-    o
+}
+
+struct ListItems<'a>(&'a [std::sync::Arc<Value>]);
+
+impl serde::Serialize for ListItems<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|o| ListItem(o)))
+    }
+}
+
+/// An item without what clients never see (kind/apiVersion are implied by the list).
+struct ListItem<'a>(&'a Value);
+
+impl serde::Serialize for ListItem<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_object() {
+            Some(obj) => s.collect_map(obj.iter().filter(|(k, _)| *k != "kind" && *k != "apiVersion")),
+            None => self.0.serialize(s),
+        }
+    }
 }
 
 fn partial_metadata(obj: &Value) -> Value {
@@ -528,15 +558,15 @@ async fn resource_request(
                 meta["remainingItemCount"] = json!(list.remaining.unwrap_or(0));
             }
             let body = match n.transform {
-                Transform::Table => {
-                    let objs: Vec<Value> = list.items.iter().map(|o| (**o).clone()).collect();
-                    api::table::table(res, &objs, meta, q.get("includeObject").unwrap_or("Metadata"))
-                }
+                Transform::Table => api::table::table(res, list.items.iter().map(|o| &**o), meta, q.get("includeObject").unwrap_or("Metadata")),
                 Transform::PartialMetadata => {
                     json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": list.items.iter().map(|o| partial_metadata(o)).collect::<Vec<_>>()})
                 }
                 Transform::None => {
-                    json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": meta, "items": list.items.iter().map(|o| list_item(o)).collect::<Vec<_>>()})
+                    // Serialized straight from the cache's shared objects: a list of 10,000
+                    // Secrets is not copied first.
+                    let body = ListBody { kind: res.list_kind(), api_version: res.api_version(), metadata: &meta, items: &list.items };
+                    return Ok(negotiate::respond(StatusCode::OK, &body, n.format));
                 }
             };
             Ok(negotiate::respond(StatusCode::OK, &body, n.format))
@@ -636,7 +666,7 @@ async fn resource_request(
             let mut deleted = Vec::new();
             for obj in list.items {
                 match reg.delete(res, object::namespace(&obj), object::name(&obj), &dopts).await {
-                    Ok(DeleteOutcome::Deleted(o)) | Ok(DeleteOutcome::Pending(o)) => deleted.push(list_item(&o)),
+                    Ok(DeleteOutcome::Deleted(o)) | Ok(DeleteOutcome::Pending(o)) => deleted.push(serde_json::to_value(ListItem(&o)).unwrap_or_default()),
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
                 }

@@ -55,7 +55,7 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Negotiated, ApiError> {
     Err(ApiError::not_acceptable(&["application/json", "application/yaml"]))
 }
 
-pub fn respond(code: StatusCode, body: &Value, format: Format) -> Response<Body> {
+pub fn respond(code: StatusCode, body: &impl serde::Serialize, format: Format) -> Response<Body> {
     let (ct, bytes) = match format {
         Format::Json => ("application/json", serde_json::to_vec(body).unwrap_or_default()),
         Format::Yaml => ("application/yaml", serde_norway::to_string(body).unwrap_or_default().into_bytes()),

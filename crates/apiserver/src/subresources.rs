@@ -43,7 +43,7 @@ pub async fn status(
     let reg = &app.registry;
     if *method == Method::GET {
         let obj = reg.get(res, ns, name).await?;
-        return Ok(negotiate::respond(StatusCode::OK, &obj, n.format));
+        return Ok(negotiate::respond(StatusCode::OK, &*obj, n.format));
     }
     let bytes = read_body(body).await?;
     let opts = write_options(q, headers, false)?;

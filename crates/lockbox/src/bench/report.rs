@@ -31,7 +31,9 @@ impl Figure {
 }
 
 fn ms(v: f64) -> String {
-    if v < 1.0 {
+    if v < 0.1 {
+        format!("{:.1} µs", v * 1000.0)
+    } else if v < 1.0 {
         format!("{v:.2} ms")
     } else if v < 100.0 {
         format!("{v:.1} ms")
