@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
@@ -72,8 +73,9 @@ pub async fn run(cfg: Config, mut stop: tokio::sync::oneshot::Receiver<()>) -> a
     let fields = format!("spec.nodeName={}", cfg.node_name);
     let streams = vec![
         watcher(Api::<Pod>::all(cfg.client.clone()), watcher::Config::default().fields(&fields)).map(|_| ()).boxed(),
-        watcher(Api::<ConfigMap>::all(cfg.client.clone()), watcher::Config::default()).map(|_| ()).boxed(),
-        watcher(Api::<Secret>::all(cfg.client.clone()), watcher::Config::default()).map(|_| ()).boxed(),
+        // Metadata only: a change is a trigger; a pass reads the objects its pods use.
+        watcher(Api::<PartialObjectMeta<ConfigMap>>::all(cfg.client.clone()), watcher::Config::default()).map(|_| ()).boxed(),
+        watcher(Api::<PartialObjectMeta<Secret>>::all(cfg.client.clone()), watcher::Config::default()).map(|_| ()).boxed(),
     ];
     for mut s in streams {
         let tx = tx.clone();

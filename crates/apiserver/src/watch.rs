@@ -35,16 +35,32 @@ struct Encoder {
 
 impl Encoder {
     fn event(&self, kind: &str, obj: &Value) -> Bytes {
-        let object = match self.n.transform {
+        /// One watch event line, serialized from borrowed parts: every watcher gets the same
+        /// object, so it is never copied.
+        #[derive(serde::Serialize)]
+        struct Line<'a, O: serde::Serialize> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            object: O,
+        }
+        #[derive(serde::Serialize)]
+        struct Partial<'a> {
+            kind: &'static str,
+            #[serde(rename = "apiVersion")]
+            api_version: &'static str,
+            metadata: &'a Value,
+        }
+        let mut line = match self.n.transform {
             Transform::Table => {
-                api::table::table(self.res, std::slice::from_ref(obj), json!({"resourceVersion": api::object::resource_version(obj)}), &self.include_object)
+                let table = api::table::table(self.res, std::slice::from_ref(obj), json!({"resourceVersion": api::object::resource_version(obj)}), &self.include_object);
+                serde_json::to_vec(&Line { kind, object: table })
             }
             Transform::PartialMetadata => {
-                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+                serde_json::to_vec(&Line { kind, object: Partial { kind: "PartialObjectMetadata", api_version: "meta.k8s.io/v1", metadata: &obj["metadata"] } })
             }
-            Transform::None => obj.clone(),
-        };
-        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+            Transform::None => serde_json::to_vec(&Line { kind, object: obj }),
+        }
+        .unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     }

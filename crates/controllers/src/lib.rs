@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
@@ -47,8 +48,9 @@ pub async fn run(client: Client) {
     watch(watcher(Api::<ReplicaSet>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
     watch(watcher(Api::<Pod>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
     watch(watcher(Api::<Node>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    watch_into(&config_tx, watcher(Api::<ConfigMap>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    watch_into(&config_tx, watcher(Api::<Secret>::all(client.clone()), cfg).map(|_| ()).boxed());
+    // Metadata only: these are triggers, and the reloader reads the data it hashes itself.
+    watch_into(&config_tx, watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
+    watch_into(&config_tx, watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), cfg).map(|_| ()).boxed());
     let mut reloader = reload::Reloader::default();
     let mut syncer = externalsecrets::Syncer::default();
     {
