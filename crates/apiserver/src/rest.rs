@@ -221,7 +221,15 @@ impl Registry {
 
     /// Fails unless `ns` exists and is not being deleted.
     async fn check_namespace_open(&self, res: &Resource, ns: &str, name: &str) -> ApiResult<()> {
-        let nsobj = self.get_cached(&kinds::NAMESPACES, "", ns)?;
+        // The cache may trail a namespace created a moment ago: look again once it has caught
+        // up (kube-apiserver's lifecycle admission also falls back to a live read on a miss).
+        let nsobj = match self.get_cached(&kinds::NAMESPACES, "", ns) {
+            Err(e) if e.code == 404 => {
+                self.sync().await?;
+                self.get_cached(&kinds::NAMESPACES, "", ns)?
+            }
+            other => other?,
+        };
         if object::is_deleting(&nsobj) || nsobj["status"]["phase"] == "Terminating" {
             let mut e = ApiError::forbidden(format!(
                 "{} \"{}\" is forbidden: unable to create new content in namespace {} because it is being terminated",
@@ -266,7 +274,6 @@ impl Registry {
 
     /// Creates `obj` (already decoded, type-checked and placed in `ns`).
     pub async fn create(&self, res: &Resource, ns: &str, mut obj: Value, opts: &WriteOptions) -> ApiResult<Value> {
-        self.sync().await?;
         res.strategy.prepare_create(&mut obj)?;
         {
             let meta = object::meta_mut(&mut obj);
