@@ -87,7 +87,9 @@ impl SqliteStore {
         let reader = open(path)?;
         let revision = Arc::new(AtomicI64::new(meta(&write, "revision")?));
         let compacted = Arc::new(AtomicI64::new(meta(&write, "compacted")?));
-        let (events, _) = broadcast::channel(4096);
+        // Small: a slot keeps its batch (values included) until overwritten, and the only
+        // subscriber, the watch cache, replays from the log when it lags.
+        let (events, _) = broadcast::channel(256);
         let (tx, rx) = mpsc::channel();
         let writer = Writer { conn: write, revision: revision.clone(), compacted: compacted.clone(), events: events.clone() };
         std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || writer.run(rx)).map_err(|e| Error::Backend(e.to_string()))?;
