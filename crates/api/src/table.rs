@@ -127,10 +127,9 @@ pub static STORE_COLUMNS: [Column; 5] = [NAME, AGE, col("Status", 0), col("Capab
 pub static EXTERNALSECRET_COLUMNS: [Column; 5] = [NAME, col("Store", 0), col("Refresh Interval", 0), col("Status", 0), col("Ready", 0)];
 
 fn partial_metadata(obj: &Value) -> Value {
-    let mut meta = obj["metadata"].clone();
-    if let Some(m) = meta.as_object_mut() {
-        m.remove("managedFields");
-    }
+    // Copies every metadata field but managedFields (the largest), rather than all then removing.
+    let meta: serde_json::Map<String, Value> =
+        obj["metadata"].as_object().into_iter().flatten().filter(|(k, _)| *k != "managedFields").map(|(k, v)| (k.clone(), v.clone())).collect();
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
 }
 
