@@ -264,7 +264,8 @@ mod tests {
         }
         let base = std::env::current_dir().unwrap().join(format!("target/mount-test-{}", std::process::id()));
         let relative = base.strip_prefix(std::env::current_dir().unwrap()).unwrap().join("vol");
-        let count = || std::fs::read_to_string("/proc/self/mounts").unwrap().lines().filter(|l| l.contains(&format!("mount-test-{}", std::process::id()))).count();
+        let count =
+            || std::fs::read_to_string("/proc/self/mounts").unwrap().lines().filter(|l| l.contains(&format!("mount-test-{}", std::process::id()))).count();
         mount_tmpfs(&relative).unwrap();
         mount_tmpfs(&relative).unwrap();
         mount_tmpfs(&base.join("vol")).unwrap();

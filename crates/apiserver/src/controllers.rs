@@ -57,7 +57,11 @@ impl Identity {
         let mut due = Due { service_accounts: true, token_secrets: true, aggregation: true };
         loop {
             for (what, run, r) in [
-                ("service accounts", due.service_accounts, Box::pin(self.default_service_accounts()) as std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<()>> + Send + '_>>),
+                (
+                    "service accounts",
+                    due.service_accounts,
+                    Box::pin(self.default_service_accounts()) as std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<()>> + Send + '_>>,
+                ),
                 ("token secrets", due.token_secrets, Box::pin(self.token_secrets())),
                 ("aggregation", due.aggregation, Box::pin(self.aggregate())),
             ] {
@@ -197,7 +201,9 @@ impl Due {
             self.service_accounts = true;
         }
         let token_secret = |d: &crate::cache::Decoded| d.as_ref().is_ok_and(|o| o["type"] == "kubernetes.io/service-account-token");
-        if k.starts_with("/registry/serviceaccounts/") || (k.starts_with("/registry/secrets/") && (token_secret(&ev.object) || ev.prev.as_ref().is_some_and(token_secret))) {
+        if k.starts_with("/registry/serviceaccounts/")
+            || (k.starts_with("/registry/secrets/") && (token_secret(&ev.object) || ev.prev.as_ref().is_some_and(token_secret)))
+        {
             self.token_secrets = true;
         }
         if k.starts_with("/registry/clusterroles/") {

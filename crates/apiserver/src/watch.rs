@@ -52,7 +52,12 @@ impl Encoder {
         }
         let mut line = match self.n.transform {
             Transform::Table => {
-                let table = api::table::table(self.res, std::slice::from_ref(obj), json!({"resourceVersion": api::object::resource_version(obj)}), &self.include_object);
+                let table = api::table::table(
+                    self.res,
+                    std::slice::from_ref(obj),
+                    json!({"resourceVersion": api::object::resource_version(obj)}),
+                    &self.include_object,
+                );
                 serde_json::to_vec(&Line { kind, object: table })
             }
             Transform::PartialMetadata => {

@@ -122,7 +122,14 @@ impl Syncer {
             let store = &es["spec"]["secretStoreRef"];
             let store_kind = store["kind"].as_str().filter(|k| !k.is_empty()).unwrap_or("SecretStore");
             let store_ns = if store_kind == "ClusterSecretStore" { "" } else { ns.as_str() };
-            crate::metrics::sync(&ns, &name, Some((store_kind, store_ns, store["name"].as_str().unwrap_or_default())), provider, started.elapsed(), result.is_ok());
+            crate::metrics::sync(
+                &ns,
+                &name,
+                Some((store_kind, store_ns, store["name"].as_str().unwrap_or_default())),
+                provider,
+                started.elapsed(),
+                result.is_ok(),
+            );
             let st = self.state.get_mut(&key).expect("present");
             match result {
                 Ok(()) => {

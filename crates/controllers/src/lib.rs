@@ -10,9 +10,9 @@ pub mod deployment;
 pub mod externalsecrets;
 pub mod gc;
 pub mod metrics;
+pub mod providers;
 pub mod reload;
 pub mod replicaset;
-pub mod providers;
 pub mod scheduler;
 pub mod template;
 

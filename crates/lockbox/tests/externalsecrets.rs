@@ -462,7 +462,11 @@ async fn condition(c: &kube::Client, ns: &str, name: &str, reason: &str) -> Valu
     until(name, 20, async || {
         let (_, _, es) = raw(c, "GET", &format!("/apis/external-secrets.io/v1/namespaces/{ns}/externalsecrets/{name}"), "", b"").await;
         found = es["status"]["conditions"][0].clone();
-        if found["reason"] == reason { Ok(()) } else { Err(es["status"].to_string()) }
+        if found["reason"] == reason {
+            Ok(())
+        } else {
+            Err(es["status"].to_string())
+        }
     })
     .await;
     found
@@ -538,7 +542,11 @@ async fn openbao_kubernetes_auth_checks_the_service_account_through_token_review
     let cc = c.clone();
     until("rotated through kubernetes auth", 10, async || {
         let (_, _, sec) = raw(&cc, "GET", "/api/v1/namespaces/k8sauth/secrets/openbao-k8s", "", b"").await;
-        if decode(&sec["data"]["password"]) == "k8s-auth-value-2" { Ok(()) } else { Err("old value".into()) }
+        if decode(&sec["data"]["password"]) == "k8s-auth-value-2" {
+            Ok(())
+        } else {
+            Err("old value".into())
+        }
     })
     .await;
     // OpenBao really asks lockbox: without the reviewer's binding, TokenReview is forbidden and
@@ -596,7 +604,13 @@ async fn azure_key_vault_against_the_documented_rest_api() {
     }
     let _fixture = common::Peer(child);
     let kv = |args: &[&str]| -> String {
-        let out = Command::new("python3").arg(fixture).arg(args[0]).args([&url, ca.to_str().unwrap(), TENANT, CLIENT, CLIENT_SECRET]).args(&args[1..]).output().unwrap();
+        let out = Command::new("python3")
+            .arg(fixture)
+            .arg(args[0])
+            .args([&url, ca.to_str().unwrap(), TENANT, CLIENT, CLIENT_SECRET])
+            .args(&args[1..])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
@@ -625,9 +639,13 @@ async fn azure_key_vault_against_the_documented_rest_api() {
         json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": name}, "spec": spec})
     };
     let manifests = [
-        es("db", "azure-kv", json!({"data": [{"secretKey": "password", "remoteRef": {"key": "secret/db-creds", "property": "password"}},
+        es(
+            "db",
+            "azure-kv",
+            json!({"data": [{"secretKey": "password", "remoteRef": {"key": "secret/db-creds", "property": "password"}},
             {"secretKey": "pinned", "remoteRef": {"key": "db-creds", "property": "password", "version": v1}}],
-            "dataFrom": [{"extract": {"key": "db-creds"}}]})),
+            "dataFrom": [{"extract": {"key": "db-creds"}}]}),
+        ),
         es("payments", "azure-kv", json!({"dataFrom": [{"find": {"tags": {"team": "payments"}}}]})),
         es("missing", "azure-kv", json!({"data": [{"secretKey": "x", "remoteRef": {"key": "no-such-secret"}}]})),
         es("badcreds", "azure-kv-bad", json!({"data": [{"secretKey": "x", "remoteRef": {"key": "api-key"}}]})),
@@ -652,7 +670,11 @@ async fn azure_key_vault_against_the_documented_rest_api() {
     let cc = c.clone();
     until("rotated", 10, async || {
         let (_, _, sec) = raw(&cc, "GET", "/api/v1/namespaces/azure/secrets/db", "", b"").await;
-        if decode(&sec["data"]["password"]) == "azure-pass-2" { Ok(()) } else { Err("old value".into()) }
+        if decode(&sec["data"]["password"]) == "azure-pass-2" {
+            Ok(())
+        } else {
+            Err("old value".into())
+        }
     })
     .await;
     let (_, _, sec) = raw(&c, "GET", "/api/v1/namespaces/azure/secrets/db", "", b"").await;

@@ -63,7 +63,10 @@ impl Vault {
         match body["auth"]["client_token"].as_str() {
             Some(t) if code == 200 => Ok(t.to_string()),
             // Vault's own errors say why (role, binding, token review); they hold no secret.
-            _ => Err(format!("vault: kubernetes login with role {role:?} failed ({code}): {}", body["errors"].as_array().map(|e| e.iter().map(s).collect::<Vec<_>>().join("; ")).unwrap_or_default())),
+            _ => Err(format!(
+                "vault: kubernetes login with role {role:?} failed ({code}): {}",
+                body["errors"].as_array().map(|e| e.iter().map(s).collect::<Vec<_>>().join("; ")).unwrap_or_default()
+            )),
         }
     }
 

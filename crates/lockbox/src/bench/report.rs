@@ -14,7 +14,11 @@ use super::load::Measure;
 pub enum Figure {
     Latency(Measure),
     /// A single value; `lower_is_better` decides which way the ratio points.
-    Scalar { value: f64, unit: &'static str, lower_is_better: bool },
+    Scalar {
+        value: f64,
+        unit: &'static str,
+        lower_is_better: bool,
+    },
 }
 
 impl Figure {
@@ -119,7 +123,10 @@ pub struct Machine {
 impl Machine {
     pub fn read() -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = cpuinfo.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())).unwrap_or_else(|| "unknown".into());
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+            .unwrap_or_else(|| "unknown".into());
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let kib: f64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
         Machine {

@@ -74,7 +74,9 @@ pub async fn write(lb: &Arc<Lockbox>, bao: &Arc<OpenBao>, sizes: &Sizes, mp: &in
         let update = load::drive(c, n, &pb, move |i| {
             let (l, v) = (l.clone(), v.clone());
             async move {
-                l.send(Method::PATCH, &format!("/api/v1/namespaces/bench/secrets/w{c}-{i}"), Some(&json!({"data": {"v": *v}})), "application/merge-patch+json").await.map(|_| ())
+                l.send(Method::PATCH, &format!("/api/v1/namespaces/bench/secrets/w{c}-{i}"), Some(&json!({"data": {"v": *v}})), "application/merge-patch+json")
+                    .await
+                    .map(|_| ())
             }
         })
         .await?;
@@ -100,7 +102,8 @@ pub async fn write(lb: &Arc<Lockbox>, bao: &Arc<OpenBao>, sizes: &Sizes, mp: &in
         done(pb);
         let (seq_goal, conc_goal) = (4.0, 7.0);
         for (case, ours, theirs) in [("create", &create, &bao_create), ("update", &update, &bao_update)] {
-            let mut row = Row::new("write", format!("{case} 1 KiB Secret, concurrency {c}"), Figure::Latency(ours.clone())).peer("OpenBao KV v2 (raft)", Figure::Latency(theirs.clone()));
+            let mut row = Row::new("write", format!("{case} 1 KiB Secret, concurrency {c}"), Figure::Latency(ours.clone()))
+                .peer("OpenBao KV v2 (raft)", Figure::Latency(theirs.clone()));
             let ratio = ours.ops_per_sec / theirs.ops_per_sec;
             if c == 1 {
                 row = row.goal(format!("≥ {seq_goal}× OpenBao sequentially"), ratio >= seq_goal);
@@ -109,7 +112,10 @@ pub async fn write(lb: &Arc<Lockbox>, bao: &Arc<OpenBao>, sizes: &Sizes, mp: &in
             }
             rows.push(row);
         }
-        rows.push(Row::new("write", format!("create, concurrency {c}, against the storage floor"), Figure::Latency(create.clone())).peer(format!("SQLite WAL+FULL, {c} rows/commit"), Figure::Latency(floor)));
+        rows.push(
+            Row::new("write", format!("create, concurrency {c}, against the storage floor"), Figure::Latency(create.clone()))
+                .peer(format!("SQLite WAL+FULL, {c} rows/commit"), Figure::Latency(floor)),
+        );
     }
     Ok(rows)
 }
@@ -122,7 +128,9 @@ async fn sqlite_floor(dir: &std::path::Path, batch: usize, rows: u64, pb: &indic
     tokio::task::spawn_blocking(move || -> Result<Measure> {
         let _ = std::fs::remove_file(&path);
         let conn = rusqlite::Connection::open(&path)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);")?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
+        )?;
         let mut value = vec![0u8; 1024];
         rand::rng().fill_bytes(&mut value);
         let mut h = load::histogram();
@@ -366,7 +374,9 @@ pub async fn crypto(bao: &Arc<OpenBao>, sizes: &Sizes, mp: &indicatif::MultiProg
     let mut rows = Vec::new();
     let result = async {
         for (name, provider) in &providers {
-            let text = format!("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{provider}\n");
+            let text = format!(
+                "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{provider}\n"
+            );
             let cfg = tokio::task::block_in_place(|| crypt::config::EncryptionConfig::parse(&text, &factory)).map_err(anyhow::Error::msg)?;
             let t = cfg.rules[0].transformers.clone();
             for size in [1024usize, 100 * 1024] {
@@ -409,7 +419,10 @@ pub async fn crypto(bao: &Arc<OpenBao>, sizes: &Sizes, mp: &indicatif::MultiProg
             }
         }
         // KMS calls per 10,000 writes, counted by the plugin client's own metrics.
-        let text = format!("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{}\n", providers[4].1);
+        let text = format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{}\n",
+            providers[4].1
+        );
         let before = kms_calls();
         let cfg = tokio::task::block_in_place(|| crypt::config::EncryptionConfig::parse(&text, &factory)).map_err(anyhow::Error::msg)?;
         let t = cfg.rules[0].transformers.clone();
@@ -422,10 +435,14 @@ pub async fn crypto(bao: &Arc<OpenBao>, sizes: &Sizes, mp: &indicatif::MultiProg
         })
         .await??;
         let calls = kms_calls() - before;
-        rows.push(Row::new("crypto", format!("KMS v2 plugin calls per {writes} writes (Encrypt)"), Figure::Scalar { value: calls as f64, unit: "calls", lower_is_better: true }).anchor(
-            "KMS v1 design: one plugin call per write",
-            Figure::Scalar { value: writes as f64, unit: "calls", lower_is_better: true },
-        ));
+        rows.push(
+            Row::new(
+                "crypto",
+                format!("KMS v2 plugin calls per {writes} writes (Encrypt)"),
+                Figure::Scalar { value: calls as f64, unit: "calls", lower_is_better: true },
+            )
+            .anchor("KMS v1 design: one plugin call per write", Figure::Scalar { value: writes as f64, unit: "calls", lower_is_better: true }),
+        );
         Ok::<_, anyhow::Error>(())
     }
     .await;
@@ -566,9 +583,12 @@ pub async fn propagation(lb: &Arc<Lockbox>, sizes: &Sizes, mp: &indicatif::Multi
     let p99 = |m: &Measure| Figure::scalar(m.p99_ms, "ms (p99)");
     Ok(vec![
         Row::new("propagation", "Secret update → running pod's mounted file", Figure::Latency(file_m.clone())).goal("propagation p99 under 1 s", file_met),
-        Row::new("propagation", "Secret update → mounted file, p99 against the kubelet", p99(&file_m)).anchor("kubelet sync period + cache TTL (60–90 s)", kubelet.clone()),
-        Row::new("propagation", "ConfigMap update → env of the restarted pod (Reloader annotation)", Figure::Latency(env_m.clone())).goal("propagation p99 under 1 s", env_met),
-        Row::new("propagation", "ConfigMap update → env after reload, p99 against a manual restart", p99(&env_m)).anchor("kubelet: env never updates without a restart; file path 60–90 s", kubelet),
+        Row::new("propagation", "Secret update → mounted file, p99 against the kubelet", p99(&file_m))
+            .anchor("kubelet sync period + cache TTL (60–90 s)", kubelet.clone()),
+        Row::new("propagation", "ConfigMap update → env of the restarted pod (Reloader annotation)", Figure::Latency(env_m.clone()))
+            .goal("propagation p99 under 1 s", env_met),
+        Row::new("propagation", "ConfigMap update → env after reload, p99 against a manual restart", p99(&env_m))
+            .anchor("kubelet: env never updates without a restart; file path 60–90 s", kubelet),
     ])
 }
 
@@ -608,10 +628,15 @@ pub async fn footprint(dir: &std::path::Path, sizes: &Sizes, mp: &indicatif::Mul
     let what = format!("{n} Secrets + {n} ConfigMaps (1 KiB each), {pods} pods");
     let k3s = Figure::scalar(1600.0, "MB");
     Ok(vec![
-        Row::new("footprint", format!("peak RSS, {what}"), Figure::scalar(mb(peak), "MB")).anchor("k3s server with a workload (minimum)", k3s.clone()).goal("RSS under 100 MB", mb(peak) < 100.0),
-        Row::new("footprint", format!("steady RSS, {what}"), Figure::scalar(mb(steady), "MB")).anchor("k3s server with a workload (minimum)", k3s).goal("RSS under 100 MB", mb(steady) < 100.0),
+        Row::new("footprint", format!("peak RSS, {what}"), Figure::scalar(mb(peak), "MB"))
+            .anchor("k3s server with a workload (minimum)", k3s.clone())
+            .goal("RSS under 100 MB", mb(peak) < 100.0),
+        Row::new("footprint", format!("steady RSS, {what}"), Figure::scalar(mb(steady), "MB"))
+            .anchor("k3s server with a workload (minimum)", k3s)
+            .goal("RSS under 100 MB", mb(steady) < 100.0),
         Row::new("footprint", "RSS 1 s after a restart with that data", Figure::scalar(mb(restarted), "MB")),
-        Row::new("footprint", "start to /readyz ok, with that data", Figure::scalar(ready.as_secs_f64() * 1000.0, "ms")).goal("start-up under 1 s", ready < Duration::from_secs(1)),
+        Row::new("footprint", "start to /readyz ok, with that data", Figure::scalar(ready.as_secs_f64() * 1000.0, "ms"))
+            .goal("start-up under 1 s", ready < Duration::from_secs(1)),
         Row::new("footprint", "database on disk (state.db with WAL)", Figure::scalar(mb(db), "MB")),
     ])
 }

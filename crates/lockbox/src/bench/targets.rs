@@ -183,9 +183,14 @@ impl OpenBao {
         );
         std::fs::write(dir.join("config.hcl"), config)?;
         let log = std::fs::File::create(dir.join("bao.log"))?;
-        let child = Command::new(bao).arg("server").arg("-config").arg(dir.join("config.hcl")).stdout(log.try_clone()?).stderr(log).spawn().context("starting bao")?;
+        let child =
+            Command::new(bao).arg("server").arg("-config").arg(dir.join("config.hcl")).stdout(log.try_clone()?).stderr(log).spawn().context("starting bao")?;
         let addr = format!("https://127.0.0.1:{port}");
-        let http = reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes())?]).http1_only().pool_max_idle_per_host(2048).build()?;
+        let http = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes())?])
+            .http1_only()
+            .pool_max_idle_per_host(2048)
+            .build()?;
         let mut b = OpenBao { child, addr, token: String::new(), ca_file, http, version: String::new() };
         let deadline = Instant::now() + Duration::from_secs(60);
         let init = loop {
@@ -229,7 +234,8 @@ impl OpenBao {
     }
 
     pub async fn put(&self, name: &str, value: &str) -> Result<()> {
-        let r = self.http.put(self.url(&format!("secret/data/{name}"))).header("X-Vault-Token", &self.token).json(&json!({"data": {"v": value}})).send().await?;
+        let r =
+            self.http.put(self.url(&format!("secret/data/{name}"))).header("X-Vault-Token", &self.token).json(&json!({"data": {"v": value}})).send().await?;
         if !r.status().is_success() {
             bail!("OpenBao write {name}: {}", r.status());
         }
