@@ -54,23 +54,21 @@ impl Identity {
         };
         // Every pass runs at start and every 2 s; in between, only the passes that a changed
         // key concerns, so a stream of ordinary Secret and ConfigMap writes costs nothing here.
-        let mut due = Due { service_accounts: true, token_secrets: true, aggregation: true };
+        let mut due = Due::all();
         loop {
-            for (what, run, r) in [
-                (
-                    "service accounts",
-                    due.service_accounts,
-                    Box::pin(self.default_service_accounts()) as std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<()>> + Send + '_>>,
-                ),
-                ("token secrets", due.token_secrets, Box::pin(self.token_secrets())),
-                ("aggregation", due.aggregation, Box::pin(self.aggregate())),
-            ] {
-                if !run {
-                    continue;
-                }
-                if let Err(e) = r.await {
+            let report = |what: &str, r: ApiResult<()>| {
+                if let Err(e) = r {
                     tracing::warn!(error = %e, "{what} pass failed");
                 }
+            };
+            if due.service_accounts {
+                report("service accounts", self.default_service_accounts().await);
+            }
+            if due.token_secrets {
+                report("token secrets", self.token_secrets().await);
+            }
+            if due.aggregation {
+                report("aggregation", self.aggregate().await);
             }
             due = Due::default();
             tokio::select! {

@@ -560,24 +560,13 @@ async fn openbao_kubernetes_auth_checks_the_service_account_through_token_review
     assert!(!log.contains("k8s-auth-value") && !log.contains(&reviewer_jwt));
 }
 
-/// A CA and a serving certificate for 127.0.0.1, written to `dir`: (CA path, cert path, key path).
+/// A CA and a serving certificate for loopback, made by lockbox's own PKI module and written
+/// to `dir`: (CA path, cert path, key path).
 fn fixture_tls(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "fixture CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    params.distinguished_name.push(rcgen::DnType::CommonName, "fixture");
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let paths = (dir.join("fixture-ca.pem"), dir.join("fixture.pem"), dir.join("fixture-key.pem"));
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    let pki = apiserver::pki::Pki::ensure(&dir.join("pki"), &[]).unwrap();
+    let paths = (pki.dir.join("ca.crt"), dir.join("fixture.pem"), dir.join("fixture-key.pem"));
+    std::fs::write(&paths.1, &pki.serving_cert_pem).unwrap();
+    std::fs::write(&paths.2, &pki.serving_key_pem).unwrap();
     paths
 }
 

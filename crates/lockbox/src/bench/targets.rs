@@ -159,22 +159,12 @@ pub struct OpenBao {
 impl OpenBao {
     pub async fn start(bao: &Path, dir: &Path) -> Result<OpenBao> {
         std::fs::create_dir_all(dir.join("raft"))?;
-        // A CA and a serving certificate, so that OpenBao pays for TLS as lockbox does.
-        let ca_key = rcgen::KeyPair::generate()?;
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "bench CA");
-        let ca = ca_params.self_signed(&ca_key)?;
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let key = rcgen::KeyPair::generate()?;
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
-        params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse()?));
-        params.distinguished_name.push(rcgen::DnType::CommonName, "openbao");
-        let cert = params.signed_by(&key, &issuer)?;
-        let ca_file = dir.join("ca.pem");
-        std::fs::write(&ca_file, ca.pem())?;
-        std::fs::write(dir.join("tls.pem"), cert.pem())?;
-        std::fs::write(dir.join("tls.key"), key.serialize_pem())?;
+        // A CA and a serving certificate for loopback, made as lockbox makes its own, so that
+        // OpenBao pays for TLS as lockbox does.
+        let pki = apiserver::pki::Pki::ensure(&dir.join("pki"), &[])?;
+        let ca_file = pki.dir.join("ca.crt");
+        std::fs::write(dir.join("tls.pem"), &pki.serving_cert_pem)?;
+        std::fs::write(dir.join("tls.key"), &pki.serving_key_pem)?;
         let (port, cluster) = (free_port()?, free_port()?);
         let config = format!(
             "storage \"raft\" {{\n  path = \"{raft}\"\n  node_id = \"n1\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_cert_file = \"{d}/tls.pem\"\n  tls_key_file = \"{d}/tls.key\"\n}}\napi_addr = \"https://127.0.0.1:{port}\"\ncluster_addr = \"https://127.0.0.1:{cluster}\"\ndisable_mlock = true\n",
@@ -187,7 +177,7 @@ impl OpenBao {
             Command::new(bao).arg("server").arg("-config").arg(dir.join("config.hcl")).stdout(log.try_clone()?).stderr(log).spawn().context("starting bao")?;
         let addr = format!("https://127.0.0.1:{port}");
         let http = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes())?])
+            .tls_certs_only([reqwest::Certificate::from_pem(pki.ca_cert_pem.as_bytes())?])
             .http1_only()
             .pool_max_idle_per_host(2048)
             .build()?;
