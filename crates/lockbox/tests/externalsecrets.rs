@@ -9,26 +9,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use common::{raw, Server};
-
-async fn post(c: &kube::Client, path: &str, body: Value) -> (u16, Value) {
-    let (code, _, v) = raw(c, "POST", path, "application/json", body.to_string().as_bytes()).await;
-    (code, v)
-}
+use common::{post, raw, until, Server};
 
 fn decode(v: &Value) -> String {
     String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).unwrap_or_default()).unwrap_or_default()
-}
-
-async fn until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f().await {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
 }
 
 fn bao(addr: &str, args: &[&str]) {

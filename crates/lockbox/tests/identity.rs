@@ -8,15 +8,10 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use common::{raw, Server};
+use common::{post, raw, Server};
 
 const TOKENS: &str =
     "alice-token,alice,1001\nbob-token,bob,1002\ncarol-token,carol,1003\ndave-token,dave,1004,\"team-a\"\neve-token,eve,1005\nlimited-token,limited,1006\n";
-
-async fn post(c: &kube::Client, path: &str, body: Value) -> (u16, Value) {
-    let (code, _, v) = raw(c, "POST", path, "application/json", body.to_string().as_bytes()).await;
-    (code, v)
-}
 
 async fn server() -> Server {
     let dir = tempfile::tempdir().unwrap();

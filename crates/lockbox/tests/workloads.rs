@@ -10,27 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 use serde_json::{json, Value};
 
-use common::{raw, Server};
-
-async fn post(c: &kube::Client, path: &str, body: Value) -> (u16, Value) {
-    let (code, _, v) = raw(c, "POST", path, "application/json", body.to_string().as_bytes()).await;
-    (code, v)
-}
-
-async fn eventually<F, Fut>(what: &str, secs: u64, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f().await {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
+use common::{post, raw, until, Server};
 
 async fn logs(c: &kube::Client, ns: &str, pod: &str) -> String {
     Api::<Pod>::namespaced(c.clone(), ns).logs(pod, &LogParams::default()).await.unwrap_or_default()
@@ -41,7 +21,7 @@ async fn setup(c: &kube::Client, ns: &str) {
     // The default ServiceAccount appears shortly after the namespace.
     let c2 = c.clone();
     let path = format!("/api/v1/namespaces/{ns}/serviceaccounts/default");
-    eventually("default service account", 10, || {
+    until("default service account", 10, || {
         let (c, path) = (c2.clone(), path.clone());
         async move {
             if raw(&c, "GET", &path, "", b"").await.0 == 200 {
@@ -104,7 +84,7 @@ async fn env_is_built_like_the_kubelet_and_waits_for_missing_config() {
     // Missing ConfigMap: CreateContainerConfigError with the kubelet's message.
     let pods: Api<Pod> = Api::namespaced(c.clone(), "env");
     let p2 = pods.clone();
-    eventually("CreateContainerConfigError", 20, || {
+    until("CreateContainerConfigError", 20, || {
         let p2 = p2.clone();
         async move {
             let pod = p2.get("envtest").await.map_err(|e| e.to_string())?;
@@ -122,7 +102,7 @@ async fn env_is_built_like_the_kubelet_and_waits_for_missing_config() {
     // The container starts once the object appears.
     assert_eq!(post(&c, "/api/v1/namespaces/env/configmaps", json!({"metadata": {"name": "late"}, "data": {"K": "arrived"}})).await.0, 201);
     let c2 = c.clone();
-    eventually("container started with its env", 20, || {
+    until("container started with its env", 20, || {
         let c2 = c2.clone();
         async move {
             if logs(&c2, "env", "envtest").await.contains("LATE=arrived") {
@@ -187,7 +167,7 @@ async fn volumes_use_the_atomic_layout_on_tmpfs_and_update_live() {
     assert_eq!(code, 201, "{created}");
     let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
     let c2 = c.clone();
-    eventually("volumes mounted", 20, || {
+    until("volumes mounted", 20, || {
         let c2 = c2.clone();
         async move {
             if logs(&c2, "vol", "voltest").await.contains("K=v1 ITEM=o SUB=v1 NS=vol") {
@@ -212,7 +192,7 @@ async fn volumes_use_the_atomic_layout_on_tmpfs_and_update_live() {
     // An update arrives in the running container; the subPath mount keeps the old value.
     raw(&c, "PATCH", "/api/v1/namespaces/vol/configmaps/cfg", "application/merge-patch+json", br#"{"data":{"K":"v2"}}"#).await;
     let c2 = c.clone();
-    eventually("update visible in the container", 5, || {
+    until("update visible in the container", 5, || {
         let c2 = c2.clone();
         async move {
             if logs(&c2, "vol", "voltest").await.contains("K=v2 ITEM=o SUB=v1") {
@@ -227,7 +207,7 @@ async fn volumes_use_the_atomic_layout_on_tmpfs_and_update_live() {
     // A running pod terminates gracefully: 202 with the object, then the agent removes it.
     assert_eq!(raw(&c, "DELETE", "/api/v1/namespaces/vol/pods/voltest", "", b"").await.0, 202);
     let c2 = c.clone();
-    eventually("pod gone", 20, || {
+    until("pod gone", 20, || {
         let c2 = c2.clone();
         async move {
             if raw(&c2, "GET", "/api/v1/namespaces/vol/pods/voltest", "", b"").await.0 == 404 {
@@ -288,7 +268,7 @@ async fn deployments_roll_and_leave_no_process_behind() {
     assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3", "{d}");
     assert!(d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_null(), "undo restored revision 1's template");
     let c2 = c.clone();
-    eventually("old pods terminated", 20, || {
+    until("old pods terminated", 20, || {
         let c2 = c2.clone();
         let m = marker.clone();
         async move {
@@ -318,7 +298,7 @@ async fn deployments_roll_and_leave_no_process_behind() {
     assert!(processes_with(&marker).is_empty(), "containers outlived their agent");
     s.launch().await;
     let m = marker.clone();
-    eventually("containers restarted with the agent", 30, || {
+    until("containers restarted with the agent", 30, || {
         let m = m.clone();
         async move {
             if processes_with(&m).len() == 3 {
@@ -341,7 +321,7 @@ async fn deployments_roll_and_leave_no_process_behind() {
     assert_eq!(raw(&c, "DELETE", "/apis/apps/v1/namespaces/dep/deployments/web", "", b"").await.0, 200);
     let c2 = c.clone();
     let m = marker.clone();
-    eventually("no pods and no processes", 30, || {
+    until("no pods and no processes", 30, || {
         let (c2, m) = (c2.clone(), m.clone());
         async move {
             let (_, _, pods) = raw(&c2, "GET", "/api/v1/namespaces/dep/pods", "", b"").await;
@@ -383,7 +363,7 @@ async fn the_mounted_token_carries_exactly_the_service_accounts_rbac() {
     let p = pod("incluster", &script, json!({"spec": {"serviceAccountName": "reader"}}));
     assert_eq!(post(&c, "/api/v1/namespaces/rbac/pods", p).await.0, 201);
     let c2 = c.clone();
-    eventually("in-pod client results", 30, || {
+    until("in-pod client results", 30, || {
         let c2 = c2.clone();
         async move {
             let l = logs(&c2, "rbac", "incluster").await;
@@ -420,7 +400,7 @@ async fn lifecycle_reasons_back_off_and_delete_propagation() {
     // Never: a finished container leaves the pod Succeeded.
     assert_eq!(post(&c, "/api/v1/namespaces/life/pods", pod("once", "echo done", json!({"spec": {"restartPolicy": "Never"}}))).await.0, 201);
     let c2 = c.clone();
-    eventually("reasons", 30, || {
+    until("reasons", 30, || {
         let c2 = c2.clone();
         async move {
             let n = container_status(&c2, "life", "nocmd").await;
@@ -453,7 +433,7 @@ async fn lifecycle_reasons_back_off_and_delete_propagation() {
         assert_eq!(post(&c, "/apis/apps/v1/namespaces/life/deployments", dep(name, strategy)).await.0, 201);
     }
     let c2 = c.clone();
-    eventually("both deployments available", 30, || {
+    until("both deployments available", 30, || {
         let c2 = c2.clone();
         async move {
             let mut ready = 0;
@@ -481,7 +461,7 @@ async fn lifecycle_reasons_back_off_and_delete_propagation() {
     )
     .await;
     let c2 = c.clone();
-    eventually("recreate rollout", 30, || {
+    until("recreate rollout", 30, || {
         let c2 = c2.clone();
         async move {
             let (_, _, d) = raw(&c2, "GET", "/apis/apps/v1/namespaces/life/deployments/fg", "", b"").await;
@@ -501,7 +481,7 @@ async fn lifecycle_reasons_back_off_and_delete_propagation() {
     let (code, _, _) = raw(&c, "DELETE", "/apis/apps/v1/namespaces/life/deployments/orphaned", "application/json", br#"{"propagationPolicy":"Orphan"}"#).await;
     assert!(code == 200 || code == 202);
     let c2 = c.clone();
-    eventually("orphaned replicaset keeps running without an owner", 30, || {
+    until("orphaned replicaset keeps running without an owner", 30, || {
         let c2 = c2.clone();
         async move {
             let gone = raw(&c2, "GET", "/apis/apps/v1/namespaces/life/deployments/orphaned", "", b"").await.0 == 404;
@@ -520,7 +500,7 @@ async fn lifecycle_reasons_back_off_and_delete_propagation() {
     assert_eq!(code, 202, "{d}");
     assert!(d["metadata"]["finalizers"].as_array().unwrap().iter().any(|f| f == "foregroundDeletion"));
     let c2 = c.clone();
-    eventually("foreground deletion finishes", 30, || {
+    until("foreground deletion finishes", 30, || {
         let c2 = c2.clone();
         async move {
             let gone = raw(&c2, "GET", "/apis/apps/v1/namespaces/life/deployments/fg", "", b"").await.0 == 404;
@@ -552,7 +532,7 @@ async fn reload_on_change_rolls_once_for_referenced_keys_only() {
             "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "A"}}}]}]}}}});
     assert_eq!(post(&c, "/apis/apps/v1/namespaces/rl/deployments", dep).await.0, 201);
     let c2 = c.clone();
-    eventually("deployment available and its hash recorded", 30, || {
+    until("deployment available and its hash recorded", 30, || {
         let c2 = c2.clone();
         async move {
             let (rev, d) = revision(&c2, "rl", "app").await;
@@ -577,7 +557,7 @@ async fn reload_on_change_rolls_once_for_referenced_keys_only() {
         assert_eq!(patch_cm(format!(r#"{{"data":{{"A":"{i}"}}}}"#)).await, 200);
     }
     let c2 = c.clone();
-    eventually("one rollout with the new value", 30, || {
+    until("one rollout with the new value", 30, || {
         let c2 = c2.clone();
         async move {
             let (rev, d) = revision(&c2, "rl", "app").await;
@@ -611,7 +591,7 @@ async fn reload_on_change_rolls_once_for_referenced_keys_only() {
     assert_eq!(revision(&c, "rl", "app").await.0, "2", "a paused deployment is not rolled");
     raw(&c, "PATCH", "/apis/apps/v1/namespaces/rl/deployments/app", "application/merge-patch+json", br#"{"spec":{"paused":false}}"#).await;
     let c2 = c.clone();
-    eventually("rolled after resume", 30, || {
+    until("rolled after resume", 30, || {
         let c2 = c2.clone();
         async move {
             if revision(&c2, "rl", "app").await.0 == "3" {

@@ -245,3 +245,21 @@ impl Server {
         kube::Client::try_from(cfg).unwrap()
     }
 }
+
+/// POSTs a JSON body: (status, response body).
+pub async fn post(c: &kube::Client, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let (code, _, v) = raw(c, "POST", path, "application/json", body.to_string().as_bytes()).await;
+    (code, v)
+}
+
+/// Retries `f` every 200 ms until it succeeds; after `secs` seconds, panics with its last error.
+pub async fn until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
