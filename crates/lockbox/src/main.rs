@@ -84,7 +84,16 @@ fn init_logging() {
         .init();
 }
 
-fn main() -> Result<()> {
+/// Runs the command; a failure is printed as one line with its causes (no backtrace, whatever
+/// RUST_BACKTRACE says), so that the last line of a log says why lockbox stopped.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
     // The container entry point runs before any thread exists: it forks.
     if std::env::args().nth(1).as_deref() == Some("container-init") {
         agent::init::main();
