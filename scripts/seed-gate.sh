@@ -8,6 +8,17 @@ BIN=${1:-target/debug/lockbox}
 SHARED=${LOCKBOX_SHARED:-../shared}
 SCRIPT=$SHARED/acceptance/seed-scenario.sh
 [ -f "$SCRIPT" ] || { echo "seed-gate: no scenario at $SCRIPT (set LOCKBOX_SHARED)"; exit 1; }
+# The scenario picks a random port in 20000-39999 unless PORT is set; half of that range is the
+# kernel's ephemeral range, where an outgoing connection can hold the port. Pick one below it
+# that nothing listens on.
+if [ -z "${PORT:-}" ]; then
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range)
+  for _ in $(seq 50); do
+    PORT=$((20000 + RANDOM % (low - 20000)))
+    ss -Htan "sport = :$PORT" 2>/dev/null | grep -q . || break
+  done
+  export PORT
+fi
 out=$(bash "$SCRIPT" "$BIN" 2>&1)
 # The scenario's own closing count covers checks of open issues too; restate it so that it is
 # not mistaken for this gate's result.
