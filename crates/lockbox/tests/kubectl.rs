@@ -124,6 +124,32 @@ async fn scenario(bin: &Path) {
     k.ok(&["get", "rolebindings", ns[0], ns[1]], "Role/inference-secret-reader");
     k.ok(&["get", "sa", ns[0], ns[1]], "inference-sa");
 
+    // kubectl's typed create commands: 1.32 and later send these bodies as protobuf.
+    k.ok(&["create", "serviceaccount", "builder", ns[0], ns[1]], "serviceaccount/builder created");
+    k.ok(
+        &["create", "role", "cm-reader", "--verb=get,list", "--resource=configmaps,secrets", "--resource-name=inference-config", ns[0], ns[1]],
+        "role.rbac.authorization.k8s.io/cm-reader created",
+    );
+    k.ok(&["get", "role", "cm-reader", ns[0], ns[1], "-o", "jsonpath={.rules[0].apiGroups}"], r#"[""]"#);
+    k.ok(
+        &["create", "rolebinding", "cm-reader", "--role=cm-reader", "--serviceaccount=ai-inference:builder", ns[0], ns[1]],
+        "rolebinding.rbac.authorization.k8s.io/cm-reader created",
+    );
+    k.ok(&["auth", "can-i", "get", "configmap/inference-config", "--as=system:serviceaccount:ai-inference:builder", ns[0], ns[1]], "yes");
+    k.ok(&["create", "clusterrole", "ns-viewer", "--verb=get", "--resource=namespaces"], "clusterrole.rbac.authorization.k8s.io/ns-viewer created");
+    k.ok(
+        &["create", "clusterrolebinding", "ns-viewer", "--clusterrole=ns-viewer", "--user=jane"],
+        "clusterrolebinding.rbac.authorization.k8s.io/ns-viewer created",
+    );
+    k.ok(&["auth", "can-i", "get", "namespaces", "--as=jane"], "yes");
+    k.ok(&["create", "deployment", "web", "--image=busybox", "--replicas=0", ns[0], ns[1], "--", "sleep", "3600"], "deployment.apps/web created");
+    k.ok(&["get", "deployment", "web", ns[0], ns[1], "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].command}"], r#"0 ["sleep","3600"]"#);
+    k.ok(
+        &["run", "one-shot", "--image=busybox", "--restart=Never", "--env=A=1", "--labels=x=y", ns[0], ns[1], "--dry-run=server", "--", "true"],
+        "pod/one-shot created (server dry run)",
+    );
+    k.ok(&["delete", "clusterrolebinding,clusterrole", "ns-viewer"], "deleted");
+
     // Delete, then delete the namespace, which waits until it is gone.
     k.ok(&["delete", "cm", "inference-params", ns[0], ns[1]], "configmap \"inference-params\" deleted");
     k.fails(&["get", "cm", "inference-params", ns[0], ns[1]], "configmaps \"inference-params\" not found");
