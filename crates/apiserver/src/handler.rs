@@ -706,7 +706,26 @@ async fn apply_patch(
     let warnings = FieldProblems::new(&unknown, &[]).check(mode)?;
     check_name(res, &mut applied, ns, name)?;
     let force = q.flag("force");
-    authz::check_escalation(&CacheRbac(app.registry.clone()), res, user, ns, &applied)?;
+    let rbac = CacheRbac(app.registry.clone());
+    // An apply that creates is a create: kube-apiserver authorizes verb `create` as well as
+    // `patch` then, or `patch` alone would be enough to make any object (a token Secret, say).
+    if app.registry.get(res, ns, name).await.is_err_and(|e| e.code == 404) {
+        let create = auth::Attributes {
+            user: user.clone(),
+            verb: "create".into(),
+            namespace: ns.into(),
+            api_group: res.group.into(),
+            resource: res.plural.into(),
+            name: name.into(),
+            resource_request: true,
+            ..Default::default()
+        };
+        if authz::authorize(&rbac, &create).is_err() {
+            app.registry.sync().await?;
+            authz::authorize(&rbac, &create)?;
+        }
+    }
+    authz::check_escalation(&rbac, res, user, ns, &applied)?;
     let (obj, created) = app.registry.apply(res, ns, name, &applied, force, &opts).await?;
     let code = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(with_warnings(negotiate::respond(code, &encode_one(res, &obj, n, q), n.format), &warnings))

@@ -217,6 +217,35 @@ async fn name_restricted_list_and_watch_need_the_name_selector() {
     );
 }
 
+/// Server-side apply of an object that does not exist is a create, and needs `create`: with only
+/// `patch`, a user could otherwise plant a token Secret for any ServiceAccount.
+#[tokio::test]
+async fn apply_that_creates_needs_create() {
+    let s = server().await;
+    let admin = s.client().await;
+    setup(&admin).await;
+    let rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/m1";
+    let role = json!({"metadata": {"name": "patcher"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["patch"]}]});
+    assert_eq!(post(&admin, &format!("{rbac}/roles"), role).await.0, 201);
+    let binding = json!({"metadata": {"name": "patcher"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "patcher"}, "subjects": [{"kind": "User", "name": "limited"}]});
+    assert_eq!(post(&admin, &format!("{rbac}/rolebindings"), binding).await.0, 201);
+    assert_eq!(post(&admin, "/api/v1/namespaces/m1/secrets", json!({"metadata": {"name": "existing"}, "stringData": {"k": "v"}})).await.0, 201);
+    let limited = s.token_client("limited-token").await;
+    let apply = |name: &str| {
+        serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "annotations": {"kubernetes.io/service-account.name": "default"}}, "type": "kubernetes.io/service-account-token"})).unwrap()
+    };
+    let ct = "application/apply-patch+yaml";
+    let (code, _, v) = raw(&limited, "PATCH", "/api/v1/namespaces/m1/secrets/planted?fieldManager=limited", ct, &apply("planted")).await;
+    assert_eq!(code, 403, "{v}");
+    assert_eq!(v["message"], "secrets \"planted\" is forbidden: User \"limited\" cannot create resource \"secrets\" in API group \"\" in the namespace \"m1\"");
+    let (code, _, _) = raw(&admin, "GET", "/api/v1/namespaces/m1/secrets/planted", "", b"").await;
+    assert_eq!(code, 404, "nothing was written");
+    // An apply to an object that exists is a patch, which the role allows.
+    let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "existing", "labels": {"a": "b"}}})).unwrap();
+    let (code, _, v) = raw(&limited, "PATCH", "/api/v1/namespaces/m1/secrets/existing?fieldManager=limited", ct, &body).await;
+    assert_eq!(code, 200, "{v}");
+}
+
 #[tokio::test]
 async fn escalation_is_refused_without_escalate_or_bind() {
     let s = server().await;
