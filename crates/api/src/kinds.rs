@@ -164,16 +164,38 @@ impl Strategy for NamespaceStrategy {
         roundtrip_as::<k8s_openapi::api::core::v1::Namespace>(obj)
     }
     fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {
-        // The namespace lifecycle finalizer, and phase Active; clients cannot set status on create.
-        obj["spec"] = json!({"finalizers": ["kubernetes"]});
+        // The namespace lifecycle finalizer is added to the client's own, and phase is Active;
+        // clients cannot set status on create.
+        let mut fins = obj["spec"]["finalizers"].as_array().cloned().unwrap_or_default();
+        if !fins.iter().any(|f| f == "kubernetes") {
+            fins.push(json!("kubernetes"));
+        }
+        obj["spec"] = json!({"finalizers": fins});
         obj["status"] = json!({"phase": "Active"});
+        name_label(obj);
         Ok(())
     }
     fn prepare_update(&self, new: &mut Value, old: &Value) -> ApiResult<()> {
         // spec.finalizers is owned by the finalize subresource and status by the server.
         new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));
         new["status"] = old.get("status").cloned().unwrap_or(json!({}));
+        name_label(new);
         Ok(())
+    }
+    fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
+        // validateFinalizerName: qualified, and without a prefix only the standard names.
+        for (i, f) in obj["spec"]["finalizers"].as_array().into_iter().flatten().enumerate() {
+            let f = f.as_str().unwrap_or_default();
+            let path = format!("spec.finalizers[{i}]");
+            let problems = validation::qualified_name(f);
+            let unqualified = !f.contains('/') && !["kubernetes", "orphan", "foregroundDeletion"].contains(&f);
+            for m in problems {
+                errs.push(FieldError::invalid(path.clone(), f, m));
+            }
+            if unqualified {
+                errs.push(FieldError::invalid(path, f, "name is neither a standard finalizer name nor is it fully qualified"));
+            }
+        }
     }
     fn columns(&self) -> &'static [Column] {
         &crate::table::NAMESPACE_COLUMNS
@@ -187,6 +209,19 @@ impl Strategy for NamespaceStrategy {
             _ => String::new(),
         }
     }
+}
+
+/// Every namespace carries `kubernetes.io/metadata.name=<name>` (SetDefaults_Namespace), which
+/// namespace selectors rely on; clients cannot change or remove it.
+fn name_label(obj: &mut Value) {
+    let name = crate::object::name(obj).to_string();
+    if name.is_empty() {
+        return;
+    }
+    if !obj["metadata"]["labels"].is_object() {
+        obj["metadata"]["labels"] = json!({});
+    }
+    obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -60,6 +60,11 @@ async fn finalize_pass(reg: &Registry) -> Result<(), api::ApiError> {
         let fins: Vec<Value> = done["spec"]["finalizers"].as_array().cloned().unwrap_or_default().into_iter().filter(|f| f != "kubernetes").collect();
         done["spec"]["finalizers"] = json!(fins);
         let gone = fins.is_empty() && object::finalizers(&done).is_empty();
+        // Other finalizers (metadata's, or another spec finalizer) are someone else's to
+        // remove; rewriting an unchanged namespace would only wake every watcher, and this loop.
+        if !gone && done == **ns {
+            continue;
+        }
         match reg.write_raw(&kinds::NAMESPACES, "", &name, ns, if gone { None } else { Some(&done) }).await {
             Ok(_) => tracing::info!(namespace = %name, "namespace finalized"),
             Err(e) if e.code == 409 => {}

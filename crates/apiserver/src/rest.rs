@@ -444,6 +444,12 @@ impl Registry {
     }
 
     pub async fn delete(&self, res: &Resource, ns: &str, name: &str, opts: &DeleteOptions) -> ApiResult<DeleteOutcome> {
+        // The NamespaceLifecycle admission plugin's immortal namespaces.
+        if res.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
+            let mut e = ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"));
+            e.details = Some(api::status::Details { name: name.into(), kind: "namespaces".into(), ..Default::default() });
+            return Err(e);
+        }
         let mut attempts = 0;
         loop {
             let current = self.get(res, ns, name).await?;

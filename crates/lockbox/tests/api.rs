@@ -275,6 +275,56 @@ async fn patches_apply_and_field_validation() {
     assert_eq!((code, status["message"].as_str()), (400, Some("strict decoding error: duplicate field \"data.a\"")));
 }
 
+/// What kube-apiserver adds to namespaces, and what it refuses: the name label, immortal
+/// built-in namespaces, finalizer names; and a namespace held by someone else's finalizer is
+/// left alone (not rewritten) until that finalizer goes.
+#[tokio::test]
+async fn namespace_defaults_and_admission() {
+    let s = Server::start().await;
+    let c = s.client().await;
+    let nss: Api<Namespace> = Api::all(c.clone());
+    namespace(&c, "labelled").await;
+    let label = |ns: &Namespace| ns.metadata.labels.clone().unwrap_or_default().get("kubernetes.io/metadata.name").cloned();
+    assert_eq!(label(&nss.get("labelled").await.unwrap()).as_deref(), Some("labelled"));
+    let patched =
+        nss.patch("labelled", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"kubernetes.io/metadata.name": null}}}))).await.unwrap();
+    assert_eq!(label(&patched).as_deref(), Some("labelled"), "the label cannot be removed");
+    assert_eq!(nss.list(&ListParams::default().labels("kubernetes.io/metadata.name=labelled")).await.unwrap().items.len(), 1);
+    for immortal in ["default", "kube-system", "kube-public"] {
+        match nss.delete(immortal, &DeleteParams::default()).await {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+                assert_eq!(e.message, format!("namespaces \"{immortal}\" is forbidden: this namespace may not be deleted"));
+            }
+            other => panic!("{immortal}: {other:?}"),
+        }
+    }
+    let bad: Namespace = serde_json::from_value(json!({"metadata": {"name": "badfin"}, "spec": {"finalizers": ["bad finalizer", "custom"]}})).unwrap();
+    match nss.create(&PostParams::default(), &bad).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+            assert!(
+                e.message.contains("spec.finalizers[1]: Invalid value: \"custom\": name is neither a standard finalizer name nor is it fully qualified"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut held: Namespace = serde_json::from_value(json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}})).unwrap();
+    held = nss.create(&PostParams::default(), &held).await.unwrap();
+    assert_eq!(held.spec.unwrap().finalizers.unwrap(), vec!["kubernetes".to_string()]);
+    nss.delete("held", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let first = nss.get("held").await.unwrap();
+    assert!(first.spec.as_ref().unwrap().finalizers.as_ref().is_none_or(|f| f.is_empty()), "the kubernetes finalizer is done");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let later = nss.get("held").await.unwrap();
+    assert_eq!(first.metadata.resource_version, later.metadata.resource_version, "a namespace waiting on another finalizer is not rewritten");
+    nss.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    assert!(nss.get_opt("held").await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn namespace_termination_and_restart_persistence() {
     let mut s = Server::start().await;
