@@ -48,10 +48,18 @@ pub struct Config {
     pub metrics: Vec<fn(&mut prometheus_client::registry::Registry)>,
 }
 
-/// The encryption configuration file a data dir uses by default, created on first use.
-pub fn default_encryption_config(data_dir: &std::path::Path) -> Result<PathBuf> {
+/// The encryption configuration file a data dir uses by default, created on first start only
+/// (`first_start`: the store does not exist yet). A data dir that holds data but has lost its
+/// file is refused: a fresh key would make every Secret written before unreadable.
+pub fn default_encryption_config(data_dir: &std::path::Path, first_start: bool) -> Result<PathBuf> {
     let path = data_dir.join("encryption-config.yaml");
     if !path.exists() {
+        anyhow::ensure!(
+            first_start,
+            "{} is missing, but {} already holds data: an encryption key is generated only on first start. Restore the file, or pass --encryption-provider-config with the configuration this data was written under",
+            path.display(),
+            data_dir.display()
+        );
         pki::write_private(&path, crypt::config::default_config_text().as_bytes())?;
         tracing::info!(path = %path.display(), "generated an encryption configuration: Secrets are encrypted with secretbox");
     }
@@ -120,11 +128,12 @@ pub async fn start(cfg: Config) -> Result<Started> {
     let pki = pki::Pki::ensure(&cfg.data_dir.join("pki"), &[listen.ip()])?;
     let (cert, key) = pki.admin_credentials()?;
 
-    let store: Arc<dyn store::Store> = store::SqliteStore::open(&cfg.data_dir.join("state.db")).context("opening the store")?;
+    let first_start = !cfg.data_dir.join("state.db").exists();
     let enc_path = match cfg.encryption_config.clone() {
         Some(p) => p,
-        None => default_encryption_config(&cfg.data_dir)?,
+        None => default_encryption_config(&cfg.data_dir, first_start)?,
     };
+    let store: Arc<dyn store::Store> = store::SqliteStore::open(&cfg.data_dir.join("state.db")).context("opening the store")?;
     let encryption = load_encryption(enc_path).await?;
     tokio::spawn(encryption.clone().watch(cfg.encryption_reload_interval));
     let transformer: Arc<dyn crypt::Transformer> = encryption.clone();

@@ -4,7 +4,7 @@
 //! A malformed file is an error that names the field, never a silent fall-back to plaintext.
 //! Resources the file does not mention are stored as they are (identity), as in Kubernetes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -86,6 +86,8 @@ pub struct EncryptionConfig {
     pub rules: Vec<Rule>,
     /// The KMS v2 providers it names (name, endpoint), for health checks.
     pub kms: Vec<KmsConfig>,
+    /// (group, resource) → the joined chain of every rule naming it; `*` for wildcards.
+    by_resource: BTreeMap<(String, String), Arc<PrefixTransformers>>,
 }
 
 /// Builds a KMS v2 transformer for a provider; supplied by the caller so that this module
@@ -122,30 +124,32 @@ impl EncryptionConfig {
         }
         let mut rules = Vec::new();
         let mut kms_all = Vec::new();
-        let mut seen_resources = BTreeSet::new();
+        let mut seen_resources: BTreeSet<(&str, &str)> = BTreeSet::new();
+        let mut by_resource: BTreeMap<(String, String), Vec<PrefixEntry>> = BTreeMap::new();
         let mut kms_names = BTreeSet::new();
         for (ri, rc) in file.resources.iter().enumerate() {
             let rpath = format!("resources[{ri}]");
             if rc.resources.is_empty() {
                 return Err(format!("{rpath}.resources: Required value: at least one {rpath}.resources is required"));
             }
-            for (i, r) in rc.resources.iter().enumerate() {
-                if r.chars().any(|c| c.is_uppercase()) {
-                    return Err(format!("{rpath}.resources[{i}]: Invalid value: \"{r}\": resource name should not contain capital letters"));
-                }
-                if r == "*" {
-                    return Err(format!("{rpath}.resources[{i}]: Invalid value: \"{r}\": use '*.' to encrypt all the resources from core API group or *.* to encrypt all resources"));
-                }
-                if rc.resources.iter().filter(|o| *o == r).count() > 1 {
-                    return Err(format!("{rpath}.resources: Invalid value: {:?}: the same resource cannot be specified multiple times", rc.resources));
-                }
-                // A resource after a wildcard that already covers it would never be used.
-                if let Some(mask) = seen_resources.iter().find(|m: &&String| masks(m, r)) {
-                    return Err(format!("error while building transformers: resource {r:?} is masked by earlier rule {mask:?}"));
+            validate_resource_names(&rpath, &rc.resources)?;
+            // A resource after a wildcard rule that already covers it would never be used
+            // (encryptionconfig's "masked by earlier rule").
+            for r in &rc.resources {
+                let (resource, group) = parse_group_resource(r);
+                for mask in [(group, "*"), ("*", "*")] {
+                    if seen_resources.contains(&mask) {
+                        return Err(format!(
+                            "error while building transformers: resource {:?} is masked by earlier rule {:?}",
+                            gr_string(resource, group),
+                            gr_string(mask.1, mask.0)
+                        ));
+                    }
                 }
             }
             for r in &rc.resources {
-                seen_resources.insert(r.clone());
+                let (resource, group) = parse_group_resource(r);
+                seen_resources.insert((group, resource));
             }
             if rc.providers.is_empty() {
                 return Err(format!("{rpath}.providers: Required value: at least one {rpath}.providers is required"));
@@ -165,7 +169,7 @@ impl EncryptionConfig {
                     ));
                 }
                 if p.identity.is_some() {
-                    entries.push(PrefixEntry { prefix: vec![], transformer: Box::new(Identity), label: "identity".into() });
+                    entries.push(PrefixEntry { prefix: vec![], transformer: Arc::new(Identity), label: "identity".into() });
                     continue;
                 }
                 if let Some(k) = &p.kms {
@@ -203,7 +207,7 @@ impl EncryptionConfig {
                     }
                     entries.push(PrefixEntry {
                         prefix: format!("k8s:enc:kms:v2:{}:", k.name).into_bytes(),
-                        transformer: kms(k).map_err(|e| format!("{kpath}: {e}"))?,
+                        transformer: Arc::from(kms(k).map_err(|e| format!("{kpath}: {e}"))?),
                         label: format!("kms:{}", k.name),
                     });
                     kms_all.push(k.clone());
@@ -237,7 +241,7 @@ impl EncryptionConfig {
                         return Err(format!("{kp}.secret: Required value: secret is a mandatory field for a key"));
                     }
                     let raw = decode_key(&kp, &key.secret)?;
-                    let transformer: Box<dyn Transformer> = match name {
+                    let transformer: Arc<dyn Transformer> = match name {
                         "aescbc" | "aesgcm" if ![16, 24, 32].contains(&raw.len()) => {
                             return Err(format!(
                                 "{kp}.secret: Invalid value: \"REDACTED\": secret is not of the expected length, got {}, expected one of [16 24 32]",
@@ -250,9 +254,9 @@ impl EncryptionConfig {
                                 raw.len()
                             ));
                         }
-                        "aescbc" => Box::new(AesCbc::new(&raw)?),
-                        "aesgcm" => Box::new(AesGcm::new(&raw)?),
-                        _ => Box::new(Secretbox::new(&raw)?),
+                        "aescbc" => Arc::new(AesCbc::new(&raw)?),
+                        "aesgcm" => Arc::new(AesGcm::new(&raw)?),
+                        _ => Arc::new(Secretbox::new(&raw)?),
                     };
                     entries.push(PrefixEntry {
                         prefix: format!("k8s:enc:{name}:v1:{}:", key.name).into_bytes(),
@@ -261,24 +265,83 @@ impl EncryptionConfig {
                     });
                 }
             }
+            for r in &rc.resources {
+                let (resource, group) = parse_group_resource(r);
+                by_resource.entry((group.to_string(), resource.to_string())).or_default().extend(entries.iter().cloned());
+            }
             rules.push(Rule { resources: rc.resources.clone(), transformers: Arc::new(PrefixTransformers { entries }) });
         }
-        Ok(EncryptionConfig { rules, kms: kms_all })
+        // A resource named by several rules reads and writes through all their providers, in
+        // order (kube-apiserver appends the chains).
+        let by_resource = by_resource.into_iter().map(|(gr, entries)| (gr, Arc::new(PrefixTransformers { entries }))).collect();
+        Ok(EncryptionConfig { rules, kms: kms_all, by_resource })
     }
 
-    /// The chain for `resource` in `group` (core: ""): the first rule that names it, by exact
-    /// name, `*.<group>`, or `*.*`.
+    /// The chain for `resource` in `group` (core: ""), as kube-apiserver looks it up: the
+    /// resource by name, else `*.<group>`, else `*.*`.
     pub fn for_resource(&self, group: &str, resource: &str) -> Option<Arc<PrefixTransformers>> {
-        let exact = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
-        let group_wildcard = format!("*.{group}");
-        self.rules.iter().find(|r| r.resources.iter().any(|n| *n == exact || *n == group_wildcard || n == "*.*")).map(|r| r.transformers.clone())
+        [(group, resource), (group, "*"), ("*", "*")].into_iter().find_map(|(g, r)| self.by_resource.get(&(g.to_string(), r.to_string())).cloned())
     }
 }
 
-/// Does an earlier rule `earlier` already cover resource `r`?
-fn masks(earlier: &str, r: &str) -> bool {
-    let group = |x: &str| x.split_once('.').map(|(_, g)| g.to_string()).unwrap_or_default();
-    earlier == "*.*" || (earlier.starts_with("*.") && earlier != r && group(earlier) == group(r))
+/// schema.ParseGroupResource: `secrets` and `secrets.` are core secrets, `*.` every core
+/// resource, `*.apps` every apps resource, `*.*` everything. Returns (resource, group).
+fn parse_group_resource(s: &str) -> (&str, &str) {
+    s.split_once('.').unwrap_or((s, ""))
+}
+
+/// How kube-apiserver prints a group-resource in its masking error.
+fn gr_string(resource: &str, group: &str) -> String {
+    if group.is_empty() {
+        if resource == "*" {
+            "*.".into()
+        } else {
+            resource.into()
+        }
+    } else {
+        format!("{resource}.{group}")
+    }
+}
+
+/// validateResourceOverlap and validateResourceNames, with kube-apiserver's messages.
+fn validate_resource_names(rpath: &str, resources: &[String]) -> Result<(), String> {
+    let list = format!("{rpath}.resources: Invalid value: {resources:?}");
+    let parsed: Vec<(&str, &str)> = resources.iter().map(|r| parse_group_resource(r)).collect();
+    for (i, r1) in parsed.iter().enumerate() {
+        for (j, r2) in parsed.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            if r1 == r2 {
+                return Err(format!("{list}: the same resource cannot be specified multiple times"));
+            }
+            if *r1 == ("*", "*") || (r1.1 == r2.1 && (r1.0 == "*" || r2.0 == "*")) {
+                return Err(format!(
+                    "{list}: using overlapping resources such as 'secrets' and '*.' in the same resource list is not allowed as they will be masked"
+                ));
+            }
+        }
+    }
+    for (i, r) in resources.iter().enumerate() {
+        let (resource, group) = parsed[i];
+        let problem = if r.chars().any(|c| c.is_uppercase()) {
+            "resource name should not contain capital letters"
+        } else if r == "*" {
+            "use '*.' to encrypt all the resources from core API group or *.* to encrypt all resources"
+        } else if ["apiserveripinfo", "serviceipallocations", "servicenodeportallocations"].contains(&r.as_str()) {
+            "resources which do not have REST API/s cannot be encrypted"
+        } else if group == "events.k8s.io" {
+            "'*.events.k8s.io' objects are stored using the 'events' API group in etcd. Use 'events' instead in the config file"
+        } else if group == "extensions" {
+            "'extensions' group has been removed and cannot be used for encryption"
+        } else if group == "*" && resource != "*" {
+            "encrypting the same resource across groups is not supported"
+        } else {
+            continue;
+        };
+        return Err(format!("{rpath}.resources[{i}]: Invalid value: \"{r}\": {problem}"));
+    }
+    Ok(())
 }
 
 /// What the server stores with: per resource, by the storage key `/registry/<resource>/…`.
@@ -377,6 +440,25 @@ mod tests {
         assert!(c.for_resource("rbac.authorization.k8s.io", "roles").is_none());
     }
 
+    /// `secrets.` is core secrets; a resource in two rules reads through both chains, the
+    /// first rule's first provider writing.
+    #[test]
+    fn resource_spellings_and_joined_rules() {
+        let k1 = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let k2 = base64::engine::general_purpose::STANDARD.encode([2u8; 32]);
+        let c =
+            parse(&format!("{HEAD}resources:\n- resources: ['secrets.']\n  providers:\n  - secretbox:\n      keys: [{{name: a, secret: {k1}}}]\n")).unwrap();
+        assert_eq!(c.for_resource("", "secrets").unwrap().write_label(), "secretbox:a");
+        let text = format!(
+            "{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - secretbox:\n      keys: [{{name: a, secret: {k1}}}]\n- resources: [secrets, configmaps]\n  providers:\n  - secretbox:\n      keys: [{{name: b, secret: {k2}}}]\n"
+        );
+        let joined = parse(&text).unwrap();
+        let chain = joined.for_resource("", "secrets").unwrap();
+        assert_eq!(chain.write_label(), "secretbox:a");
+        let by_b = joined.for_resource("", "configmaps").unwrap().transform_to_storage(b"x", "/registry/secrets/n/s").unwrap();
+        assert_eq!(&chain.transform_from_storage(&by_b, "/registry/secrets/n/s").unwrap().0[..], b"x", "the second rule's key reads secrets too");
+    }
+
     #[test]
     fn malformed_configs_name_the_field() {
         let cases = [
@@ -411,6 +493,23 @@ mod tests {
                 "more than one provider specified in a single element",
             ),
             (format!("{HEAD}resources:\n- resources: [secrets]\n  providers:\n  - identiy: {{}}\n"), "unknown field `identiy`"),
+            (
+                format!("{HEAD}resources:\n- resources: ['secrets.*']\n  providers:\n  - identity: {{}}\n"),
+                "resources[0].resources[0]: Invalid value: \"secrets.*\": encrypting the same resource across groups is not supported",
+            ),
+            (
+                format!("{HEAD}resources:\n- resources: [secrets, '*.']\n  providers:\n  - identity: {{}}\n"),
+                "using overlapping resources such as 'secrets' and '*.' in the same resource list is not allowed",
+            ),
+            (
+                format!("{HEAD}resources:\n- resources: [secrets, 'secrets.']\n  providers:\n  - identity: {{}}\n"),
+                "the same resource cannot be specified multiple times",
+            ),
+            (
+                format!("{HEAD}resources:\n- resources: ['*.']\n  providers:\n  - identity: {{}}\n- resources: ['*.']\n  providers:\n  - identity: {{}}\n"),
+                "resource \"*.\" is masked by earlier rule \"*.\"",
+            ),
+            (format!("{HEAD}resources:\n- resources: [events.events.k8s.io]\n  providers:\n  - identity: {{}}\n"), "Use 'events' instead in the config file"),
             ("apiVersion: v1\nkind: Config\n".to_string(), "expected apiVersion apiserver.config.k8s.io/v1"),
         ];
         for (text, want) in cases {

@@ -11,9 +11,11 @@ use bytes::Bytes;
 
 use crate::{Error, ReadInfo, Transformer};
 
+#[derive(Clone)]
 pub struct PrefixEntry {
     pub prefix: Vec<u8>,
-    pub transformer: Box<dyn Transformer>,
+    /// Shared, so that a resource named by several rules gets one chain of all their providers.
+    pub transformer: std::sync::Arc<dyn Transformer>,
     /// `provider:key` for status and metrics (e.g. `secretbox:key1`, `identity`).
     pub label: String,
 }

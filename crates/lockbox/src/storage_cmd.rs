@@ -49,13 +49,18 @@ async fn open(data_dir: Option<PathBuf>, config: Option<PathBuf>) -> Result<Mode
         Ok(lock) => {
             let path = match config {
                 Some(p) => p,
-                None => apiserver::default_encryption_config(&dir)?,
+                None => apiserver::default_encryption_config(&dir, false)?,
             };
             let enc = apiserver::load_encryption(path).await?;
             let store: Arc<dyn store::Store> = store::SqliteStore::open(&dir.join("state.db"))?;
             Ok(Mode::Offline { store, enc, _lock: lock })
         }
         Err(_) => {
+            anyhow::ensure!(
+                config.is_none(),
+                "the server running on {} uses its own encryption configuration; stop it to use --encryption-provider-config here",
+                dir.display()
+            );
             let kc = kube::config::Kubeconfig::read_from(dir.join("admin.kubeconfig")).context("reading the admin kubeconfig")?;
             let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
             Ok(Mode::Online { client: kube::Client::try_from(cfg)? })

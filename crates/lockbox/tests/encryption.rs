@@ -108,6 +108,24 @@ async fn default_encrypts_secrets_and_no_plaintext_reaches_disk() {
     assert_eq!(find_in_dir(&s.data_dir(), b"plaintext-marker-7f3a"), Vec::<String>::new());
     assert_eq!(find_in_dir(&s.data_dir(), b_64("plaintext-marker-7f3a-1").as_bytes()), Vec::<String>::new());
     assert!(!std::fs::read_to_string(&s.log).unwrap().contains("plaintext-marker"));
+
+    // The generated key is generated once: a data dir that has lost its file is refused, by the
+    // server and by the offline storage commands, and nothing new is written in its place.
+    let mut s = s;
+    s.stop();
+    let config = s.data_dir().join("encryption-config.yaml");
+    std::fs::rename(&config, s.dir.path().join("kept.yaml")).unwrap();
+    let data = s.data_dir().to_string_lossy().into_owned();
+    let out = Command::new(env!("CARGO_BIN_EXE_lockbox")).args(["up", "--data-dir", &data, "--listen", "127.0.0.1:0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("encryption-config.yaml is missing") && err.contains("generated only on first start"), "{err}");
+    let (ok, text) = s.lockbox(&["storage", "status", "--data-dir", &data]);
+    assert!(!ok && text.contains("is missing"), "{text}");
+    assert!(!config.exists(), "no new key was written");
+    std::fs::rename(s.dir.path().join("kept.yaml"), &config).unwrap();
+    s.launch().await;
+    let c = s.client().await;
+    assert_eq!(Api::<Secret>::namespaced(c, "enc").get("s3").await.unwrap().data.unwrap()["v"].0, b"plaintext-marker-7f3a-3");
 }
 
 fn b_64(s: &str) -> String {
