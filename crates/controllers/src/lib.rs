@@ -51,6 +51,8 @@ pub async fn run(client: Client) {
     // Metadata only: these are triggers, and the reloader reads the data it hashes itself.
     watch_into(&config_tx, watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
     watch_into(&config_tx, watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), cfg).map(|_| ()).boxed());
+    // The garbage collector keeps its own graph, from metadata watches of every kind.
+    tokio::spawn(gc::run(client.clone()));
     let mut reloader = reload::Reloader::default();
     let mut syncer = externalsecrets::Syncer::default();
     {
@@ -91,7 +93,6 @@ pub async fn run(client: Client) {
             ("scheduler", scheduler::pass(&client).await),
             ("deployment", deployment::pass(&client).await),
             ("replicaset", replicaset::pass(&client).await),
-            ("garbage collector", gc::pass(&client).await),
             ("reloader", reloader.pass(&client).await),
         ] {
             if let Err(e) = r {

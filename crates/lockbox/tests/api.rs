@@ -325,6 +325,60 @@ async fn namespace_defaults_and_admission() {
     assert!(nss.get_opt("held").await.unwrap().is_none());
 }
 
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("not within 10 s: {what}");
+}
+
+/// The garbage collector works for any kind, not only the workload chain: a Secret owned by a
+/// ConfigMap goes with it; orphan and foreground deletions of ConfigMaps, Secrets and
+/// Namespaces finish; a dangling reference beside a live one is dropped.
+#[tokio::test]
+async fn garbage_collection_for_every_kind() {
+    let s = Server::start().await;
+    let c = s.client().await;
+    namespace(&c, "gc").await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "gc");
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "gc");
+    let owner = cms.create(&PostParams::default(), &cm("owner", &[])).await.unwrap();
+    let other = cms.create(&PostParams::default(), &cm("other", &[])).await.unwrap();
+    let reference = |cm: &ConfigMap| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": cm.metadata.name, "uid": cm.metadata.uid});
+    let owned =
+        |name: &str, refs: Vec<serde_json::Value>| -> Secret { serde_json::from_value(json!({"metadata": {"name": name, "ownerReferences": refs}})).unwrap() };
+    secrets.create(&PostParams::default(), &owned("dependent", vec![reference(&owner)])).await.unwrap();
+    secrets.create(&PostParams::default(), &owned("two-owners", vec![reference(&owner), reference(&other)])).await.unwrap();
+    let ghost = json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "ghost", "uid": "00000000-0000-0000-0000-000000000000"});
+    secrets.create(&PostParams::default(), &owned("ghost-owned", vec![ghost])).await.unwrap();
+    secrets.create(&PostParams::default(), &owned("live-owned", vec![reference(&owner)])).await.unwrap();
+    eventually("a secret whose only owner never existed is collected", || async { secrets.get_opt("ghost-owned").await.unwrap().is_none() }).await;
+    assert!(secrets.get_opt("live-owned").await.unwrap().is_some(), "a live owner keeps its dependent");
+
+    cms.delete("owner", &DeleteParams::background()).await.unwrap();
+    eventually("the dependent goes with its owner", || async { secrets.get_opt("dependent").await.unwrap().is_none() }).await;
+    eventually("the gone owner's reference is dropped beside the live one", || async {
+        secrets.get("two-owners").await.unwrap().metadata.owner_references.unwrap_or_default().len() == 1
+    })
+    .await;
+
+    // Orphan: the dependent stays, without the reference; the owner's deletion finishes.
+    secrets.create(&PostParams::default(), &owned("kept", vec![reference(&other)])).await.unwrap();
+    cms.delete("other", &DeleteParams::orphan()).await.unwrap();
+    eventually("the orphaning owner is deleted", || async { cms.get_opt("other").await.unwrap().is_none() }).await;
+    let kept = secrets.get("kept").await.unwrap();
+    assert!(kept.metadata.owner_references.unwrap_or_default().is_empty());
+    // Foreground deletion of objects without dependents, and of a namespace, finishes.
+    secrets.delete("kept", &DeleteParams::foreground()).await.unwrap();
+    eventually("a foreground-deleted secret goes", || async { secrets.get_opt("kept").await.unwrap().is_none() }).await;
+    let nss: Api<Namespace> = Api::all(c.clone());
+    nss.delete("gc", &DeleteParams::foreground()).await.unwrap();
+    eventually("a foreground-deleted namespace goes", || async { nss.get_opt("gc").await.unwrap().is_none() }).await;
+}
+
 #[tokio::test]
 async fn namespace_termination_and_restart_persistence() {
     let mut s = Server::start().await;
