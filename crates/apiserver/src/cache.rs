@@ -170,6 +170,20 @@ impl WatchCache {
         self.revision.send_replace(last);
     }
 
+    /// The store compacted its history up to `revision`: older revisions can no longer be
+    /// listed or watched from, here either (410), as with kube-apiserver on a compacted etcd.
+    pub fn compacted(&self, revision: i64) {
+        let mut state = self.state.write().expect("cache lock");
+        // Never past what the cache has applied: a watch from its current revision stays valid.
+        let revision = revision.min(state.revision);
+        if revision > state.history_floor {
+            state.history_floor = revision;
+            while state.history.front().is_some_and(|e| e.revision <= revision) {
+                state.history.pop_front();
+            }
+        }
+    }
+
     pub fn current_revision(&self) -> i64 {
         *self.revision.borrow()
     }

@@ -97,8 +97,9 @@ pub async fn compactor(reg: Arc<Registry>, every: Duration) {
         tokio::time::sleep(every).await;
         let now = reg.store.revision();
         if previous > reg.store.compacted_revision() {
-            if let Err(e) = reg.store.compact(previous).await {
-                tracing::warn!(error = %e, "compaction failed");
+            match reg.store.compact(previous).await {
+                Ok(()) => reg.cache.compacted(previous),
+                Err(e) => tracing::warn!(error = %e, "compaction failed"),
             }
         }
         previous = now;

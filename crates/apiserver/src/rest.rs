@@ -186,11 +186,12 @@ impl Registry {
                 }
             }
         }
-        let (entries, revision) = self.cache.list(&prefix, at).map_err(|t| {
+        let (entries, revision) = self.cache.list(&prefix, at).map_err(|_| {
             if opts.continue_token.is_some() {
                 ApiError::resource_expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
             } else {
-                ApiError::resource_expired(format!("too old resource version: {} ({})", t.requested, t.oldest))
+                // The etcd3 store's words for a list at a compacted revision.
+                ApiError::resource_expired("The resourceVersion for the provided list is too old.")
             }
         })?;
         let mut items = Vec::new();

@@ -134,6 +134,7 @@ pub async fn migrate_offline(
 pub async fn compact_response(reg: &Arc<Registry>) -> api::ApiResult<Response<Body>> {
     let rev = reg.store.revision();
     reg.store.compact(rev).await.map_err(crate::rest::storage_error)?;
+    reg.cache.compacted(rev);
     Ok(negotiate::json(StatusCode::OK, &serde_json::json!({"compactedRevision": rev})))
 }
 

@@ -224,6 +224,28 @@ async fn watches_resume_and_filter() {
         }
     }
     assert_eq!(initial, 3);
+
+    // After a compaction, the revisions before it are gone: watch, exact list and a continue
+    // token from then all get 410, while a watch from the current revision still works.
+    let (code, _, page) = raw(&c, "GET", "/api/v1/namespaces/t4/configmaps?limit=1", "", b"").await;
+    assert_eq!(code, 200);
+    let token = page["metadata"]["continue"].as_str().unwrap().to_string();
+    api.create(&PostParams::default(), &cm("after", &[])).await.unwrap();
+    let (code, _, _) = raw(&c, "POST", "/lockbox/v1/storage/compact", "", b"").await;
+    assert_eq!(code, 200);
+    let mut old = api.watch(&WatchParams::default().timeout(5), &rv).await.unwrap().boxed();
+    match old.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("{other:?}"),
+    }
+    let (code, _, v) = raw(&c, "GET", &format!("/api/v1/namespaces/t4/configmaps?resourceVersion={rv}&resourceVersionMatch=Exact"), "", b"").await;
+    assert_eq!((code, v["message"].as_str().unwrap()), (410, "The resourceVersion for the provided list is too old."));
+    let (code, _, v) = raw(&c, "GET", &format!("/api/v1/namespaces/t4/configmaps?limit=1&continue={token}"), "", b"").await;
+    assert_eq!((code, v["reason"].as_str().unwrap()), (410, "Expired"));
+    let now = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut fresh = api.watch(&WatchParams::default().timeout(5), &now).await.unwrap().boxed();
+    api.create(&PostParams::default(), &cm("later", &[])).await.unwrap();
+    assert!(matches!(fresh.try_next().await.unwrap(), Some(WatchEvent::Added(_))));
 }
 
 #[tokio::test]
