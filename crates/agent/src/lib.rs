@@ -53,6 +53,7 @@ pub async fn run(cfg: Config, mut stop: tokio::sync::oneshot::Receiver<()>) -> a
         api_port: cfg.api_port,
         exe: std::env::current_exe()?,
         pods: Default::default(),
+        terminating: Default::default(),
     });
     let tls = server::tls_config(&cfg.ca_pem, &cfg.cert_pem, &cfg.key_pem)?;
     tokio::spawn(server::serve(agent.clone(), listener, tls));

@@ -21,7 +21,10 @@ use crate::volumes::{self, Contents, TokenSource};
 
 pub struct ContainerState {
     child: Option<tokio::process::Child>,
+    /// Restarts so far: counted when a container starts again, as the kubelet does.
     pub restarts: i32,
+    /// Runs started so far; run `n` logs to `n.log`.
+    pub runs: i32,
     started_at: Option<String>,
     last_terminated: Option<Value>,
     terminated: Option<Value>,
@@ -55,6 +58,9 @@ pub struct Agent {
     pub exe: PathBuf,
     /// Pods by namespace/name.
     pub pods: Mutex<HashMap<String, PodState>>,
+    /// Uids of pods whose containers are being stopped, each by its own task: one pod's grace
+    /// period must not hold up every other pod (the kubelet stops pods in parallel).
+    pub terminating: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn now() -> String {
@@ -160,15 +166,20 @@ impl Agent {
         Ok(())
     }
 
+    /// SIGTERM to every container at once, then SIGKILL to those still running when the grace
+    /// period ends.
     async fn stop_all(&self, st: &mut PodState, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        for c in st.containers.values() {
+            if let Some(pid) = c.child.as_ref().and_then(|child| child.id()) {
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGTERM);
+                }
+            }
+        }
         for c in st.containers.values_mut() {
             if let Some(child) = c.child.as_mut() {
-                if let Some(pid) = child.id() {
-                    unsafe {
-                        libc::kill(pid as i32, libc::SIGTERM);
-                    }
-                }
-                if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                if tokio::time::timeout_at(deadline, child.wait()).await.is_err() {
                     let _ = child.start_kill();
                     let _ = child.wait().await;
                 }
@@ -191,23 +202,31 @@ impl Agent {
         }
     }
 
-    async fn reconcile(&self, pod: &Pod) -> anyhow::Result<()> {
+    async fn reconcile(self: &Arc<Self>, pod: &Pod) -> anyhow::Result<()> {
         let key = Self::key(pod);
         let uid = pod.uid().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
         let ns = pod.namespace().unwrap_or_default();
         if pod.metadata.deletion_timestamp.is_some() {
-            let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
-            if let Some(mut st) = self.pods.lock().await.remove(&key) {
-                self.stop_all(&mut st, Duration::from_secs(grace)).await;
-                self.cleanup(&st);
+            if !self.terminating.lock().expect("terminating lock").insert(uid.clone()) {
+                return Ok(()); // already being stopped
             }
-            let dp = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
-                ..Default::default()
-            };
-            let _ = Api::<Pod>::namespaced(self.client.clone(), &ns).delete(&pod.name_any(), &dp).await;
+            let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
+            let st = self.pods.lock().await.remove(&key);
+            let (agent, name) = (self.clone(), pod.name_any());
+            tokio::spawn(async move {
+                if let Some(mut st) = st {
+                    agent.stop_all(&mut st, Duration::from_secs(grace)).await;
+                    agent.cleanup(&st);
+                }
+                let dp = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+                    ..Default::default()
+                };
+                let _ = Api::<Pod>::namespaced(agent.client.clone(), &ns).delete(&name, &dp).await;
+                agent.terminating.lock().expect("terminating lock").remove(&uid);
+            });
             return Ok(());
         }
         let mut pods = self.pods.lock().await;
@@ -258,6 +277,7 @@ impl Agent {
             let cs = st.containers.entry(c.name.clone()).or_insert_with(|| ContainerState {
                 child: None,
                 restarts: 0,
+                runs: 0,
                 started_at: None,
                 last_terminated: None,
                 terminated: None,
@@ -286,7 +306,6 @@ impl Agent {
                             format!("back-off {}s restarting failed container={} pod={}_{}({})", cs.backoff.as_secs(), c.name, pod.name_any(), ns, uid),
                         ));
                         cs.backoff = (cs.backoff * 2).min(Duration::from_secs(300));
-                        cs.restarts += 1;
                     }
                 }
             }
@@ -338,10 +357,23 @@ impl Agent {
                 // subPath mounts resolve once, through ..data: they do not see updates.
                 source = std::fs::canonicalize(source.join(sub)).unwrap_or_else(|_| pod_dir.join("volumes").join(&m.name).join(sub));
             }
-            mounts.push(Mount { source: source.to_string_lossy().into_owned(), target: m.mount_path.clone(), read_only: m.read_only == Some(true) });
+            // ConfigMap, Secret, downward API and projected volumes are read-only whatever the
+            // mount says (the kubelet's volume plugins report ReadOnly for them).
+            let api_data = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.volumes.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|v| v.name == m.name && (v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some()));
+            mounts.push(Mount {
+                source: source.to_string_lossy().into_owned(),
+                target: m.mount_path.clone(),
+                read_only: api_data || m.read_only == Some(true),
+            });
         }
         std::fs::create_dir_all(&cs.log_dir).map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
-        let log_path = cs.log_dir.join(format!("{}.log", cs.restarts));
+        let log_path = cs.log_dir.join(format!("{}.log", cs.runs));
         let spec = Spec {
             argv: command.into_iter().chain(args).collect(),
             working_dir: c.working_dir.clone(),
@@ -378,6 +410,10 @@ impl Agent {
         cs.env = env.vars;
         cs.started_at = Some(now());
         cs.child = Some(child);
+        if cs.runs > 0 {
+            cs.restarts += 1;
+        }
+        cs.runs += 1;
         Ok(())
     }
 
@@ -385,8 +421,7 @@ impl Agent {
         let spec = pod.spec.clone().unwrap_or_default();
         let mut statuses = Vec::new();
         let mut all_running = true;
-        let mut all_done = true;
-        let mut any_failed = false;
+
         for c in &spec.containers {
             let Some(cs) = st.containers.get(&c.name) else { continue };
             let running = cs.child.is_some();
@@ -394,10 +429,8 @@ impl Agent {
             let state = if running {
                 json!({"running": {"startedAt": cs.started_at}})
             } else if let Some(t) = &cs.terminated {
-                any_failed |= t["exitCode"].as_i64().unwrap_or(1) != 0;
                 json!({"terminated": t})
             } else {
-                all_done = false;
                 let (reason, message) = cs.waiting.clone().unwrap_or_else(|| ("ContainerCreating".into(), String::new()));
                 if let Some(msg) = st.volume_error.as_ref().filter(|_| reason == "ContainerCreating") {
                     let _ = msg;
@@ -408,9 +441,6 @@ impl Agent {
                 }
                 json!({"waiting": w})
             };
-            if running {
-                all_done = false;
-            }
             let mut s = json!({
                 "name": c.name, "ready": running, "restartCount": cs.restarts, "state": state,
                 "image": c.image, "imageID": "", "started": running,
@@ -423,17 +453,7 @@ impl Agent {
             }
             statuses.push(s);
         }
-        let phase = if all_running && !statuses.is_empty() {
-            "Running"
-        } else if all_done && !statuses.is_empty() && statuses.iter().all(|s| s["state"]["terminated"].is_object()) {
-            if any_failed {
-                "Failed"
-            } else {
-                "Succeeded"
-            }
-        } else {
-            "Pending"
-        };
+        let phase = phase(&spec.restart_policy.clone().unwrap_or_else(|| "Always".into()), &statuses);
         let ready = if all_running { "True" } else { "False" };
         let t = pod
             .status
@@ -449,5 +469,60 @@ impl Agent {
             "hostIP": self.host_ip, "hostIPs": [{"ip": self.host_ip}], "podIP": self.host_ip, "podIPs": [{"ip": self.host_ip}],
             "startTime": st.start_time, "containerStatuses": statuses, "qosClass": "BestEffort",
         })
+    }
+}
+
+/// The kubelet's getPhase, for regular containers: a container waiting to restart after it ran
+/// counts as stopped, so a crash-looping pod with restartPolicy Always is Running.
+fn phase(restart_policy: &str, statuses: &[Value]) -> &'static str {
+    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for s in statuses {
+        let state = &s["state"];
+        if state["running"].is_object() {
+            running += 1;
+        } else if state["terminated"].is_object() {
+            stopped += 1;
+            if state["terminated"]["exitCode"] == 0 {
+                succeeded += 1;
+            }
+        } else if s["lastState"]["terminated"].is_object() {
+            stopped += 1;
+        } else {
+            waiting += 1;
+        }
+    }
+    match () {
+        _ if waiting > 0 || statuses.is_empty() => "Pending",
+        _ if running > 0 => "Running",
+        _ if restart_policy == "Always" => "Running",
+        _ if stopped == succeeded => "Succeeded",
+        _ if restart_policy == "Never" => "Failed",
+        _ => "Running",
+    }
+}
+
+impl ContainerState {
+    /// Which run's log `kubectl logs [--previous]` reads, as the kubelet's
+    /// validateContainerLogStatus decides; `Err` carries the kubelet's message.
+    pub fn log_run(&self, container: &str, pod: &str, previous: bool) -> Result<i32, String> {
+        let running = self.child.is_some();
+        if previous {
+            if self.last_terminated.is_none() {
+                return Err(format!("previous terminated container {container:?} in pod {pod:?} not found"));
+            }
+            // Waiting to restart, the last terminated run is the latest one.
+            let back_off = !running && self.terminated.is_none();
+            return Ok(if back_off { self.runs - 1 } else { self.runs - 2 });
+        }
+        if running || self.terminated.is_some() || self.last_terminated.is_some() {
+            return Ok(self.runs - 1);
+        }
+        let reason = self.waiting.as_ref().map(|w| w.0.clone()).unwrap_or_else(|| "ContainerCreating".into());
+        Err(format!("container {container:?} in pod {pod:?} is waiting to start: {reason}"))
+    }
+
+    /// Is run `n` still running?
+    pub fn is_running(&self, n: i32) -> bool {
+        self.child.is_some() && self.runs - 1 == n
     }
 }

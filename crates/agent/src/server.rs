@@ -87,18 +87,17 @@ fn query(raw: &Option<String>) -> Vec<(String, String)> {
 
 async fn logs(State(agent): State<Arc<Agent>>, Path((ns, pod, container)): Path<(String, String, String)>, RawQuery(raw): RawQuery) -> Response<Body> {
     let q: HashMap<String, String> = query(&raw).into_iter().collect();
-    let (dir, restarts) = {
+    let previous = q.get("previous").is_some_and(|v| v == "true");
+    let (dir, n) = {
         let pods = agent.pods.lock().await;
         match pods.get(&format!("{ns}/{pod}")).and_then(|p| p.containers.get(&container)) {
-            Some(c) => (c.log_dir.clone(), c.restarts),
-            None => return text(StatusCode::NOT_FOUND, &format!("container {container:?} in pod {pod:?} is waiting to start")),
+            Some(c) => match c.log_run(&container, &pod, previous) {
+                Ok(n) => (c.log_dir.clone(), n),
+                Err(msg) => return text(StatusCode::BAD_REQUEST, &msg),
+            },
+            None => return text(StatusCode::BAD_REQUEST, &format!("container {container:?} in pod {pod:?} is waiting to start: ContainerCreating")),
         }
     };
-    let previous = q.get("previous").is_some_and(|v| v == "true");
-    let n = if previous { restarts - 1 } else { restarts };
-    if n < 0 {
-        return text(StatusCode::BAD_REQUEST, &format!("previous terminated container {container:?} in pod {pod:?} not found"));
-    }
     let path = dir.join(format!("{n}.log"));
     let content = std::fs::read(&path).unwrap_or_default();
     let opts = crate::logs::Options::from_query(&q);
@@ -109,7 +108,7 @@ async fn logs(State(agent): State<Arc<Agent>>, Path((ns, pod, container)): Path<
     }
     let start = content.len() as u64;
     let live = crate::logs::Options { tail: None, limit_bytes: None, ..opts };
-    let stream = async_stream(agent, ns, pod, container, path, start, initial, live);
+    let stream = async_stream(agent, ns, pod, container, n, path, start, initial, live);
     Response::new(Body::from_stream(stream))
 }
 
@@ -120,6 +119,7 @@ fn async_stream(
     ns: String,
     pod: String,
     container: String,
+    run: i32,
     path: std::path::PathBuf,
     offset: u64,
     initial: Vec<u8>,
@@ -149,8 +149,13 @@ fn async_stream(
                     offset += whole as u64;
                     return Some((Ok(bytes::Bytes::from(opts.render(&buf[..whole]))), (None, offset)));
                 }
-                let alive = agent.pods.lock().await.get(&format!("{ns}/{pod}")).and_then(|p| p.containers.get(&container)).is_some();
+                // Follow ends when the run exits (after what it wrote last is read).
+                let alive = agent.pods.lock().await.get(&format!("{ns}/{pod}")).and_then(|p| p.containers.get(&container)).is_some_and(|c| c.is_running(run));
                 if !alive {
+                    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    if len > offset {
+                        continue;
+                    }
                     return None;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -157,9 +157,24 @@ pub async fn logs(app: &App, ns: &str, pod: &str, q: &Query, headers: &HeaderMap
     };
     let path = format!("/containerLogs/{ns}/{pod}/{c}?{query}");
     let mut r = app.agents.forward(&addr, &path, &Method::GET, headers, None).await?;
-    if r.status() == StatusCode::OK {
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if r.status() != StatusCode::OK {
+        // The kubelet's refusal becomes a Status with its text (NewGenericServerResponse).
+        let code = r.status().as_u16();
+        let body = http_body_util::BodyExt::collect(r.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).trim().to_string();
+        let reason = match code {
+            400 => "BadRequest",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            409 => "Conflict",
+            500 => "InternalError",
+            _ => "Unknown",
+        };
+        let message = if text.is_empty() { "the server rejected our request for an unknown reason".to_string() } else { text };
+        return Err(ApiError { code, reason, message, details: None });
     }
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     Ok(r)
 }
 

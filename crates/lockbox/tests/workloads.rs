@@ -146,7 +146,7 @@ async fn volumes_use_the_atomic_layout_on_tmpfs_and_update_live() {
     setup(&c, "vol").await;
     assert_eq!(post(&c, "/api/v1/namespaces/vol/configmaps", json!({"metadata": {"name": "cfg"}, "data": {"K": "v1", "OTHER": "o"}})).await.0, 201);
     assert_eq!(post(&c, "/api/v1/namespaces/vol/secrets", json!({"metadata": {"name": "sec"}, "stringData": {"pw": "vol-secret-value"}})).await.0, 201);
-    let script = "while true; do echo \"K=$(cat /etc/cfg/K) ITEM=$(cat /etc/items/renamed) SUB=$(cat /etc/sub-k) NS=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)\"; sleep 0.2; done";
+    let script = "if touch /etc/cfg/new 2>/dev/null; then echo CFG=RW; else echo CFG=RO; fi; while true; do echo \"K=$(cat /etc/cfg/K) ITEM=$(cat /etc/items/renamed) SUB=$(cat /etc/sub-k) NS=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)\"; sleep 0.2; done";
     let p = pod(
         "voltest",
         script,
@@ -178,6 +178,8 @@ async fn volumes_use_the_atomic_layout_on_tmpfs_and_update_live() {
         }
     })
     .await;
+    // A configMap volume is read-only even without readOnly on its mount, as the kubelet has it.
+    assert!(logs(&c, "vol", "voltest").await.contains("CFG=RO"));
     // The layout and modes on the host side, and tmpfs underneath.
     let vols = s.data_dir().join("agent/pods").join(&uid).join("volumes");
     let cfg = vols.join("cfg");
@@ -420,8 +422,25 @@ async fn lifecycle_reasons_back_off_and_delete_propagation() {
         }
     })
     .await;
-    let prev = Api::<Pod>::namespaced(c.clone(), "life").logs("crash", &LogParams { previous: true, ..Default::default() }).await.unwrap();
+    let pods = Api::<Pod>::namespaced(c.clone(), "life");
+    let prev = pods.logs("crash", &LogParams { previous: true, ..Default::default() }).await.unwrap();
     assert_eq!(prev, "crashed-once\n");
+    // The kubelet's getPhase: a container restarting after it ran keeps the pod Running.
+    assert_eq!(pods.get("crash").await.unwrap().status.unwrap().phase.as_deref(), Some("Running"));
+    // Logs of a container that never started, and of a run before the first: the kubelet's
+    // words, as a BadRequest Status.
+    for (name, previous, want) in [
+        ("nocmd", false, "container \"main\" in pod \"nocmd\" is waiting to start: CreateContainerError"),
+        ("once", true, "previous terminated container \"main\" in pod \"once\" not found"),
+    ] {
+        match pods.logs(name, &LogParams { previous, ..Default::default() }).await {
+            Err(kube::Error::Api(e)) => assert_eq!((e.code, e.message.as_str()), (400, want)),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // Following the log of a container that has exited ends.
+    let followed = tokio::time::timeout(std::time::Duration::from_secs(10), pods.logs("once", &LogParams { follow: true, ..Default::default() })).await;
+    assert_eq!(followed.expect("follow of an exited container ends").unwrap(), "done\n");
 
     // Delete propagation: Orphan keeps the ReplicaSet, Foreground removes dependents first.
     let dep = |name: &str, strategy: &str| {
