@@ -48,6 +48,7 @@ pub fn resource_attributes(user: &UserInfo, method: &Method, t: &Target, q: &Que
     let watch = t.watch_path || matches!(q.get("watch"), Some(w) if w != "false" && w != "0");
     let mut name = t.name.clone().unwrap_or_default();
     let verb = match (method.as_str(), t.name.is_some()) {
+        ("GET" | "HEAD", true) if t.watch_path => "watch",
         ("GET" | "HEAD", true) => "get",
         ("GET" | "HEAD", false) if watch => "watch",
         ("GET" | "HEAD", false) => "list",

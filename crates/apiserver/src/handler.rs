@@ -67,6 +67,17 @@ impl Query {
     fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("true" | "1" | "True"))
     }
+    /// The same query with `fieldSelector` narrowed to one name (a watch on a named path).
+    fn pinned_to(&self, name: &str) -> Query {
+        let mut q = self.0.clone();
+        let pin = format!("metadata.name={name}");
+        let fs = match q.get("fieldSelector").filter(|f| !f.is_empty()) {
+            Some(f) => format!("{f},{pin}"),
+            None => pin,
+        };
+        q.insert("fieldSelector".into(), fs);
+        Query(q)
+    }
 }
 
 /// Is this path a resource request (`/api/v1/...` or `/apis/g/v/...` naming a resource)?
@@ -545,6 +556,12 @@ async fn resource_request(
         }
     }
     match (method.clone(), &t.name) {
+        // The deprecated `/watch/.../NAME` paths watch one object.
+        (Method::GET, Some(name)) if t.watch_path => {
+            let q = q.pinned_to(name);
+            let opts = list_options(&q)?;
+            crate::watch::serve(reg, res, ns, &opts, &q, n).await
+        }
         (Method::GET, None) => {
             let opts = list_options(q)?;
             check_fields(res, &opts)?;
@@ -651,7 +668,11 @@ async fn resource_request(
             let opts = delete_options(q, &bytes)?;
             match reg.delete(res, ns, name, &opts).await? {
                 DeleteOutcome::Deleted(obj) => Ok(negotiate::json(StatusCode::OK, &success_status(res.group, res.plural, name, object::uid(&obj)))),
-                DeleteOutcome::Pending(obj) => Ok(negotiate::respond(StatusCode::ACCEPTED, &encode_one(res, &obj, n, q), n.format)),
+                DeleteOutcome::Pending(obj) => {
+                    // handlers/delete.go: 200 for a pending deletion, 202 only with orphanDependents=false.
+                    let code = if opts.orphan_dependents_false { StatusCode::ACCEPTED } else { StatusCode::OK };
+                    Ok(negotiate::respond(code, &encode_one(res, &obj, n, q), n.format))
+                }
             }
         }
         (Method::DELETE, None) => {
@@ -775,6 +796,7 @@ fn delete_options(q: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
         precondition_rv: opts["preconditions"]["resourceVersion"].as_str().map(String::from),
         grace_period,
         propagation: policy.or_else(|| orphan.then(|| "Orphan".to_string())),
+        orphan_dependents_false: opts["orphanDependents"].as_bool() == Some(false) || q.get("orphanDependents") == Some("false"),
     })
 }
 

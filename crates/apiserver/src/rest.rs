@@ -63,6 +63,9 @@ pub struct DeleteOptions {
     /// `propagationPolicy`: Orphan and Foreground hand the dependents to the garbage collector
     /// through the `orphan` and `foregroundDeletion` finalizers.
     pub propagation: Option<String>,
+    /// `orphanDependents: false` was given: the one case where kube-apiserver answers a
+    /// deletion that is still pending with 202 rather than 200.
+    pub orphan_dependents_false: bool,
 }
 
 pub enum DeleteOutcome {

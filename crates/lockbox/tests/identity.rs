@@ -209,6 +209,15 @@ async fn name_restricted_list_and_watch_need_the_name_selector() {
     assert_eq!(code, 200);
     let (code, _, _) = raw(&app, "GET", "/api/v1/namespaces/m1/secrets?watch=true&timeoutSeconds=1", "", b"").await;
     assert_eq!(code, 403);
+    // The named watch path is a watch of that one name, authorized as `watch`.
+    let (code, _, v) = raw(&app, "GET", "/api/v1/watch/namespaces/m1/secrets/s2?timeoutSeconds=1", "", b"").await;
+    assert_eq!(code, 403);
+    assert!(v["message"].as_str().unwrap().contains("cannot watch resource \"secrets\""), "{v}");
+    let req = http::Request::get("/api/v1/watch/namespaces/m1/secrets/s1?timeoutSeconds=1").body(Vec::new()).unwrap();
+    let text = app.request_text(req).await.unwrap();
+    let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 1, "{text}");
+    assert_eq!((events[0]["type"].as_str(), events[0]["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("s1")));
     let (code, _, v) = raw(&app, "GET", "/api/v1/namespaces/m1/secrets/s2", "", b"").await;
     assert_eq!(code, 403);
     assert_eq!(
