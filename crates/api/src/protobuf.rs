@@ -5,6 +5,9 @@
 //! `application/vnd.kubernetes.protobuf`: the magic `k8s\0`, then a `runtime.Unknown` whose
 //! `raw` holds the object's message. The messages come from the k8s-pb crate; this module maps
 //! them to JSON. Go encodes zero values explicitly, so empty strings count as absent.
+//!
+//! The same decoding reads objects kube-apiserver stored: it writes protobuf to etcd, so a
+//! Secret moved from its etcd into lockbox's store (decrypted by the same provider) reads here.
 
 use base64::Engine;
 use prost::Message;
@@ -159,8 +162,27 @@ message!(meta::ObjectMeta {
     name: "name", generate_name: "generateName", namespace: "namespace", uid: "uid", resource_version: "resourceVersion",
     generation: "generation", creation_timestamp: "creationTimestamp", deletion_timestamp: "deletionTimestamp",
     deletion_grace_period_seconds: "deletionGracePeriodSeconds", labels: "labels", annotations: "annotations",
-    owner_references: "ownerReferences", finalizers: "finalizers"
-} refused { managed_fields: "metadata.managedFields" } ignored { self_link });
+    owner_references: "ownerReferences", finalizers: "finalizers", managed_fields: "managedFields"
+} ignored { self_link });
+message!(meta::ManagedFieldsEntry {
+    manager: "manager",
+    operation: "operation",
+    api_version: "apiVersion",
+    time: "time",
+    fields_type: "fieldsType",
+    fields_v1: "fieldsV1",
+    subresource: "subresource"
+});
+/// FieldsV1 holds its JSON as raw bytes.
+impl ToJson for meta::FieldsV1 {
+    fn to_json(&self) -> Result<Option<Value>, String> {
+        let raw = self.raw.as_deref().unwrap_or_default();
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(raw).map(Some).map_err(|e| decode_err(format!("fieldsV1: {e}")))
+    }
+}
 message!(meta::OwnerReference {
     api_version: "apiVersion",
     kind: "kind",

@@ -89,7 +89,14 @@ impl Registry {
                 // Names the object and the failure; never the data.
                 Err(e) => return (Err(format!("unable to transform key \"{key}\": {e}")), false),
             };
-            let obj = serde_json::from_slice::<Value>(&plain).map(|mut obj| {
+            // kube-apiserver stores protobuf (`k8s\0` + runtime.Unknown); lockbox stores JSON.
+            // Both read, so data written by either moves to the other.
+            let parsed = if plain.starts_with(api::protobuf::MAGIC) {
+                api::protobuf::decode(&plain)
+            } else {
+                serde_json::from_slice::<Value>(&plain).map_err(|e| e.to_string())
+            };
+            let obj = parsed.map(|mut obj| {
                 object::set_meta(&mut obj, "resourceVersion", rev.to_string());
                 Arc::new(obj)
             });
@@ -595,4 +602,52 @@ fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
         return Err(bad());
     }
     Ok((rv, format!("{prefix}{start}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    use prost::Message;
+
+    /// A Secret as kube-apiserver stores it in etcd: protobuf, with its metadata and
+    /// managedFields, reads like one lockbox wrote.
+    #[test]
+    fn reads_what_kube_apiserver_stores() {
+        let secret = core::Secret {
+            metadata: Some(meta::ObjectMeta {
+                name: Some("moved".into()),
+                namespace: Some("prod".into()),
+                uid: Some("6f1e0c1a-0000-4000-8000-000000000001".into()),
+                creation_timestamp: Some(meta::Time { seconds: Some(1_700_000_000), nanos: Some(0) }),
+                managed_fields: vec![meta::ManagedFieldsEntry {
+                    manager: Some("kubectl-create".into()),
+                    operation: Some("Update".into()),
+                    api_version: Some("v1".into()),
+                    fields_type: Some("FieldsV1".into()),
+                    fields_v1: Some(meta::FieldsV1 { raw: Some(br#"{"f:data":{".":{},"f:pw":{}}}"#.to_vec()) }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            data: [("pw".to_string(), b"s3cret".to_vec())].into(),
+            r#type: Some("Opaque".into()),
+            ..Default::default()
+        };
+        let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown {
+            type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta { api_version: Some("v1".into()), kind: Some("Secret".into()) }),
+            raw: Some(secret.encode_to_vec()),
+            content_encoding: Some(String::new()),
+            content_type: Some(String::new()),
+        };
+        let stored = [api::protobuf::MAGIC, &unknown.encode_to_vec()].concat();
+        let decode = Registry::decoder(Arc::new(crypt::Identity));
+        let (obj, _) = decode("/registry/secrets/prod/moved", &stored, 42);
+        let obj = obj.unwrap();
+        assert_eq!(obj["data"]["pw"], "czNjcmV0");
+        assert_eq!(obj["metadata"]["resourceVersion"], "42");
+        assert_eq!(obj["metadata"]["creationTimestamp"], "2023-11-14T22:13:20Z");
+        assert_eq!(obj["metadata"]["managedFields"][0]["fieldsV1"]["f:data"]["f:pw"], serde_json::json!({}));
+    }
 }
