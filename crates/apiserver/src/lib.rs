@@ -33,8 +33,9 @@ pub struct Config {
     /// kube-apiserver's `--encryption-provider-config`; by default lockbox writes and uses
     /// `DATA/encryption-config.yaml` (secretbox for Secrets).
     pub encryption_config: Option<PathBuf>,
-    /// How often the encryption configuration file is checked for changes.
-    pub encryption_reload_interval: Duration,
+    /// How often the encryption configuration file is checked for changes; `None` when
+    /// automatic reload is off.
+    pub encryption_reload_interval: Option<Duration>,
     /// kube-apiserver's `--token-auth-file` (CSV: token,user,uid,"groups").
     pub token_auth_file: Option<PathBuf>,
     /// `--audit-policy-file`; the built-in policy records Secret access at Metadata level.
@@ -135,7 +136,9 @@ pub async fn start(cfg: Config) -> Result<Started> {
     };
     let store: Arc<dyn store::Store> = store::SqliteStore::open(&cfg.data_dir.join("state.db")).context("opening the store")?;
     let encryption = load_encryption(enc_path).await?;
-    tokio::spawn(encryption.clone().watch(cfg.encryption_reload_interval));
+    if let Some(every) = cfg.encryption_reload_interval {
+        tokio::spawn(encryption.clone().watch(every));
+    }
     let transformer: Arc<dyn crypt::Transformer> = encryption.clone();
     let cache = cache::WatchCache::start(store.clone(), rest::Registry::decoder(transformer.clone())).await?;
     let registry = Arc::new(rest::Registry { store, cache, transformer });

@@ -33,6 +33,10 @@ enum Command {
         /// DATA/encryption-config.yaml (secretbox for Secrets) on first start and uses that.
         #[arg(long)]
         encryption_provider_config: Option<PathBuf>,
+        /// Reload the encryption configuration when its file changes (kube-apiserver's flag;
+        /// on by default here). `=false` keeps the configuration read at start.
+        #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+        encryption_provider_config_automatic_reload: bool,
         /// How often the encryption configuration is checked for changes, in seconds.
         #[arg(long, default_value_t = 5)]
         encryption_provider_config_reload_seconds: u64,
@@ -87,6 +91,11 @@ fn init_logging() {
 /// Runs the command; a failure is printed as one line with its causes (no backtrace, whatever
 /// RUST_BACKTRACE says), so that the last line of a log says why lockbox stopped.
 fn main() {
+    // `lockbox storage status | head` ends quietly, as a Unix tool does, instead of panicking
+    // on a closed stdout (Rust ignores SIGPIPE by default).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     if let Err(e) = run() {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
@@ -107,6 +116,7 @@ fn run() -> Result<()> {
             data_dir,
             listen,
             encryption_provider_config,
+            encryption_provider_config_automatic_reload,
             encryption_provider_config_reload_seconds,
             token_auth_file,
             audit_policy_file,
@@ -121,7 +131,8 @@ fn run() -> Result<()> {
                 data_dir,
                 listen,
                 encryption_config: encryption_provider_config,
-                encryption_reload_interval: Duration::from_secs(encryption_provider_config_reload_seconds.max(1)),
+                encryption_reload_interval: encryption_provider_config_automatic_reload
+                    .then(|| Duration::from_secs(encryption_provider_config_reload_seconds.max(1))),
                 token_auth_file,
                 audit_policy_file,
                 audit_log_path,

@@ -82,8 +82,9 @@ fn print_status(r: &StatusReport) {
     for (res, key) in &r.write_keys {
         println!("current write key for {res}: {key}");
     }
+    let readable = r.total - r.unreadable.len() as u64;
     if r.stale.is_empty() {
-        println!("all {} objects use their current write key", r.total);
+        println!("{readable} of {} objects use their current write key", r.total);
     } else {
         println!("{} of {} objects are on old keys (run `lockbox storage migrate`):", r.stale.len(), r.total);
         for k in r.stale.iter().take(20) {

@@ -158,7 +158,7 @@ async fn kubernetes_key_rotation_procedure() {
     assert_eq!(st["counts"]["aescbc:key2"], 20, "{st}");
     assert!(st["counts"].get("aescbc:key1").is_none(), "{st}");
     let (ok, out) = s.lockbox(&["storage", "status", "--resource", "secrets", "--data-dir", data.to_str().unwrap()]);
-    assert!(ok && out.contains("all 20 objects use their current write key"), "{out}");
+    assert!(ok && out.contains("20 of 20 objects use their current write key"), "{out}");
     // 4. Remove the old key.
     std::fs::write(&cfg, config(&format!("{}{IDENTITY}", aescbc("key2", 2)))).unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
