@@ -144,6 +144,18 @@ impl ApiError {
         Self::new(504, "Timeout", message)
     }
 
+    /// storage.NewTooLargeResourceVersionError: a read at a revision the server has not
+    /// reached. client-go's IsTooLargeResourceVersion looks for the cause; clients retry.
+    pub fn too_large_resource_version(requested: i64, current: i64) -> Self {
+        let mut e = Self::timeout(format!("Too large resource version: {requested}, current: {current}"));
+        e.details = Some(Details {
+            causes: vec![Cause { reason: "ResourceVersionTooLarge".into(), message: "Too large resource version".into(), field: String::new() }],
+            retry_after_seconds: Some(1),
+            ..Default::default()
+        });
+        e
+    }
+
     pub fn to_json(&self) -> Value {
         let mut status = json!({
             "kind": "Status",

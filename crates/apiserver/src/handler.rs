@@ -311,15 +311,36 @@ fn field_validation(q: &Query) -> ApiResult<FieldValidation> {
     }
 }
 
-fn dry_run(q: &Query) -> ApiResult<bool> {
+/// `dryRun`, validated as ValidateDryRun does, with the options kind (CreateOptions, …) named.
+fn dry_run(q: &Query, kind: &str) -> ApiResult<bool> {
     match q.get("dryRun") {
         None | Some("") => Ok(false),
         Some("All") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!("dryRun: Unsupported value: \"{other}\": supported values: \"All\""))),
+        Some(other) => Err(ApiError::invalid(
+            "meta.k8s.io",
+            kind,
+            "",
+            &[api::validation::FieldError {
+                kind: api::validation::ErrorType::NotSupported,
+                field: "dryRun".into(),
+                value: Some(format!("[]string{{{}}}", api::validation::go_quote(other))),
+                detail: "supported values: \"All\"".into(),
+            }],
+        )),
     }
 }
 
-pub fn write_options(q: &Query, headers: &HeaderMap, apply: bool) -> ApiResult<WriteOptions> {
+/// The write options of a create, update or patch (`kind`: CreateOptions, UpdateOptions or
+/// PatchOptions; `apply` for a server-side apply patch).
+pub fn write_options(q: &Query, headers: &HeaderMap, kind: &str, apply: bool) -> ApiResult<WriteOptions> {
+    if kind == "PatchOptions" && !apply && q.get("force").is_some() {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "PatchOptions",
+            "",
+            &[api::validation::FieldError::forbidden("force", "may not be specified for non-apply patch")],
+        ));
+    }
     let manager = match q.get("fieldManager") {
         Some(m) if !m.is_empty() => m.to_string(),
         _ if apply => {
@@ -343,7 +364,7 @@ pub fn write_options(q: &Query, headers: &HeaderMap, apply: bool) -> ApiResult<W
             &[api::validation::FieldError::invalid("fieldManager", &manager, "must be no more than 128 characters")],
         ));
     }
-    Ok(WriteOptions { dry_run: dry_run(q)?, field_manager: manager, ownership_recorded: false })
+    Ok(WriteOptions { dry_run: dry_run(q, kind)?, field_manager: manager, ownership_recorded: false })
 }
 
 /// Problems fieldValidation reports: unknown fields (dropped) and duplicate keys.
@@ -480,6 +501,39 @@ pub fn list_options(q: &Query) -> ApiResult<ListOptions> {
     })
 }
 
+/// ValidateListOptions for a list (not a watch), then the etcd3 store's check of `continue`
+/// with a resourceVersion.
+fn validate_list(q: &Query) -> ApiResult<()> {
+    use api::validation::FieldError;
+    let rv = q.get("resourceVersion").unwrap_or("");
+    let cont = q.get("continue").unwrap_or("");
+    let mut errs = Vec::new();
+    if let Some(m) = q.get("resourceVersionMatch").filter(|m| !m.is_empty()) {
+        if rv.is_empty() {
+            errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion is provided"));
+        }
+        if !cont.is_empty() {
+            errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden when continue is provided"));
+        }
+        if m != "Exact" && m != "NotOlderThan" {
+            errs.push(FieldError::not_supported("resourceVersionMatch", m, &["Exact", "NotOlderThan", ""]));
+        }
+        if m == "Exact" && rv == "0" {
+            errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""));
+        }
+    }
+    if q.get("sendInitialEvents").is_some() {
+        errs.push(FieldError::forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"));
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", &errs));
+    }
+    if !cont.is_empty() && !rv.is_empty() && rv != "0" {
+        return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
+    }
+    Ok(())
+}
+
 /// Every field selector term must name a field the kind supports.
 pub fn check_fields(res: &Resource, opts: &ListOptions) -> ApiResult<()> {
     let probe = json!({});
@@ -568,6 +622,7 @@ async fn resource_request(
             if t.watch_path || q.flag("watch") {
                 return crate::watch::serve(reg, res, ns, &opts, q, n).await;
             }
+            validate_list(q)?;
             let list = reg.list(res, ns, &opts).await?;
             let mut meta = json!({"resourceVersion": list.resource_version.to_string()});
             if let Some(c) = &list.continue_token {
@@ -606,7 +661,7 @@ async fn resource_request(
                     _ => {}
                 }
             }
-            let opts = write_options(q, headers, false)?;
+            let opts = write_options(q, headers, "CreateOptions", false)?;
             authz::check_escalation(&rbac, res, user, ns, &obj)?;
             if res.kind == "Pod" {
                 crate::admission::pod(reg, ns, &mut obj).await?;
@@ -620,7 +675,7 @@ async fn resource_request(
             let (mut obj, unknown) = type_check(res, decoded.value)?;
             let warnings = FieldProblems::new(&unknown, &decoded.duplicates).check(field_validation(q)?)?;
             check_name(res, &mut obj, ns, name)?;
-            let opts = write_options(q, headers, false)?;
+            let opts = write_options(q, headers, "UpdateOptions", false)?;
             let updated = match t.subresource.as_deref() {
                 Some("finalize") => finalize_namespace(reg, name, obj, &opts).await?,
                 Some("status") => {
@@ -645,7 +700,7 @@ async fn resource_request(
             if pt == PatchType::Apply {
                 return apply_patch(app, res, ns, name, headers, q, &bytes, mode, n, user).await;
             }
-            let opts = write_options(q, headers, false)?;
+            let opts = write_options(q, headers, "PatchOptions", false)?;
             let mut warnings = Vec::new();
             let patched = reg
                 .guaranteed_update(res, ns, name, &opts, |current| {
@@ -712,7 +767,7 @@ async fn apply_patch(
     n: Negotiated,
     user: &UserInfo,
 ) -> ApiResult<Response<Body>> {
-    let opts = write_options(q, headers, true)?;
+    let opts = write_options(q, headers, "PatchOptions", true)?;
     let value: Value = if bytes.first() == Some(&b'{') {
         codec::decode_json(bytes).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?.value
     } else {
@@ -787,7 +842,7 @@ fn delete_options(q: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
             ));
         }
     }
-    let dry = dry_run(q)? || opts["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All"));
+    let dry = dry_run(q, "DeleteOptions")? || opts["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All"));
     let grace_period = q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()).or_else(|| opts["gracePeriodSeconds"].as_i64());
     let orphan = opts["orphanDependents"].as_bool() == Some(true) || q.get("orphanDependents") == Some("true");
     Ok(DeleteOptions {

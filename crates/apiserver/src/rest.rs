@@ -117,7 +117,7 @@ impl Registry {
         if self.cache.wait_for(rev, CACHE_WAIT).await {
             Ok(())
         } else {
-            Err(ApiError::timeout(format!("Too large resource version: {rev}, current: {}", self.cache.current_revision())))
+            Err(ApiError::too_large_resource_version(rev, self.cache.current_revision()))
         }
     }
 
@@ -175,13 +175,13 @@ impl Registry {
                     match m {
                         Some("Exact") => {
                             if !self.cache.wait_for(rv, CACHE_WAIT).await {
-                                return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", self.cache.current_revision())));
+                                return Err(ApiError::too_large_resource_version(rv, self.cache.current_revision()));
                             }
                             at = Some(rv);
                         }
                         None | Some("") | Some("NotOlderThan") => {
                             if !self.cache.wait_for(rv, CACHE_WAIT).await {
-                                return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", self.cache.current_revision())));
+                                return Err(ApiError::too_large_resource_version(rv, self.cache.current_revision()));
                             }
                         }
                         Some(other) => {

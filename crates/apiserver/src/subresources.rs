@@ -46,7 +46,7 @@ pub async fn status(
         return Ok(negotiate::respond(StatusCode::OK, &*obj, n.format));
     }
     let bytes = read_body(body).await?;
-    let opts = write_options(q, headers, false)?;
+    let opts = write_options(q, headers, if *method == Method::PATCH { "PatchOptions" } else { "UpdateOptions" }, false)?;
     let ct = content_type(headers).to_string();
     let body_obj = if *method == Method::PUT { Some(codec::decode(&ct, &bytes, res.kind)?.value) } else { None };
     if !matches!(*method, Method::PUT | Method::PATCH) {
@@ -116,7 +116,7 @@ pub async fn scale(
     }
     let bytes = read_body(body).await?;
     let ct = content_type(headers).to_string();
-    let opts = write_options(q, headers, false)?;
+    let opts = write_options(q, headers, if *method == Method::PATCH { "PatchOptions" } else { "UpdateOptions" }, false)?;
     let is_put = *method == Method::PUT;
     let updated = reg
         .guaranteed_update(res, ns, name, &opts, |current| {

@@ -154,7 +154,20 @@ async fn bad_inputs_get_kubernetes_status_errors() {
             "BadRequest",
         ),
         ("bad fieldValidation", "POST", format!("{NS}/configmaps?fieldValidation=Loose"), JSON, br#"{"metadata":{"name":"fv"}}"#.to_vec(), 400, "BadRequest"),
-        ("bad dryRun", "POST", format!("{NS}/configmaps?dryRun=Some"), JSON, br#"{"metadata":{"name":"dr"}}"#.to_vec(), 400, "BadRequest"),
+        ("exact list at 0", "GET", format!("{NS}/configmaps?resourceVersion=0&resourceVersionMatch=Exact"), "", vec![], 422, "Invalid"),
+        ("sendInitialEvents on a list", "GET", format!("{NS}/configmaps?sendInitialEvents=true"), "", vec![], 422, "Invalid"),
+        ("continue with a resourceVersion", "GET", format!("{NS}/configmaps?continue=abc&resourceVersion=5"), "", vec![], 400, "BadRequest"),
+        ("bad dryRun", "POST", format!("{NS}/configmaps?dryRun=Some"), JSON, br#"{"metadata":{"name":"dr"}}"#.to_vec(), 422, "Invalid"),
+        ("bad dryRun on update", "PUT", format!("{NS}/configmaps/exists?dryRun=Some"), JSON, br#"{"metadata":{"name":"exists"}}"#.to_vec(), 422, "Invalid"),
+        (
+            "force on a merge patch",
+            "PATCH",
+            format!("{NS}/configmaps/exists?force=true"),
+            "application/merge-patch+json",
+            br#"{"data":{"a":"9"}}"#.to_vec(),
+            422,
+            "Invalid",
+        ),
         ("bad propagationPolicy", "DELETE", format!("{NS}/configmaps/exists"), JSON, br#"{"propagationPolicy":"Sideways"}"#.to_vec(), 422, "Invalid"),
         ("malformed DeleteOptions", "DELETE", format!("{NS}/configmaps/exists"), JSON, b"{".to_vec(), 400, "BadRequest"),
         (
@@ -178,6 +191,10 @@ async fn bad_inputs_get_kubernetes_status_errors() {
         assert!(code < 500, "{what}: {code} {status}");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let (_, _, status) = raw(&c, "POST", &format!("{NS}/configmaps?dryRun=Some"), JSON, br#"{"metadata":{"name":"dr"}}"#).await;
+    assert_eq!(status["message"], "CreateOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: []string{\"Some\"}: supported values: \"All\"");
+    let (_, _, status) = raw(&c, "PATCH", &format!("{NS}/configmaps/exists?force=true"), "application/merge-patch+json", br#"{}"#).await;
+    assert_eq!(status["message"], "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch");
 
     // A 406 for a client that accepts only protobuf.
     let req =
