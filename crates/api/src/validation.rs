@@ -376,6 +376,37 @@ pub fn validate_object_meta(obj: &Value, namespaced: bool, rule: NameRule, errs:
     }
     validate_labels(meta.get("labels"), "metadata.labels", errs);
     validate_annotations(meta.get("annotations"), "metadata.annotations", errs);
+    // ValidateOwnerReferences: the path has no index, as in apimachinery.
+    if let Some(Value::Array(refs)) = meta.get("ownerReferences") {
+        let mut first_controller: Option<String> = None;
+        for r in refs {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            let api_version = s("apiVersion");
+            let version = api_version.rsplit('/').next().unwrap_or_default();
+            for (field, value, empty) in [
+                ("apiVersion", &api_version, version.is_empty()),
+                ("kind", &s("kind"), s("kind").is_empty()),
+                ("name", &s("name"), s("name").is_empty()),
+                ("uid", &s("uid"), s("uid").is_empty()),
+            ] {
+                if empty {
+                    let what = if field == "apiVersion" { "version" } else { field };
+                    errs.push(FieldError::invalid(format!("metadata.ownerReferences.{field}"), value, format!("{what} must not be empty")));
+                }
+            }
+            if r["controller"] == Value::Bool(true) {
+                let current = format!("{}/{}", s("kind"), s("name"));
+                match &first_controller {
+                    Some(first) => errs.push(FieldError::invalid_raw(
+                        "metadata.ownerReferences",
+                        "[]v1.OwnerReference{...}",
+                        format!("Only one reference can have Controller set to true. Found \"true\" in references for {first} and {current}"),
+                    )),
+                    None => first_controller = Some(current),
+                }
+            }
+        }
+    }
     if let Some(Value::Array(fins)) = meta.get("finalizers") {
         let mut seen = std::collections::BTreeSet::new();
         for (i, f) in fins.iter().enumerate() {

@@ -357,12 +357,18 @@ impl Registry {
         }
         if object::is_deleting(current) {
             let old_fins = object::finalizers(current);
-            if object::finalizers(&new).iter().any(|f| !old_fins.contains(f)) {
+            let added: Vec<String> = object::finalizers(&new).into_iter().filter(|f| !old_fins.contains(f)).collect();
+            if !added.is_empty() {
+                // ValidateObjectMetaUpdate words it with Go's %#v of the new names.
+                let list = added.iter().map(|f| api::validation::go_quote(f)).collect::<Vec<_>>().join(", ");
                 return Err(ApiError::invalid(
                     res.group,
                     res.kind,
                     &name,
-                    &[FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")],
+                    &[FieldError::forbidden(
+                        "metadata.finalizers",
+                        format!("no new finalizers can be added if the object is being deleted, found new finalizers []string{{{list}}}"),
+                    )],
                 ));
             }
         }

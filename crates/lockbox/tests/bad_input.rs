@@ -154,6 +154,15 @@ async fn bad_inputs_get_kubernetes_status_errors() {
             "BadRequest",
         ),
         ("bad fieldValidation", "POST", format!("{NS}/configmaps?fieldValidation=Loose"), JSON, br#"{"metadata":{"name":"fv"}}"#.to_vec(), 400, "BadRequest"),
+        (
+            "ownerReference without uid",
+            "POST",
+            format!("{NS}/configmaps"),
+            JSON,
+            br#"{"metadata":{"name":"o","ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"x","uid":""}]}}"#.to_vec(),
+            422,
+            "Invalid",
+        ),
         ("exact list at 0", "GET", format!("{NS}/configmaps?resourceVersion=0&resourceVersionMatch=Exact"), "", vec![], 422, "Invalid"),
         ("sendInitialEvents on a list", "GET", format!("{NS}/configmaps?sendInitialEvents=true"), "", vec![], 422, "Invalid"),
         ("continue with a resourceVersion", "GET", format!("{NS}/configmaps?continue=abc&resourceVersion=5"), "", vec![], 400, "BadRequest"),
@@ -195,6 +204,13 @@ async fn bad_inputs_get_kubernetes_status_errors() {
     assert_eq!(status["message"], "CreateOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: []string{\"Some\"}: supported values: \"All\"");
     let (_, _, status) = raw(&c, "PATCH", &format!("{NS}/configmaps/exists?force=true"), "application/merge-patch+json", br#"{}"#).await;
     assert_eq!(status["message"], "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch");
+
+    let body = br#"{"metadata":{"name":"o","ownerReferences":[{"apiVersion":"","kind":"ConfigMap","name":"x","uid":""}]}}"#;
+    let (_, _, status) = raw(&c, "POST", &format!("{NS}/configmaps"), JSON, body).await;
+    assert_eq!(
+        status["message"],
+        "ConfigMap \"o\" is invalid: [metadata.ownerReferences.apiVersion: Invalid value: \"\": version must not be empty, metadata.ownerReferences.uid: Invalid value: \"\": uid must not be empty]"
+    );
 
     // A 406 for a client that accepts only protobuf.
     let req =
