@@ -208,7 +208,8 @@ impl AuditLog {
             "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
             "auditID": uuid::Uuid::new_v4().to_string(), "stage": "ResponseComplete",
             "requestURI": r.request_uri, "verb": r.attrs.verb,
-            "user": r.authenticated.to_json(),
+            // Nobody, for a failed authentication: kube-apiserver writes an empty user.
+            "user": if r.authenticated.name.is_empty() { json!({}) } else { r.authenticated.to_json() },
             "sourceIPs": [r.source_ip], "userAgent": r.user_agent,
             "responseStatus": {"metadata": {}, "code": r.code},
             "requestReceivedTimestamp": micro_time(r.received), "stageTimestamp": micro_time(jiff::Timestamp::now()),

@@ -40,10 +40,13 @@ pub enum AuthnError {
     Invalid(String),
 }
 
+/// The bearer token, parsed as kube-apiserver's bearertoken authenticator does: the header
+/// trimmed, then exactly one space after the scheme (`Bearer  x` carries an empty token).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let mut parts = v.splitn(3, ' ');
+    let (scheme, token) = (parts.next()?, parts.next()?);
+    scheme.eq_ignore_ascii_case("bearer").then_some(token).filter(|t| !t.is_empty())
 }
 
 impl Authenticator {

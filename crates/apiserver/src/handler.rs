@@ -94,16 +94,42 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
     let query = Query::parse(parts.uri.query());
     let raw_query = parts.uri.query().unwrap_or_default().to_string();
     let path = parts.uri.path().to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let target = if is_resource_path(&segs) { Some(parse_target(&segs)) } else { None };
+    let api_version = segs.get(if segs.first() == Some(&"apis") { 2 } else { 1 }).copied().unwrap_or_default();
+    let request_uri = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| path.clone());
+    let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let user = match app.authn.authenticate(&parts.headers, cert.as_ref()).await {
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(?e, %path, "authentication failed");
-            return negotiate::error(&ApiError::unauthorized());
+            let err = ApiError::unauthorized();
+            // A failed authentication is audited too (kube-apiserver's
+            // WithFailedAuthenticationAudit): "who tried to read this Secret" has an answer.
+            if let Some(audit) = &app.audit {
+                let nobody = auth::UserInfo::default();
+                let attrs = match &target {
+                    Some(Ok(t)) => authz::resource_attributes(&nobody, &parts.method, t, &query),
+                    _ => authz::non_resource_attributes(&nobody, &parts.method, &path),
+                };
+                audit.record(crate::audit::Record {
+                    attrs: &attrs,
+                    authenticated: &nobody,
+                    impersonated: false,
+                    request_uri: &request_uri,
+                    source_ip: peer.clone(),
+                    user_agent: &user_agent,
+                    api_version,
+                    code: 401,
+                    status: Some(err.to_json()),
+                    decision: None,
+                    received,
+                });
+            }
+            return negotiate::error(&err);
         }
     };
     let rbac = CacheRbac(app.registry.clone());
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let target = if is_resource_path(&segs) { Some(parse_target(&segs)) } else { None };
     // Impersonation failures are errors of the request; authorization failures are audited
     // as a "forbid" decision.
     let decide = || {
@@ -111,6 +137,9 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
         let attrs = match (&acting, &target) {
             (Ok(u), Some(Ok(t))) => authz::resource_attributes(u, &parts.method, t, &query),
             (Ok(u), _) => authz::non_resource_attributes(u, &parts.method, &path),
+            // A refused impersonation is audited against what was asked for, as the
+            // authenticated user.
+            (Err(_), Some(Ok(t))) => authz::resource_attributes(&user, &parts.method, t, &query),
             (Err(_), _) => authz::non_resource_attributes(&user, &parts.method, &path),
         };
         let verdict = match acting {
@@ -153,14 +182,13 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
         }
     };
     if let Some(audit) = &app.audit {
-        let api_version = segs.get(if segs.first() == Some(&"apis") { 2 } else { 1 }).copied().unwrap_or_default();
         audit.record(crate::audit::Record {
             attrs: &attrs,
             authenticated: &user,
             impersonated: attrs.user != user,
-            request_uri: parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or(&path),
+            request_uri: &request_uri,
             source_ip: peer,
-            user_agent: parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default(),
+            user_agent: &user_agent,
             api_version,
             code: response.status().as_u16(),
             status,

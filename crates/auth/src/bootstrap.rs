@@ -117,7 +117,6 @@ pub fn cluster_roles() -> Vec<Value> {
                     ],
                     R,
                 ),
-                rule(&["coordination.k8s.io"], &["leases"], R),
                 rule(&["external-secrets.io"], &["externalsecrets", "secretstores", "clustersecretstores", "clusterexternalsecrets"], R),
             ],
         ),

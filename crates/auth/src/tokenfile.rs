@@ -35,8 +35,14 @@ impl TokenFile {
                 return Err(format!("token file: line {} has {} columns, want at least 3 (token,user,uid)", i + 1, f.len()));
             }
             let groups = f.get(3).map(|g| g.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+            // As kube-apiserver: an empty token is skipped, and a duplicate replaces the earlier
+            // line (with a warning).
+            if f[0].is_empty() {
+                tracing::warn!(line = i + 1, "token file: skipping a line with an empty token");
+                continue;
+            }
             if users.insert(f[0].clone(), UserInfo { name: f[1].clone(), uid: f[2].clone(), groups, ..Default::default() }.authenticated()).is_some() {
-                return Err(format!("token file: duplicate token on line {}", i + 1));
+                tracing::warn!(line = i + 1, "token file: duplicate token; this line replaces the earlier one");
             }
         }
         Ok(TokenFile { users })

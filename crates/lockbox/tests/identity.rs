@@ -451,6 +451,12 @@ async fn audit_log_records_every_secret_read_without_data() {
     assert_eq!(raw(&app, "GET", "/api/v1/namespaces/m1/secrets/s2", "", b"").await.0, 403);
     assert_eq!(raw(&admin, "GET", "/api/v1/namespaces/m1/secrets/s1", "", b"").await.0, 200);
     assert_eq!(raw(&admin, "GET", "/api/v1/namespaces/m1/configmaps", "", b"").await.0, 200);
+    // A forged token, and an impersonation its user may not do, are recorded too.
+    let forged = s.token_client("not-a-real-token").await;
+    assert_eq!(raw(&forged, "GET", "/api/v1/namespaces/m1/secrets/s1", "", b"").await.0, 401);
+    let alice = s.token_client("alice-token").await;
+    let req = http::Request::get("/api/v1/namespaces/m1/secrets/s1").header("Impersonate-User", "admin").body(Vec::new()).unwrap();
+    assert!(alice.request_text(req).await.is_err());
     let log = std::fs::read_to_string(s.data_dir().join("audit.log")).unwrap();
     assert!(!log.contains("audit-secret-value-9d2"));
     use base64::Engine;
@@ -461,7 +467,7 @@ async fn audit_log_records_every_secret_read_without_data() {
         .filter(|e| e["verb"] == "get" && e["objectRef"]["resource"] == "secrets")
         .map(|e| {
             (
-                e["user"]["username"].as_str().unwrap().to_string(),
+                e["user"]["username"].as_str().unwrap_or_default().to_string(),
                 e["objectRef"]["name"].as_str().unwrap().to_string(),
                 e["responseStatus"]["code"].as_u64().unwrap(),
             )
@@ -472,7 +478,9 @@ async fn audit_log_records_every_secret_read_without_data() {
         BTreeSet::from([
             ("admin".to_string(), "s1".to_string(), 200),
             ("system:serviceaccount:m1:app".to_string(), "s1".to_string(), 200),
-            ("system:serviceaccount:m1:app".to_string(), "s2".to_string(), 403)
+            ("system:serviceaccount:m1:app".to_string(), "s2".to_string(), 403),
+            (String::new(), "s1".to_string(), 401),
+            ("alice".to_string(), "s1".to_string(), 403),
         ])
     );
     let e = events.iter().find(|e| e["objectRef"]["name"] == "s2").unwrap();
