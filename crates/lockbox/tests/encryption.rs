@@ -169,7 +169,7 @@ async fn kubernetes_key_rotation_procedure() {
     }
     s.stop();
     let (ok, out) = s.lockbox(&["storage", "status", "--resource", "secrets", "--data-dir", data.to_str().unwrap(), "--encryption-provider-config", cfg_s]);
-    assert!(ok && out.contains("aescbc:key2") && out.contains("all 20 objects"), "{out}");
+    assert!(ok && out.contains("aescbc:key2") && out.contains("20 of 20 objects"), "{out}");
     s.launch().await;
     let api: Api<Secret> = Api::namespaced(s.client().await, "rot");
     assert_eq!(api.get("s7").await.unwrap().data.unwrap()["v"].0, b"rotation-marker-7");
