@@ -91,11 +91,6 @@ fn init_logging() {
 /// Runs the command; a failure is printed as one line with its causes (no backtrace, whatever
 /// RUST_BACKTRACE says), so that the last line of a log says why lockbox stopped.
 fn main() {
-    // `lockbox storage status | head` ends quietly, as a Unix tool does, instead of panicking
-    // on a closed stdout (Rust ignores SIGPIPE by default).
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     if let Err(e) = run() {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
@@ -147,7 +142,15 @@ fn run() -> Result<()> {
             print!("{text}");
             Ok(())
         }
-        Command::Storage { command } => rt.block_on(storage_cmd::run(command)),
+        Command::Storage { command } => {
+            // `lockbox storage status | head` ends quietly, as a Unix tool does, instead of
+            // panicking on a closed stdout (Rust ignores SIGPIPE). Only here: in a server, a
+            // peer that hangs up must not kill the process.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            rt.block_on(storage_cmd::run(command))
+        }
         Command::Bench(args) => rt.block_on(bench::run(args)),
         Command::KmsPlugin(args) => {
             init_logging();
