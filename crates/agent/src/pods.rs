@@ -342,14 +342,19 @@ impl Agent {
     async fn start(&self, pod: &Pod, c: &Container, pod_dir: &std::path::Path, cs: &mut ContainerState) -> Result<(), (String, String)> {
         let env = env::build(&self.client, pod, c, &self.service_env(pod), &self.host_ip).await.map_err(|e| ("CreateContainerConfigError".to_string(), e))?;
         let lookup = |k: &str| env.vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let command: Vec<String> = c.command.clone().unwrap_or_default().iter().map(|a| crate::expand::expand(a, lookup)).collect();
+        let mut command: Vec<String> = c.command.clone().unwrap_or_default().iter().map(|a| crate::expand::expand(a, lookup)).collect();
+        let mut args: Vec<String> = c.args.clone().unwrap_or_default().iter().map(|a| crate::expand::expand(a, lookup)).collect();
+        // Without `command`, `args` are run as given: what an image without an ENTRYPOINT
+        // (busybox, alpine, debian…) does with them, and what `kubectl run NAME -- CMD` sends.
+        if command.is_empty() {
+            command = std::mem::take(&mut args);
+        }
         if command.is_empty() {
             return Err((
                 "CreateContainerError".into(),
-                format!("container {:?} has no command: lockbox runs containers as host processes and does not pull image {:?}, so its entrypoint is unknown; set `command`", c.name, c.image.clone().unwrap_or_default()),
+                format!("container {:?} has no command: lockbox runs containers as host processes and does not pull image {:?}, so its entrypoint is unknown; set `command` or `args`", c.name, c.image.clone().unwrap_or_default()),
             ));
         }
-        let args: Vec<String> = c.args.clone().unwrap_or_default().iter().map(|a| crate::expand::expand(a, lookup)).collect();
         let mut mounts = Vec::new();
         for m in c.volume_mounts.clone().unwrap_or_default() {
             let mut source = pod_dir.join("volumes").join(&m.name);

@@ -174,13 +174,23 @@ async fn target(agent: &Agent, ns: &str, pod: &str, container: &str) -> Option<(
 }
 
 /// A process in the container's mount and PID namespaces, with its environment, as CRI exec runs it.
-fn exec_command(pid: &str, env: &[(String, String)], wd: Option<String>, command: &[String]) -> tokio::process::Command {
+///
+/// With a TTY, the command runs under `setsid -c`: nsenter forks it into the container's PID
+/// namespace, where nsenter's own session and process group are invisible, so a shell there
+/// could not own the terminal (dash: "Cannot set tty process group"). `setsid -c` gives it a
+/// session in its own namespace with the terminal as controlling terminal, and execs (the exit
+/// code is the command's).
+fn exec_command(pid: &str, env: &[(String, String)], wd: Option<String>, command: &[String], tty: bool) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("nsenter");
     cmd.arg("-t").arg(pid).args(["-m", "-p"]);
     if let Some(d) = wd.filter(|d| !d.is_empty()) {
         cmd.arg(format!("--wd={d}"));
     }
-    cmd.arg("--").args(command).env_clear().envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    cmd.arg("--");
+    if tty {
+        cmd.args(["setsid", "-w", "-c"]);
+    }
+    cmd.args(command).env_clear().envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     cmd
 }
 
@@ -222,7 +232,7 @@ async fn spdy(
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else { return };
         let io = TokioIo::new(upgraded);
-        let spawn = move || crate::execio::spawn(exec_command(&pid, &env, wd, &command), stdin, tty);
+        let spawn = move || crate::execio::spawn(exec_command(&pid, &env, wd, &command, tty), stdin, tty);
         if let Err(e) = crate::spdy::serve(io, wanted, spawn).await {
             tracing::debug!(error = %e, "SPDY exec session ended with an error");
         }
@@ -281,7 +291,7 @@ async fn run_exec(
         close(&mut tx).await;
         return;
     }
-    let io = match crate::execio::spawn(exec_command(&pid, &env, wd, &command), stdin, tty) {
+    let io = match crate::execio::spawn(exec_command(&pid, &env, wd, &command, tty), stdin, tty) {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(status_frame(json!({"metadata": {}, "status": "Failure", "message": format!("failed to exec in container: {e}"), "reason": "InternalError", "code": 500}))).await;

@@ -70,7 +70,14 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
     let spec = d.spec.clone().unwrap_or_default();
     let desired = spec.replicas.unwrap_or(1);
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
-    let mut owned: Vec<ReplicaSet> = rs_api.list(&ListParams::default()).await?.items.into_iter().filter(|rs| controlled_by(&rs.metadata, &uid)).collect();
+    let mut owned = Vec::new();
+    for rs in rs_api.list(&ListParams::default()).await?.items {
+        if controlled_by(&rs.metadata, &uid) {
+            owned.push(rs);
+        } else if let Some(adopted) = crate::adopt(&rs_api, &rs.metadata, &spec.selector, d_ref(d)).await? {
+            owned.push(adopted);
+        }
+    }
     owned.sort_by_key(revision);
     let template = serde_json::to_value(&spec.template).unwrap_or_default();
     let hash = template_hash(&template, 0);
@@ -165,7 +172,15 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
                     scale(client, d, &rs_api, old, 0).await?;
                 }
             }
-            let old_pods: i32 = olds.iter().map(|rs| status_of(rs).replicas).sum();
+            // The new pods wait until no old pod is left, terminating ones included
+            // (recreate.go's oldPodsRunning).
+            let old_uids: Vec<String> = olds.iter().filter_map(|rs| rs.uid()).collect();
+            let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?.items;
+            let old_pods = pods
+                .iter()
+                .filter(|p| p.owner_references().iter().any(|r| old_uids.contains(&r.uid)))
+                .filter(|p| !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")))
+                .count();
             if old_pods == 0 && new_replicas != desired {
                 scale(client, d, &rs_api, &new_rs, desired).await?;
             }
@@ -248,6 +263,27 @@ async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], ne
     };
     let new_name = new_rs.map(|rs| rs.name_any()).unwrap_or_default();
     let complete = updated == desired && replicas == desired && available == desired;
+    // Progressing, with progressDeadlineSeconds: progress is a change in the new ReplicaSet or
+    // in the counts; without any for the deadline, the rollout has failed
+    // (ProgressDeadlineExceeded, which `kubectl rollout status` reports and exits on).
+    let prev = old.conditions.as_ref().and_then(|cs| cs.iter().find(|c| c.type_ == "Progressing"));
+    let progressed = old.updated_replicas != Some(updated)
+        || old.ready_replicas != Some(ready)
+        || old.available_replicas != Some(available)
+        || prev.is_none_or(|p| !p.message.as_deref().unwrap_or_default().contains(&format!("\"{new_name}\"")));
+    let deadline = d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).unwrap_or(600) as i64;
+    let last_progress = prev.and_then(|p| p.last_update_time.clone()).filter(|_| !progressed).unwrap_or_else(|| now.clone());
+    let stalled = !complete && now.0.as_second() - last_progress.0.as_second() > deadline;
+    let mut progressing = if complete {
+        condition("Progressing", true, "NewReplicaSetAvailable", format!("ReplicaSet \"{new_name}\" has successfully progressed."))
+    } else if stalled {
+        condition("Progressing", false, "ProgressDeadlineExceeded", format!("ReplicaSet \"{new_name}\" has timed out progressing."))
+    } else {
+        condition("Progressing", true, "ReplicaSetUpdated", format!("ReplicaSet \"{new_name}\" is progressing."))
+    };
+    if !complete && !stalled {
+        progressing.last_update_time = Some(last_progress);
+    }
     let status = DeploymentStatus {
         observed_generation: d.metadata.generation,
         replicas: Some(replicas),
@@ -266,12 +302,7 @@ async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], ne
                     "Deployment does not have minimum availability.".into()
                 },
             ),
-            condition(
-                "Progressing",
-                true,
-                if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
-                if complete { format!("ReplicaSet \"{new_name}\" has successfully progressed.") } else { format!("ReplicaSet \"{new_name}\" is progressing.") },
-            ),
+            progressing,
         ]),
         ..Default::default()
     };
@@ -303,30 +334,19 @@ async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], ne
     Ok(())
 }
 
+/// The controller reference a Deployment puts on its ReplicaSets.
+fn d_ref(d: &Deployment) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: d.name_any(),
+        uid: d.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
 /// Records a Normal event about a Deployment, as `kubectl describe` shows them.
 pub async fn event(client: &Client, d: &Deployment, reason: &str, message: &str) {
-    let ns = d.namespace().unwrap_or_default();
-    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let ev = k8s_openapi::api::core::v1::Event {
-        metadata: ObjectMeta { generate_name: Some(format!("{}.", d.name_any())), namespace: Some(ns.clone()), ..Default::default() },
-        involved_object: k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("apps/v1".into()),
-            kind: Some("Deployment".into()),
-            name: Some(d.name_any()),
-            namespace: Some(ns),
-            uid: d.uid(),
-            resource_version: d.resource_version(),
-            ..Default::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some("Normal".into()),
-        source: Some(k8s_openapi::api::core::v1::EventSource { component: Some("deployment-controller".into()), host: None }),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        ..Default::default()
-    };
-    let _ = api.create(&PostParams::default(), &ev).await;
+    crate::record_event(client, crate::object_ref(d, "apps/v1", "Deployment"), "deployment-controller", "Normal", reason, message).await;
 }

@@ -108,6 +108,76 @@ pub async fn run(client: Client) {
     }
 }
 
+/// Adopts an orphan (no controller reference, not being deleted) whose labels the owner's
+/// selector matches, as the controller-ref manager does; returns it as adopted. An empty
+/// selector adopts nothing.
+pub async fn adopt<K>(
+    api: &kube::Api<K>,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+) -> kube::Result<Option<K>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    use kube::core::SelectorExt;
+    let refs = meta.owner_references.clone().unwrap_or_default();
+    if refs.iter().any(|r| r.controller == Some(true)) || meta.deletion_timestamp.is_some() {
+        return Ok(None);
+    }
+    let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty()) && selector.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+    let Ok(sel) = kube::core::Selector::try_from(selector.clone()) else { return Ok(None) };
+    if empty || !sel.matches(&meta.labels.clone().unwrap_or_default()) {
+        return Ok(None);
+    }
+    let mut refs = refs;
+    refs.push(owner);
+    let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": meta.resource_version}});
+    match api.patch(meta.name.as_deref().unwrap_or_default(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+        Ok(adopted) => Ok(Some(adopted)),
+        Err(e) if benign(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The reference an event makes to the object it is about.
+pub fn object_ref<K: kube::Resource>(o: &K, api_version: &str, kind: &str) -> k8s_openapi::api::core::v1::ObjectReference {
+    let m = o.meta();
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(kind.into()),
+        name: m.name.clone(),
+        namespace: m.namespace.clone(),
+        uid: m.uid.clone(),
+        resource_version: m.resource_version.clone(),
+        ..Default::default()
+    }
+}
+
+/// Records a core/v1 Event, as `kubectl describe` lists them.
+pub async fn record_event(client: &Client, involved: k8s_openapi::api::core::v1::ObjectReference, component: &str, type_: &str, reason: &str, message: &str) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    let ns = involved.namespace.clone().unwrap_or_else(|| "default".into());
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let ev = k8s_openapi::api::core::v1::Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", involved.name.clone().unwrap_or_default())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: involved,
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(type_.into()),
+        source: Some(k8s_openapi::api::core::v1::EventSource { component: Some(component.into()), host: None }),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..Default::default()
+    };
+    let _ = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns).create(&Default::default(), &ev).await;
+}
+
 /// Ignores conflicts and missing objects: the next pass sees the new state.
 pub fn benign(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 404)

@@ -25,15 +25,31 @@ pub async fn pass(client: &Client) -> kube::Result<()> {
     Ok(())
 }
 
-/// The live (not terminating) pods this ReplicaSet controls.
-async fn owned_pods(api: &Api<Pod>, uid: &str) -> kube::Result<Vec<Pod>> {
-    Ok(api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| controlled_by(&p.metadata, uid) && p.metadata.deletion_timestamp.is_none())
-        .collect())
+/// The live (not terminating) pods this ReplicaSet controls, adopting orphans its selector
+/// matches.
+async fn owned_pods(api: &Api<Pod>, rs: &ReplicaSet) -> kube::Result<Vec<Pod>> {
+    let uid = rs.uid().unwrap_or_default();
+    let selector = rs.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+    let owner = OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "ReplicaSet".into(),
+        name: rs.name_any(),
+        uid: uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let mut out = Vec::new();
+    for p in api.list(&ListParams::default()).await?.items {
+        if p.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if controlled_by(&p.metadata, &uid) {
+            out.push(p);
+        } else if let Some(adopted) = crate::adopt(api, &p.metadata, &selector, owner.clone()).await? {
+            out.push(adopted);
+        }
+    }
+    Ok(out)
 }
 
 async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
@@ -42,7 +58,7 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
     let spec = rs.spec.clone().unwrap_or_default();
     let desired = spec.replicas.unwrap_or(1);
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let mut pods = owned_pods(&pods_api, &uid).await?;
+    let mut pods = owned_pods(&pods_api, rs).await?;
     let have = pods.len() as i32;
     if have < desired {
         let template = spec.template.clone().unwrap_or_default();
@@ -59,7 +75,16 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
                 block_owner_deletion: Some(true),
             }]);
             let pod = Pod { metadata: meta, spec: template.spec.clone(), status: None };
-            pods_api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
+            let created = pods_api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
+            crate::record_event(
+                client,
+                crate::object_ref(rs, "apps/v1", "ReplicaSet"),
+                "replicaset-controller",
+                "Normal",
+                "SuccessfulCreate",
+                &format!("Created pod: {}", created.name_any()),
+            )
+            .await;
         }
     } else if have > desired {
         // Remove the least useful first: unscheduled, then not ready, then the newest.
@@ -68,13 +93,23 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
         });
         for p in pods.iter().take((have - desired) as usize) {
             match pods_api.delete(&p.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    crate::record_event(
+                        client,
+                        crate::object_ref(rs, "apps/v1", "ReplicaSet"),
+                        "replicaset-controller",
+                        "Normal",
+                        "SuccessfulDelete",
+                        &format!("Deleted pod: {}", p.name_any()),
+                    )
+                    .await
+                }
                 Err(e) if benign(&e) => {}
                 Err(e) => return Err(e),
             }
         }
     }
-    let live = owned_pods(&pods_api, &uid).await?;
+    let live = owned_pods(&pods_api, rs).await?;
     let ready = live.iter().filter(|p| pod_ready(p)).count() as i32;
     let status = ReplicaSetStatus {
         replicas: live.len() as i32,

@@ -625,3 +625,124 @@ async fn reload_on_change_rolls_once_for_referenced_keys_only() {
     })
     .await;
 }
+
+/// `kubectl exec -it POD -- sh`: the shell owns its terminal (no "Cannot set tty process
+/// group"), and its exit code comes back in the status; and a container given only `args`
+/// (what `kubectl run NAME -- CMD` sends) runs them.
+#[tokio::test]
+async fn exec_with_a_tty_and_args_only_containers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start().await;
+    let c = s.client().await;
+    setup(&c, "tty").await;
+    let p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "args-only"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": "busybox", "args": ["sleep", "300"]}]}});
+    assert_eq!(post(&c, "/api/v1/namespaces/tty/pods", p).await.0, 201);
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "tty");
+    let c2 = c.clone();
+    until("args-only pod running", 20, || {
+        let c2 = c2.clone();
+        async move {
+            let (_, _, p) = raw(&c2, "GET", "/api/v1/namespaces/tty/pods/args-only", "", b"").await;
+            if p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true {
+                Ok(())
+            } else {
+                Err(p["status"].to_string())
+            }
+        }
+    })
+    .await;
+    let mut proc = pods.exec("args-only", ["sh"], &kube::api::AttachParams::interactive_tty()).await.unwrap();
+    let mut stdin = proc.stdin().unwrap();
+    let mut stdout = proc.stdout().unwrap();
+    let status = proc.take_status().unwrap();
+    stdin.write_all(b"echo tty-ok; exit 7\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stdout.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("tty-ok") && !out.contains("Cannot set tty process group"), "{out}");
+    let status = tokio::time::timeout(Duration::from_secs(10), status).await.unwrap().unwrap();
+    assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"), "{status:?}");
+    let code = status.details.and_then(|d| d.causes).unwrap_or_default().into_iter().find(|c| c.reason.as_deref() == Some("ExitCode")).and_then(|c| c.message);
+    assert_eq!(code.as_deref(), Some("7"));
+}
+
+/// A Deployment adopts the ReplicaSet an orphaning delete left behind; a rollout that makes no
+/// progress for progressDeadlineSeconds is reported as failed (ProgressDeadlineExceeded).
+#[tokio::test]
+async fn adoption_and_progress_deadline() {
+    let s = Server::start().await;
+    let c = s.client().await;
+    setup(&c, "adopt").await;
+    let dep = |name: &str, script: &str, deadline: i64| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": {"replicas": 1, "progressDeadlineSeconds": deadline,
+            "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}}, "spec": {"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}}}})
+    };
+    assert_eq!(post(&c, "/apis/apps/v1/namespaces/adopt/deployments", dep("kept", "sleep 300", 600)).await.0, 201);
+    let rs_of = |c: kube::Client| async move {
+        let (_, _, l) = raw(&c, "GET", "/apis/apps/v1/namespaces/adopt/replicasets?labelSelector=app%3Dkept", "", b"").await;
+        l["items"].as_array().cloned().unwrap_or_default()
+    };
+    let c2 = c.clone();
+    until("first replicaset", 20, || {
+        let c2 = c2.clone();
+        async move {
+            if rs_of(c2).await.len() == 1 {
+                Ok(())
+            } else {
+                Err("none yet".into())
+            }
+        }
+    })
+    .await;
+    let first = rs_of(c.clone()).await[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let (code, _, _) = raw(&c, "DELETE", "/apis/apps/v1/namespaces/adopt/deployments/kept", "application/json", br#"{"propagationPolicy":"Orphan"}"#).await;
+    assert_eq!(code, 200);
+    let c2 = c.clone();
+    until("deployment gone, replicaset orphaned", 20, || {
+        let c2 = c2.clone();
+        async move {
+            let gone = raw(&c2, "GET", "/apis/apps/v1/namespaces/adopt/deployments/kept", "", b"").await.0 == 404;
+            let sets = rs_of(c2).await;
+            if gone && sets.len() == 1 && sets[0]["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()) {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        }
+    })
+    .await;
+    let (_, created) = post(&c, "/apis/apps/v1/namespaces/adopt/deployments", dep("kept", "sleep 300", 600)).await;
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+    let c2 = c.clone();
+    until("the orphan is adopted, not replaced", 20, || {
+        let (c2, uid, first) = (c2.clone(), uid.clone(), first.clone());
+        async move {
+            let sets = rs_of(c2).await;
+            let adopted = sets.len() == 1 && sets[0]["metadata"]["name"] == first.as_str() && sets[0]["metadata"]["ownerReferences"][0]["uid"] == uid.as_str();
+            if adopted {
+                Ok(())
+            } else {
+                Err(format!("{sets:?}"))
+            }
+        }
+    })
+    .await;
+
+    assert_eq!(post(&c, "/apis/apps/v1/namespaces/adopt/deployments", dep("stuck", "exit 1", 3)).await.0, 201);
+    let c2 = c.clone();
+    until("progress deadline exceeded", 30, || {
+        let c2 = c2.clone();
+        async move {
+            let (_, _, d) = raw(&c2, "GET", "/apis/apps/v1/namespaces/adopt/deployments/stuck", "", b"").await;
+            let p = d["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Progressing").cloned().unwrap_or_default();
+            if p["status"] == "False" && p["reason"] == "ProgressDeadlineExceeded" {
+                Ok(())
+            } else {
+                Err(p.to_string())
+            }
+        }
+    })
+    .await;
+}
