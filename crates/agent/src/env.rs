@@ -44,12 +44,9 @@ fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
     s.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
 }
 
+/// What env can take from a ConfigMap: `data` only; the kubelet never puts binaryData in env.
 fn configmap_data(c: &ConfigMap) -> BTreeMap<String, String> {
-    let mut out = c.data.clone().unwrap_or_default();
-    for (k, v) in c.binary_data.clone().unwrap_or_default() {
-        out.entry(k).or_insert_with(|| String::from_utf8_lossy(&v.0).into_owned());
-    }
-    out
+    c.data.clone().unwrap_or_default()
 }
 
 /// The value of a downward-API field of the pod.
@@ -98,11 +95,24 @@ pub fn resource_value(c: &Container, resource: &str, divisor: Option<&str>) -> R
                 0.0
             }
         }
-        ("memory" | "ephemeral-storage", None) => {
+        ("memory", None) => {
             if kind == "limits" {
                 let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) } as f64;
                 let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
                 pages * size
+            } else {
+                0.0
+            }
+        }
+        // The node's allocatable ephemeral storage is its root filesystem's size.
+        ("ephemeral-storage", None) => {
+            if kind == "limits" {
+                let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+                if unsafe { libc::statvfs(c"/".as_ptr(), &mut st) } == 0 {
+                    st.f_blocks as f64 * st.f_frsize as f64
+                } else {
+                    0.0
+                }
             } else {
                 0.0
             }

@@ -96,12 +96,15 @@ pub static DEPLOYMENT_COLUMNS: [Column; 8] = [
     col("Selector", 1),
 ];
 
-pub static REPLICASET_COLUMNS: [Column; 5] = [
+pub static REPLICASET_COLUMNS: [Column; 8] = [
     NAME,
     Column { name: "Desired", kind: "integer", format: "", description: "Replicas is the number of desired replicas.", priority: 0 },
     Column { name: "Current", kind: "integer", format: "", description: "Replicas is the most recently observed number of replicas.", priority: 0 },
     Column { name: "Ready", kind: "integer", format: "", description: "The number of ready replicas for this replica set.", priority: 0 },
     AGE,
+    col("Containers", 1),
+    col("Images", 1),
+    col("Selector", 1),
 ];
 
 pub static POD_COLUMNS: [Column; 9] = [
@@ -116,9 +119,31 @@ pub static POD_COLUMNS: [Column; 9] = [
     col("Readiness Gates", 1),
 ];
 
-pub static EVENT_COLUMNS: [Column; 5] = [col("Last Seen", 0), col("Type", 0), col("Reason", 0), col("Object", 0), col("Message", 0)];
+pub static EVENT_COLUMNS: [Column; 10] = [
+    col("Last Seen", 0),
+    col("Type", 0),
+    col("Reason", 0),
+    col("Object", 0),
+    col("Subobject", 1),
+    col("Source", 1),
+    col("Message", 0),
+    col("First Seen", 1),
+    col("Count", 1),
+    Column { name: "Name", kind: "string", format: "name", description: NAME_DESC, priority: 1 },
+];
 
-pub static NODE_COLUMNS: [Column; 5] = [NAME, col("Status", 0), col("Roles", 0), AGE, col("Version", 0)];
+pub static NODE_COLUMNS: [Column; 10] = [
+    NAME,
+    col("Status", 0),
+    col("Roles", 0),
+    AGE,
+    col("Version", 0),
+    col("Internal-IP", 1),
+    col("External-IP", 1),
+    col("OS-Image", 1),
+    col("Kernel-Version", 1),
+    col("Container-Runtime", 1),
+];
 
 pub static LEASE_COLUMNS: [Column; 3] = [NAME, col("Holder", 0), AGE];
 

@@ -42,6 +42,14 @@ pub fn default_pod_spec(spec: &mut Value) {
                 let latest = c["image"].as_str().is_some_and(|i| !i.contains(':') || i.ends_with(":latest"));
                 set_default(c, "imagePullPolicy", json!(if latest { "Always" } else { "IfNotPresent" }));
                 set_default(c, "resources", json!({}));
+                for port in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                    set_default(port, "protocol", json!("TCP"));
+                }
+                for e in c.get_mut("env").and_then(Value::as_array_mut).into_iter().flatten() {
+                    if let Some(from) = e.get_mut("valueFrom") {
+                        default_selectors(from);
+                    }
+                }
             }
         }
     }
@@ -58,7 +66,27 @@ pub fn default_pod_spec(spec: &mut Value) {
             if v["downwardAPI"].is_object() {
                 set_default(&mut v["downwardAPI"], "defaultMode", json!(420));
             }
+            for item in v["downwardAPI"].get_mut("items").and_then(Value::as_array_mut).into_iter().flatten() {
+                default_selectors(item);
+            }
+            for source in v["projected"].get_mut("sources").and_then(Value::as_array_mut).into_iter().flatten() {
+                for item in source["downwardAPI"].get_mut("items").and_then(Value::as_array_mut).into_iter().flatten() {
+                    default_selectors(item);
+                }
+            }
         }
+    }
+}
+
+/// A fieldRef's apiVersion defaults to v1, and a resourceFieldRef's divisor is stored as "0"
+/// (its zero Quantity): a template read back compares equal to what a client sends again
+/// (`kubectl rollout undo` relies on it to find the old ReplicaSet).
+fn default_selectors(holder: &mut Value) {
+    if holder["fieldRef"].is_object() {
+        set_default(&mut holder["fieldRef"], "apiVersion", json!("v1"));
+    }
+    if holder["resourceFieldRef"].is_object() {
+        set_default(&mut holder["resourceFieldRef"], "divisor", json!("0"));
     }
 }
 
@@ -183,18 +211,26 @@ impl Strategy for DeploymentStrategy {
     fn cells(&self, obj: &Value) -> Vec<Value> {
         let st = &obj["status"];
         let n = |v: &Value| v.as_i64().unwrap_or(0);
-        let containers = obj["spec"]["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default();
-        vec![
+        let mut cells = vec![
             json!(crate::object::name(obj)),
             json!(format!("{}/{}", n(&st["readyReplicas"]), n(&obj["spec"]["replicas"]))),
             json!(n(&st["updatedReplicas"])),
             json!(n(&st["availableReplicas"])),
             json!(crate::object::age(obj)),
-            json!(containers.iter().map(|c| s(&c["name"])).collect::<Vec<_>>().join(",")),
-            json!(containers.iter().map(|c| s(&c["image"])).collect::<Vec<_>>().join(",")),
-            json!(selector_string(&obj["spec"]["selector"])),
-        ]
+        ];
+        cells.extend(template_cells(obj));
+        cells
     }
+}
+
+/// The wide columns of a workload with a pod template: CONTAINERS, IMAGES, SELECTOR.
+fn template_cells(obj: &Value) -> [Value; 3] {
+    let containers = obj["spec"]["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default();
+    [
+        json!(containers.iter().map(|c| s(&c["name"])).collect::<Vec<_>>().join(",")),
+        json!(containers.iter().map(|c| s(&c["image"])).collect::<Vec<_>>().join(",")),
+        json!(selector_string(&obj["spec"]["selector"])),
+    ]
 }
 
 fn selector_string(sel: &Value) -> String {
@@ -235,13 +271,15 @@ impl Strategy for ReplicaSetStrategy {
     fn cells(&self, obj: &Value) -> Vec<Value> {
         let st = &obj["status"];
         let n = |v: &Value| v.as_i64().unwrap_or(0);
-        vec![
+        let mut cells = vec![
             json!(crate::object::name(obj)),
             json!(n(&obj["spec"]["replicas"])),
             json!(n(&st["replicas"])),
             json!(n(&st["readyReplicas"])),
             json!(crate::object::age(obj)),
-        ]
+        ];
+        cells.extend(template_cells(obj));
+        cells
     }
 }
 
@@ -354,12 +392,23 @@ impl Strategy for EventStrategy {
         let last =
             obj["lastTimestamp"].as_str().or(obj["eventTime"].as_str()).or(obj["metadata"]["creationTimestamp"].as_str()).and_then(crate::object::parse_time);
         let seen = last.map(|t| crate::object::human_duration(jiff::Timestamp::now().as_second() - t.as_second())).unwrap_or_else(|| "<unknown>".into());
+        let first = obj["firstTimestamp"].as_str().or(obj["metadata"]["creationTimestamp"].as_str()).and_then(crate::object::parse_time);
+        let first_seen = first.map(|t| crate::object::human_duration(jiff::Timestamp::now().as_second() - t.as_second())).unwrap_or_else(|| "<unknown>".into());
+        let source = match (s(&obj["source"]["component"]), s(&obj["source"]["host"])) {
+            (c, h) if !h.is_empty() => format!("{c}, {h}"),
+            (c, _) => c,
+        };
         vec![
             json!(seen),
             obj["type"].clone(),
             obj["reason"].clone(),
             json!(format!("{}/{}", s(&obj["involvedObject"]["kind"]).to_lowercase(), s(&obj["involvedObject"]["name"]))),
+            json!(s(&obj["involvedObject"]["fieldPath"])),
+            json!(source),
             obj["message"].clone(),
+            json!(first_seen),
+            json!(obj["count"].as_i64().unwrap_or(1).to_string()),
+            json!(crate::object::name(obj)),
         ]
     }
     fn field_value(&self, obj: &Value, field: &str) -> String {
@@ -387,12 +436,20 @@ impl Strategy for NodeStrategy {
     fn cells(&self, obj: &Value) -> Vec<Value> {
         let ready =
             obj["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).map(|c| c["status"] == "True").unwrap_or(false);
+        let address = |t: &str| {
+            obj["status"]["addresses"].as_array().and_then(|a| a.iter().find(|x| x["type"] == t)).map(|x| s(&x["address"])).unwrap_or_else(|| "<none>".into())
+        };
         vec![
             json!(crate::object::name(obj)),
             json!(if ready { "Ready" } else { "NotReady" }),
             json!("<none>"),
             json!(crate::object::age(obj)),
             obj["status"]["nodeInfo"]["kubeletVersion"].clone(),
+            json!(address("InternalIP")),
+            json!(address("ExternalIP")),
+            obj["status"]["nodeInfo"]["osImage"].clone(),
+            obj["status"]["nodeInfo"]["kernelVersion"].clone(),
+            obj["status"]["nodeInfo"]["containerRuntimeVersion"].clone(),
         ]
     }
 }

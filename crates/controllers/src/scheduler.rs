@@ -2,7 +2,7 @@
 //! through the `pods/binding` subresource, as kube-scheduler does.
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -40,11 +40,14 @@ pub async fn pass(client: &Client) -> kube::Result<()> {
             .body(serde_json::to_vec(&binding).unwrap_or_default());
         let Ok(req) = req else { continue };
         match client.request::<serde_json::Value>(req).await {
-            Ok(_) => load[0].1 += 1,
+            Ok(_) => {
+                load[0].1 += 1;
+                let message = format!("Successfully assigned {ns}/{} to {node}", p.name_any());
+                crate::record_event(client, crate::object_ref(p, "v1", "Pod"), "default-scheduler", "Normal", "Scheduled", &message).await;
+            }
             Err(e) if benign(&e) => {}
             Err(e) => return Err(e),
         }
-        let _ = PostParams::default();
     }
     Ok(())
 }
