@@ -104,17 +104,34 @@ impl Strategy for BindingStrategy {
         if rr["name"].as_str().unwrap_or_default().is_empty() {
             errs.push(FieldError::required("roleRef.name", ""));
         }
+        // ValidateRoleBindingSubject.
         for (i, s) in obj["subjects"].as_array().cloned().unwrap_or_default().iter().enumerate() {
             let p = format!("subjects[{i}]");
             let k = s["kind"].as_str().unwrap_or_default();
-            if !SUBJECT_KINDS.contains(&k) {
-                errs.push(FieldError::not_supported(format!("{p}.kind"), k, SUBJECT_KINDS));
-            }
-            if s["name"].as_str().unwrap_or_default().is_empty() {
+            let name = s["name"].as_str().unwrap_or_default();
+            let group = s["apiGroup"].as_str().unwrap_or_default();
+            if name.is_empty() {
                 errs.push(FieldError::required(format!("{p}.name"), ""));
             }
-            if k == "ServiceAccount" && !self.namespaced && s["namespace"].as_str().unwrap_or_default().is_empty() {
-                errs.push(FieldError::required(format!("{p}.namespace"), ""));
+            match k {
+                "ServiceAccount" => {
+                    if !name.is_empty() {
+                        for m in crate::validation::dns1123_subdomain(name) {
+                            errs.push(FieldError::invalid(format!("{p}.name"), name, m));
+                        }
+                    }
+                    if !group.is_empty() {
+                        errs.push(FieldError::not_supported(format!("{p}.apiGroup"), group, &[""]));
+                    }
+                    if !self.namespaced && s["namespace"].as_str().unwrap_or_default().is_empty() {
+                        errs.push(FieldError::required(format!("{p}.namespace"), ""));
+                    }
+                }
+                "User" | "Group" if group != "rbac.authorization.k8s.io" => {
+                    errs.push(FieldError::not_supported(format!("{p}.apiGroup"), group, &["rbac.authorization.k8s.io"]));
+                }
+                "User" | "Group" => {}
+                _ => errs.push(FieldError::not_supported(format!("{p}.kind"), k, SUBJECT_KINDS)),
             }
         }
     }

@@ -114,7 +114,8 @@ impl Identity {
     }
 
     /// Fills legacy `kubernetes.io/service-account-token` Secrets with a token, the CA and the
-    /// namespace, as the token controller does.
+    /// namespace (each key that is missing), and deletes those whose ServiceAccount is gone or
+    /// was re-created, as the token controller does.
     async fn token_secrets(&self) -> ApiResult<()> {
         let reg = &self.registry;
         let opts = ListOptions {
@@ -122,20 +123,43 @@ impl Identity {
             ..Default::default()
         };
         let secrets = reg.list(&kinds::SECRETS, "", &opts).await?;
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
         for s in secrets.items {
-            if !s["data"]["token"].as_str().unwrap_or_default().is_empty() || object::is_deleting(&s) {
+            if object::is_deleting(&s) {
                 continue;
             }
             let ns = object::namespace(&s).to_string();
-            let sa_name = s["metadata"]["annotations"]["kubernetes.io/service-account.name"].as_str().unwrap_or_default().to_string();
-            let Ok(sa) = reg.get(&kinds::SERVICEACCOUNTS, &ns, &sa_name).await else { continue };
+            let annotations = &s["metadata"]["annotations"];
+            let sa_name = annotations["kubernetes.io/service-account.name"].as_str().unwrap_or_default().to_string();
+            let wanted_uid = annotations["kubernetes.io/service-account.uid"].as_str().unwrap_or_default();
+            let sa = match reg.get(&kinds::SERVICEACCOUNTS, &ns, &sa_name).await {
+                Ok(sa) if wanted_uid.is_empty() || wanted_uid == object::uid(&sa) => sa,
+                Ok(_) | Err(api::ApiError { code: 404, .. }) => {
+                    match reg.delete(&kinds::SECRETS, &ns, object::name(&s), &Default::default()).await {
+                        Ok(_) => tracing::info!(namespace = %ns, secret = object::name(&s), "deleted a token secret whose service account is gone"),
+                        Err(e) if e.code == 404 || e.code == 409 => {}
+                        Err(e) => return Err(e),
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let missing = |k: &str| s["data"][k].as_str().unwrap_or_default().is_empty();
+            if !missing("token") && !missing("ca.crt") && !missing("namespace") {
+                continue;
+            }
             let sa_ref = ObjectRef { name: sa_name.clone(), uid: object::uid(&sa).into() };
-            let token = self.signer.issue_legacy(&ns, &sa_ref, object::name(&s)).map_err(api::ApiError::internal)?;
-            let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
             let mut filled = (*s).clone();
-            filled["data"]["token"] = json!(b64(&token));
-            filled["data"]["ca.crt"] = json!(b64(&self.ca_pem));
-            filled["data"]["namespace"] = json!(b64(&ns));
+            if missing("token") {
+                let token = self.signer.issue_legacy(&ns, &sa_ref, object::name(&s)).map_err(api::ApiError::internal)?;
+                filled["data"]["token"] = json!(b64(&token));
+            }
+            if missing("ca.crt") {
+                filled["data"]["ca.crt"] = json!(b64(&self.ca_pem));
+            }
+            if missing("namespace") {
+                filled["data"]["namespace"] = json!(b64(&ns));
+            }
             filled["metadata"]["annotations"]["kubernetes.io/service-account.uid"] = json!(sa_ref.uid);
             match reg.update_from(&kinds::SECRETS, &ns, &s, filled, &manager("lockbox-token-controller")).await {
                 Ok(_) => {}

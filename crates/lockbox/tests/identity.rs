@@ -420,11 +420,27 @@ async fn tokens_expire_bind_and_reveal_nothing() {
     assert_eq!(raw(&lc, "GET", "/api/v1/namespaces/m1/secrets/s1", "", b"").await.0, 404, "authenticated as the SA (s1 does not exist here)");
     assert_eq!(raw(&admin, "DELETE", "/api/v1/namespaces/m1/secrets/app-token", "", b"").await.0, 200);
     assert_eq!(raw(&lc, "GET", "/api", "", b"").await.0, 401);
-    // Deleting the ServiceAccount invalidates every token it had.
+    // Deleting the ServiceAccount invalidates every token it had, and the token controller
+    // deletes its token Secrets, and any that names a ServiceAccount that does not exist.
+    assert_eq!(post(&admin, "/api/v1/namespaces/m1/secrets", json!({"metadata": {"name": "app-token-2", "annotations": {"kubernetes.io/service-account.name": "app"}}, "type": "kubernetes.io/service-account-token"})).await.0, 201);
+    assert_eq!(post(&admin, "/api/v1/namespaces/m1/secrets", json!({"metadata": {"name": "ghost-token", "annotations": {"kubernetes.io/service-account.name": "ghost"}}, "type": "kubernetes.io/service-account-token"})).await.0, 201);
     let c = s.token_client(&good).await;
     assert_eq!(raw(&c, "GET", "/api", "", b"").await.0, 200);
     assert_eq!(raw(&admin, "DELETE", "/api/v1/namespaces/m1/serviceaccounts/app", "", b"").await.0, 200);
     assert_eq!(raw(&c, "GET", "/api", "", b"").await.0, 401);
+    let mut cleaned = false;
+    for _ in 0..50 {
+        let gone = |n: &'static str| {
+            let admin = admin.clone();
+            async move { raw(&admin, "GET", &format!("/api/v1/namespaces/m1/secrets/{n}"), "", b"").await.0 == 404 }
+        };
+        if gone("app-token-2").await && gone("ghost-token").await {
+            cleaned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(cleaned, "token secrets of missing service accounts are deleted");
     // A namespace gets its default ServiceAccount.
     let mut found = false;
     for _ in 0..50 {
