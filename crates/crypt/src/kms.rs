@@ -427,14 +427,20 @@ impl Worker {
         grpc.ready().await.map_err(|e| e.to_string())?;
         let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-        let resp = tokio::time::timeout(self.timeout, grpc.unary(tonic::Request::new(req), path, codec))
-            .await
-            .map_err(|_| format!("{method}: deadline exceeded"))?
-            .map_err(|s| format!("{method}: rpc error: code = {:?} desc = {}", s.code(), s.message()));
+        let started = std::time::Instant::now();
+        let resp = match tokio::time::timeout(self.timeout, grpc.unary(tonic::Request::new(req), path, codec)).await {
+            Err(_) => {
+                crate::metrics::kms_call(&self.name, method, "DeadlineExceeded", started.elapsed());
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(format!("{method}: deadline exceeded"));
+            }
+            Ok(r) => r,
+        };
+        crate::metrics::kms_call(&self.name, method, grpc_code_name(resp.as_ref().err().map(|s| s.code())), started.elapsed());
+        let resp = resp.map_err(|s| format!("{method}: rpc error: code = {:?} desc = {}", s.code(), s.message()));
         if resp.is_err() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
         }
-        crate::metrics::kms_call(&self.name, method, resp.is_ok());
         Ok(resp?.into_inner())
     }
 
@@ -566,5 +572,29 @@ mod tests {
         assert_eq!(socket_path("unix:///tmp/kms.sock").unwrap(), "/tmp/kms.sock");
         assert!(socket_path("tcp://x").unwrap_err().contains("unsupported scheme"));
         assert_eq!(parse_timeout(Some("3s")).unwrap(), Duration::from_secs(3));
+    }
+}
+
+/// A gRPC status code as Go's codes.Code prints it (the metric label kube-apiserver uses).
+fn grpc_code_name(code: Option<tonic::Code>) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        None | Some(Ok) => "OK",
+        Some(Cancelled) => "Canceled",
+        Some(Unknown) => "Unknown",
+        Some(InvalidArgument) => "InvalidArgument",
+        Some(DeadlineExceeded) => "DeadlineExceeded",
+        Some(NotFound) => "NotFound",
+        Some(AlreadyExists) => "AlreadyExists",
+        Some(PermissionDenied) => "PermissionDenied",
+        Some(ResourceExhausted) => "ResourceExhausted",
+        Some(FailedPrecondition) => "FailedPrecondition",
+        Some(Aborted) => "Aborted",
+        Some(OutOfRange) => "OutOfRange",
+        Some(Unimplemented) => "Unimplemented",
+        Some(Internal) => "Internal",
+        Some(Unavailable) => "Unavailable",
+        Some(DataLoss) => "DataLoss",
+        Some(Unauthenticated) => "Unauthenticated",
     }
 }

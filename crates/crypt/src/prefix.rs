@@ -46,8 +46,9 @@ impl PrefixTransformers {
 impl Transformer for PrefixTransformers {
     fn transform_to_storage(&self, plaintext: &[u8], context: &str) -> Result<Bytes, Error> {
         let first = self.entries.first().ok_or_else(|| Error::Undecryptable("no encryption provider is configured".into()))?;
+        let started = std::time::Instant::now();
         let body = first.transformer.transform_to_storage(plaintext, context);
-        crate::metrics::transformation("to_storage", &first.prefix, body.is_ok());
+        crate::metrics::transformation("to_storage", &first.prefix, started.elapsed(), body.is_ok());
         let body = body?;
         let mut out = Vec::with_capacity(first.prefix.len() + body.len());
         out.extend_from_slice(&first.prefix);
@@ -61,7 +62,10 @@ impl Transformer for PrefixTransformers {
             let Some(rest) = stored.strip_prefix(e.prefix.as_slice()) else {
                 continue;
             };
-            match e.transformer.transform_from_storage(rest, context) {
+            let started = std::time::Instant::now();
+            let result = e.transformer.transform_from_storage(rest, context);
+            crate::metrics::transformation("from_storage", &e.prefix, started.elapsed(), result.is_ok());
+            match result {
                 Ok((plain, info)) => return Ok((plain, ReadInfo { stale: info.stale || i != 0 })),
                 Err(err) => errors.push(format!("{}: {err}", e.label)),
             }

@@ -84,13 +84,13 @@ impl Reloading {
                     *k = kms;
                 }
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::METRICS.reloads.get_or_create(&crate::metrics::ReloadLabels { status: "success" }).inc();
+                crate::metrics::reload(true);
                 tracing::info!(path = %self.path.display(), "encryption configuration reloaded");
                 Ok(())
             }
             Err(e) => {
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::METRICS.reloads.get_or_create(&crate::metrics::ReloadLabels { status: "failure" }).inc();
+                crate::metrics::reload(false);
                 tracing::error!(path = %self.path.display(), error = %e, "error processing encryption config file; the previous configuration stays in force");
                 Err(e)
             }

@@ -315,9 +315,12 @@ async fn kms_v2_with_openbao_transit_reuses_its_seed() {
     }
     let (_, _, metrics) = raw(&c, "GET", "/metrics", "", b"").await;
     let metrics = metrics.as_str().unwrap().to_string();
-    let encrypt_calls = metric(&metrics, "apiserver_envelope_encryption_kms_operations_total", "/v2.KeyManagementService/Encrypt");
+    let encrypt_calls = metric(&metrics, "apiserver_envelope_encryption_kms_operations_latency_seconds_count", "/v2.KeyManagementService/Encrypt");
     let writes = metric(&metrics, "apiserver_storage_transformation_operations_total", "to_storage\",transformer_prefix=\"k8s:enc:kms:v2:bao:");
     assert!(writes >= 1000.0, "{metrics}");
+    let reads =
+        metric(&metrics, "apiserver_storage_transformation_operations_total", "from_storage\",transformer_prefix=\"k8s:enc:kms:v2:bao:\",status=\"OK\"");
+    assert!(reads >= 1.0, "reads are counted too:\n{metrics}");
     assert_eq!(encrypt_calls, 1.0, "one seed for 1,000 writes:\n{metrics}");
     assert_eq!(status(&c).await["counts"]["kms:bao"], 1000);
 
@@ -330,7 +333,7 @@ async fn kms_v2_with_openbao_transit_reuses_its_seed() {
     assert_eq!(api.get("k1").await.unwrap().data.unwrap()["v"].0, b"kms-marker-1");
     let (_, _, metrics) = raw(&c, "GET", "/metrics", "", b"").await;
     let metrics = metrics.as_str().unwrap().to_string();
-    assert_eq!(metric(&metrics, "apiserver_envelope_encryption_kms_operations_total", "/v2.KeyManagementService/Decrypt"), 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "apiserver_envelope_encryption_kms_operations_latency_seconds_count", "/v2.KeyManagementService/Decrypt"), 1.0, "{metrics}");
 
     // Rotating the Transit key changes the key id: the next probe makes a new seed, old data
     // is stale, and a migration moves it.

@@ -452,8 +452,8 @@ pub async fn crypto(bao: &Arc<OpenBao>, sizes: &Sizes, mp: &indicatif::MultiProg
 }
 
 fn kms_calls() -> u64 {
-    let labels = crypt::metrics::KmsLabels { provider_name: "bench".into(), method_name: "/v2.KeyManagementService/Encrypt", status: "OK" };
-    crypt::metrics::METRICS.kms_calls.get_or_create(&labels).get()
+    let labels = crypt::metrics::KmsLabels { provider_name: "bench".into(), method_name: "/v2.KeyManagementService/Encrypt", grpc_status_code: "OK".into() };
+    crypt::metrics::METRICS.kms_call_counts.get_or_create(&labels).get()
 }
 
 /// Waits until `n` pods with `selector` in `ns` are Ready.
