@@ -470,4 +470,24 @@ async fn unauthenticated_requests_get_401() {
     let anon = s.anonymous_client().await;
     let (code, _, status) = raw(&anon, "GET", "/api/v1/namespaces", "", b"").await;
     assert_eq!((code, status["reason"].as_str()), (401, Some("Unauthorized")));
+
+    // A certificate the cluster CA did not sign, claiming admin: the handshake succeeds (as
+    // with kube-apiserver's RequestClientCert) and the request is 401, not a TLS alert.
+    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "admin");
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:masters");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let forged = params.self_signed(&key).unwrap();
+    let kc = kube::config::Kubeconfig::read_from(s.kubeconfig()).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.unwrap();
+    use base64::Engine;
+    let b64 = |t: String| base64::engine::general_purpose::STANDARD.encode(t);
+    cfg.auth_info = kube::config::AuthInfo {
+        client_certificate_data: Some(b64(forged.pem())),
+        client_key_data: Some(b64(key.serialize_pem()).into()),
+        ..Default::default()
+    };
+    let impostor = kube::Client::try_from(cfg).unwrap();
+    let (code, _, status) = raw(&impostor, "GET", "/api/v1/namespaces", "", b"").await;
+    assert_eq!((code, status["reason"].as_str()), (401, Some("Unauthorized")));
 }
