@@ -162,6 +162,27 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(&["external-secrets.io"], &["externalsecrets", "secretstores"], W),
             ],
         ),
+        // lockbox's own components, which are API clients like any other and not
+        // system:masters: RBAC and the escalation checks apply to them. The controllers need what
+        // kube-controller-manager's garbage collector has (every resource, no escalate, bind or
+        // impersonate); the node agent what the kubelet's system:node role gave before the Node
+        // authorizer: its pods, its Node and Lease, events, and reading what pods consume.
+        role("system:lockbox:controller-manager", json!({}), vec![rule(&["*"], &["*"], &["get", "list", "watch", "create", "update", "patch", "delete"])]),
+        role(
+            "system:node",
+            json!({}),
+            vec![
+                rule(&[""], &["pods"], &["get", "list", "watch", "delete"]),
+                rule(&[""], &["pods/status"], &["patch", "update"]),
+                rule(&[""], &["nodes"], &["get", "list", "watch", "create", "patch", "update"]),
+                rule(&[""], &["nodes/status"], &["patch", "update"]),
+                rule(&["coordination.k8s.io"], &["leases"], &["get", "create", "update", "patch"]),
+                rule(&[""], &["events"], &["create", "patch", "update"]),
+                rule(&[""], &["configmaps", "secrets"], R),
+                rule(&[""], &["serviceaccounts"], &["get"]),
+                rule(&[""], &["serviceaccounts/token"], &["create"]),
+            ],
+        ),
         role(
             "system:aggregate-to-admin",
             json!({"rbac.authorization.k8s.io/aggregate-to-admin": "true"}),
@@ -192,5 +213,10 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         binding("system:basic-user", json!([group("system:authenticated")])),
         binding("system:public-info-viewer", json!([group("system:authenticated"), group("system:unauthenticated")])),
         binding("system:service-account-issuer-discovery", json!([group("system:serviceaccounts")])),
+        binding(
+            "system:lockbox:controller-manager",
+            json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:kube-controller-manager"}]),
+        ),
+        binding("system:node", json!([group("system:nodes")])),
     ]
 }

@@ -24,11 +24,12 @@ fn hostname() -> String {
 pub async fn run(cfg: apiserver::Config) -> Result<()> {
     let data_dir = cfg.data_dir.clone();
     let started = apiserver::start(cfg).await?;
-    let controllers_client = client(&started, "system:kube-controller-manager", &["system:masters"]).await?;
+    // Neither is system:masters: each has a bootstrap ClusterRole of its own (auth::bootstrap).
+    let controllers_client = client(&started, "system:kube-controller-manager", &[]).await?;
     tokio::spawn(controllers::run(controllers_client));
 
     let node = hostname();
-    let agent_client = client(&started, &format!("system:node:{node}"), &["system:nodes", "system:masters"]).await?;
+    let agent_client = client(&started, &format!("system:node:{node}"), &["system:nodes"]).await?;
     let sans = vec![rcgen::SanType::IpAddress("127.0.0.1".parse()?), rcgen::SanType::DnsName("localhost".try_into()?)];
     let (cert_pem, key_pem) = started.pki.issue("lockbox-agent", &[], sans, rcgen::ExtendedKeyUsagePurpose::ServerAuth)?;
     let api_host = match started.listen.ip() {
