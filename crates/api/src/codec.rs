@@ -32,9 +32,9 @@ pub fn decode(content_type: &str, body: &[u8], kind: &str) -> Result<Decoded, Ap
     match media_type(content_type) {
         "" | JSON | "*/*" => decode_json(body).map_err(cannot),
         YAML | "application/x-yaml" | "text/yaml" | "application/apply-patch+yaml" => {
-            // YAML is a superset of JSON; serde_norway rejects duplicate keys itself.
-            let value: Value = serde_norway::from_slice(body).map_err(|e| cannot(e.to_string()))?;
-            Ok(Decoded { value, duplicates: vec![] })
+            // YAML is a superset of JSON; the same visitor records duplicate keys (YAML parsers
+            // keep the last one silently).
+            decode_yaml(body).map_err(cannot)
         }
         crate::protobuf::CONTENT_TYPE => {
             let value = crate::protobuf::decode(body).map_err(|e| ApiError::bad_request(e))?;
@@ -42,6 +42,13 @@ pub fn decode(content_type: &str, body: &[u8], kind: &str) -> Result<Decoded, Ap
         }
         other => Err(ApiError::unsupported_media_type(other, BODY_TYPES)),
     }
+}
+
+pub fn decode_yaml(body: &[u8]) -> Result<Decoded, String> {
+    let dups = RefCell::new(Vec::new());
+    let de = serde_norway::Deserializer::from_slice(body);
+    let value = DupCheck { path: String::new(), dups: &dups }.deserialize(de).map_err(|e| e.to_string())?;
+    Ok(Decoded { value, duplicates: dups.into_inner() })
 }
 
 pub fn decode_json(body: &[u8]) -> Result<Decoded, String> {

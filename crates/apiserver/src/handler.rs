@@ -406,9 +406,17 @@ impl FieldProblems {
     }
     /// Strict turns problems into a 400; Warn returns them as warnings.
     fn check(self, mode: FieldValidation) -> ApiResult<Vec<String>> {
+        self.check_as(mode, None)
+    }
+    /// As `check`; a create or update names the kind first, as its decoder error does
+    /// (`ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: …`).
+    fn check_as(self, mode: FieldValidation, res: Option<&Resource>) -> ApiResult<Vec<String>> {
         match mode {
             _ if self.0.is_empty() => Ok(vec![]),
-            FieldValidation::Strict => Err(ApiError::bad_request(format!("strict decoding error: {}", self.0.join(", ")))),
+            FieldValidation::Strict => {
+                let prefix = res.map(|r| format!("{} in version \"{}\" cannot be handled as a {}: ", r.kind, r.version, r.kind)).unwrap_or_default();
+                Err(ApiError::bad_request(format!("{prefix}strict decoding error: {}", self.0.join(", "))))
+            }
             FieldValidation::Warn => Ok(self.0),
             FieldValidation::Ignore => Ok(vec![]),
         }
@@ -679,7 +687,7 @@ async fn resource_request(
             let bytes = read_body(body).await?;
             let decoded = codec::decode(content_type(headers), &bytes, res.kind)?;
             let (mut obj, unknown) = type_check(res, decoded.value)?;
-            let warnings = FieldProblems::new(&unknown, &decoded.duplicates).check(field_validation(q)?)?;
+            let warnings = FieldProblems::new(&unknown, &decoded.duplicates).check_as(field_validation(q)?, Some(res))?;
             if res.namespaced {
                 match object::namespace(&obj) {
                     "" => object::set_meta(&mut obj, "namespace", ns),
@@ -701,7 +709,7 @@ async fn resource_request(
             let bytes = read_body(body).await?;
             let decoded = codec::decode(content_type(headers), &bytes, res.kind)?;
             let (mut obj, unknown) = type_check(res, decoded.value)?;
-            let warnings = FieldProblems::new(&unknown, &decoded.duplicates).check(field_validation(q)?)?;
+            let warnings = FieldProblems::new(&unknown, &decoded.duplicates).check_as(field_validation(q)?, Some(res))?;
             check_name(res, &mut obj, ns, name)?;
             let opts = write_options(q, headers, "UpdateOptions", false)?;
             let updated = match t.subresource.as_deref() {

@@ -287,14 +287,22 @@ async fn patches_apply_and_field_validation() {
     let body = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"fv"},"bogus":1}"#;
     let (code, _, status) = raw(&c, "POST", "/api/v1/namespaces/t5/configmaps?fieldValidation=Strict", "application/json", body).await;
     assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")));
-    assert_eq!(status["message"], "strict decoding error: unknown field \"bogus\"");
+    assert_eq!(status["message"], "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: unknown field \"bogus\"");
     let (code, warnings, obj) = raw(&c, "POST", "/api/v1/namespaces/t5/configmaps", "application/json", body).await;
     assert_eq!(code, 201);
     assert_eq!(warnings, vec!["299 - \"unknown field \\\"bogus\\\"\"".to_string()]);
     assert!(obj.get("bogus").is_none());
     let dup = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dup"},"data":{"a":"1","a":"2"}}"#;
     let (code, _, status) = raw(&c, "POST", "/api/v1/namespaces/t5/configmaps?fieldValidation=Strict", "application/json", dup).await;
-    assert_eq!((code, status["message"].as_str()), (400, Some("strict decoding error: duplicate field \"data.a\"")));
+    assert_eq!(
+        (code, status["message"].as_str()),
+        (400, Some("ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: duplicate field \"data.a\""))
+    );
+    // YAML bodies are checked for duplicate keys too.
+    let dup_yaml = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dupy\ndata:\n  a: \"1\"\n  a: \"2\"\n";
+    let (code, _, status) = raw(&c, "POST", "/api/v1/namespaces/t5/configmaps?fieldValidation=Strict", "application/yaml", dup_yaml).await;
+    assert_eq!(code, 400, "{status}");
+    assert!(status["message"].as_str().unwrap().contains("duplicate field \"data.a\""), "{status}");
 }
 
 /// What kube-apiserver adds to namespaces, and what it refuses: the name label, immortal
