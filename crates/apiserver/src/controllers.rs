@@ -36,13 +36,63 @@ async fn create_if_missing(reg: &Registry, res: &Resource, ns: &str, obj: Value,
 }
 
 impl Identity {
-    /// Creates the bootstrap ClusterRoles and ClusterRoleBindings that are missing.
+    /// Creates the bootstrap ClusterRoles and ClusterRoleBindings that are missing, and
+    /// reconciles those that exist as kube-apiserver does for objects annotated
+    /// `rbac.authorization.kubernetes.io/autoupdate: "true"`: missing labels, rules, aggregation
+    /// rules and subjects are put back; nothing an administrator added is removed.
     pub async fn bootstrap_policy(&self) -> ApiResult<()> {
         for role in auth::bootstrap::cluster_roles() {
-            create_if_missing(&self.registry, &CLUSTERROLES, "", role, "lockbox-bootstrap").await?;
+            self.reconcile_bootstrap(&CLUSTERROLES, role, &["rules", "aggregationRule"]).await?;
         }
         for binding in auth::bootstrap::cluster_role_bindings() {
-            create_if_missing(&self.registry, &CLUSTERROLEBINDINGS, "", binding, "lockbox-bootstrap").await?;
+            self.reconcile_bootstrap(&CLUSTERROLEBINDINGS, binding, &["subjects"]).await?;
+        }
+        Ok(())
+    }
+
+    async fn reconcile_bootstrap(&self, res: &'static Resource, want: Value, fields: &[&str]) -> ApiResult<()> {
+        let reg = &self.registry;
+        let name = object::name(&want).to_string();
+        let current = match reg.get(res, "", &name).await {
+            Ok(c) => c,
+            Err(e) if e.code == 404 => return create_if_missing(reg, res, "", want, "lockbox-bootstrap").await,
+            Err(e) => return Err(e),
+        };
+        if current["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] == "false" {
+            return Ok(());
+        }
+        let mut next = (*current).clone();
+        for (k, v) in want["metadata"]["labels"].as_object().into_iter().flatten() {
+            if next["metadata"]["labels"][k] != *v {
+                if !next["metadata"]["labels"].is_object() {
+                    next["metadata"]["labels"] = json!({});
+                }
+                next["metadata"]["labels"][k] = v.clone();
+            }
+        }
+        for field in fields {
+            match &want[*field] {
+                // Lists (rules, subjects): every wanted entry must be there.
+                Value::Array(items) if !(*field == "rules" && want["aggregationRule"].is_object()) => {
+                    let mut have = next[*field].as_array().cloned().unwrap_or_default();
+                    for item in items {
+                        if !have.contains(item) {
+                            have.push(item.clone());
+                        }
+                    }
+                    next[*field] = json!(have);
+                }
+                Value::Object(_) if next[*field] != want[*field] => next[*field] = want[*field].clone(),
+                _ => {}
+            }
+        }
+        if next == *current {
+            return Ok(());
+        }
+        match reg.update_from(res, "", &current, next, &manager("lockbox-bootstrap")).await {
+            Ok(_) => tracing::info!(name = %name, kind = res.kind, "reconciled a bootstrap RBAC object"),
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(e),
         }
         Ok(())
     }

@@ -696,6 +696,10 @@ async fn resource_request(
                     }
                     _ => {}
                 }
+            } else if let Some(m) = obj["metadata"].as_object_mut() {
+                // A cluster-scoped object has no namespace: one in the body is dropped
+                // (EnsureObjectNamespaceMatchesRequestNamespace).
+                m.remove("namespace");
             }
             let opts = write_options(q, headers, "CreateOptions", false)?;
             authz::check_escalation(&rbac, res, user, ns, &obj)?;
@@ -857,6 +861,8 @@ fn check_name(res: &Resource, obj: &mut Value, ns: &str, name: &str) -> ApiResul
             }
             _ => {}
         }
+    } else if let Some(m) = obj["metadata"].as_object_mut() {
+        m.remove("namespace");
     }
     Ok(())
 }

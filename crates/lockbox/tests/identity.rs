@@ -507,3 +507,34 @@ async fn audit_log_records_every_secret_read_without_data() {
     assert_eq!(e["sourceIPs"][0], "127.0.0.1");
     assert!(events.iter().all(|e| e["objectRef"]["resource"] != "configmaps"), "the default policy records Secrets, not ConfigMaps");
 }
+
+/// Bootstrap roles marked autoupdate get back what was taken from them at the next start, as
+/// kube-apiserver reconciles them; what an administrator added stays.
+#[tokio::test]
+async fn bootstrap_roles_are_reconciled_at_start() {
+    let mut s = server().await;
+    let admin = s.client().await;
+    let path = "/apis/rbac.authorization.k8s.io/v1/clusterroles";
+    let ct = "application/merge-patch+json";
+    let (code, _, _) = raw(
+        &admin,
+        "PATCH",
+        &format!("{path}/system:aggregate-to-edit"),
+        ct,
+        br#"{"rules":[{"apiGroups":["example.com"],"resources":["widgets"],"verbs":["get"]}]}"#,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _, _) =
+        raw(&admin, "PATCH", &format!("{path}/edit"), ct, br#"{"metadata":{"labels":{"rbac.authorization.k8s.io/aggregate-to-admin":null}}}"#).await;
+    assert_eq!(code, 200);
+    s.stop();
+    s.launch().await;
+    let admin = s.client().await;
+    let (_, _, role) = raw(&admin, "GET", &format!("{path}/system:aggregate-to-edit"), "", b"").await;
+    let rules = role["rules"].as_array().unwrap();
+    assert!(rules.len() > 1, "the bootstrap rules are back: {role}");
+    assert!(rules.iter().any(|r| r["apiGroups"][0] == "example.com"), "the added rule stays: {role}");
+    let (_, _, edit) = raw(&admin, "GET", &format!("{path}/edit"), "", b"").await;
+    assert_eq!(edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"], "true", "{edit}");
+}
