@@ -105,7 +105,7 @@ impl ToJson for IntOrString {
 impl ToJson for meta::Time {
     fn to_json(&self) -> Result<Option<Value>, String> {
         let Some(secs) = self.seconds.filter(|s| *s != 0) else { return Ok(None) };
-        let ts = jiff::Timestamp::from_second(secs).map_err(|e| decode_err(e))?;
+        let ts = jiff::Timestamp::from_second(secs).map_err(decode_err)?;
         Ok(Some(json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())))
     }
 }

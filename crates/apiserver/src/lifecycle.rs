@@ -49,14 +49,22 @@ async fn finalize_pass(reg: &Registry) -> Result<(), api::ApiError> {
     let namespaces = reg.list(&kinds::NAMESPACES, "", &ListOptions::default()).await?;
     for ns in namespaces.items.iter().filter(|n| object::is_deleting(n)) {
         let name = object::name(ns).to_string();
-        let mut remaining = 0;
+        let mut left = Remaining::default();
         for res in kinds::stored().filter(|r| r.namespaced) {
-            remaining += delete_all(reg, res, &name).await?;
-        }
-        if remaining > 0 {
-            continue;
+            delete_all(reg, res, &name, &mut left).await?;
         }
         let mut done: Value = (**ns).clone();
+        done["status"]["conditions"] = left.conditions(&ns["status"]["conditions"]);
+        if !left.resources.is_empty() {
+            // Still waiting: say on what (kubectl describe namespace shows it), once.
+            if done != **ns {
+                match reg.write_raw(&kinds::NAMESPACES, "", &name, ns, Some(&done)).await {
+                    Ok(_) | Err(api::ApiError { code: 409, .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            continue;
+        }
         let fins: Vec<Value> = done["spec"]["finalizers"].as_array().cloned().unwrap_or_default().into_iter().filter(|f| f != "kubernetes").collect();
         done["spec"]["finalizers"] = json!(fins);
         let gone = fins.is_empty() && object::finalizers(&done).is_empty();
@@ -74,19 +82,68 @@ async fn finalize_pass(reg: &Registry) -> Result<(), api::ApiError> {
     Ok(())
 }
 
-/// Deletes every object of `res` in `ns`; returns how many are still there (finalizers).
-async fn delete_all(reg: &Registry, res: &Resource, ns: &str) -> Result<usize, api::ApiError> {
+/// What a terminating namespace still holds: objects per resource, and their finalizers.
+#[derive(Default)]
+struct Remaining {
+    resources: std::collections::BTreeMap<String, usize>,
+    finalizers: std::collections::BTreeMap<String, usize>,
+}
+
+impl Remaining {
+    /// The namespace controller's status conditions, keeping each one's lastTransitionTime while
+    /// its status stays the same (so an unchanged state is not rewritten).
+    fn conditions(&self, previous: &Value) -> Value {
+        let list = |m: &std::collections::BTreeMap<String, usize>, what: &str| {
+            m.iter().map(|(k, n)| format!("{k} {what} {n} resource instances")).collect::<Vec<_>>().join(", ")
+        };
+        let content = if self.resources.is_empty() {
+            ("False", "ContentRemoved", "All content successfully removed".to_string())
+        } else {
+            ("True", "SomeResourcesRemain", format!("Some resources are remaining: {}", list(&self.resources, "has")))
+        };
+        let finalizers = if self.finalizers.is_empty() {
+            ("False", "ContentHasNoFinalizers", "All content-preserving finalizers finished".to_string())
+        } else {
+            ("True", "SomeFinalizersRemain", format!("Some content in the namespace has finalizers remaining: {}", list(&self.finalizers, "in")))
+        };
+        let wanted = [
+            ("NamespaceDeletionDiscoveryFailure", ("False", "ResourcesDiscovered", "All resources successfully discovered".to_string())),
+            ("NamespaceDeletionGroupVersionParsingFailure", ("False", "ParsedGroupVersions", "All legacy kube types successfully parsed".to_string())),
+            ("NamespaceDeletionContentFailure", ("False", "ContentDeleted", "All content successfully deleted, may be waiting on finalization".to_string())),
+            ("NamespaceContentRemaining", content),
+            ("NamespaceFinalizersRemaining", finalizers),
+        ];
+        let now = object::now_rfc3339();
+        Value::Array(
+            wanted
+                .into_iter()
+                .map(|(type_, (status, reason, message))| {
+                    let before = previous.as_array().and_then(|cs| cs.iter().find(|c| c["type"] == type_));
+                    let since = before.filter(|c| c["status"] == status).map(|c| c["lastTransitionTime"].clone()).unwrap_or_else(|| json!(now));
+                    json!({"type": type_, "status": status, "lastTransitionTime": since, "reason": reason, "message": message})
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Deletes every object of `res` in `ns`, noting in `left` what is still there (finalizers).
+async fn delete_all(reg: &Registry, res: &Resource, ns: &str, left: &mut Remaining) -> Result<(), api::ApiError> {
     let list = reg.list(res, ns, &ListOptions::default()).await?;
-    let mut remaining = 0;
     for obj in list.items {
         match reg.delete(res, ns, object::name(&obj), &DeleteOptions::default()).await {
-            Ok(crate::rest::DeleteOutcome::Pending(_)) => remaining += 1,
+            Ok(crate::rest::DeleteOutcome::Pending(pending)) => {
+                *left.resources.entry(format!("{}.{}", res.plural, res.group)).or_default() += 1;
+                for f in object::finalizers(&pending) {
+                    *left.finalizers.entry(f).or_default() += 1;
+                }
+            }
             Ok(_) => {}
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(remaining)
+    Ok(())
 }
 
 /// Compacts the store's history every `every`, to the revision seen one period earlier, as

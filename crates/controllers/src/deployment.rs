@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -74,7 +74,7 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
     for rs in rs_api.list(&ListParams::default()).await?.items {
         if controlled_by(&rs.metadata, &uid) {
             owned.push(rs);
-        } else if let Some(adopted) = crate::adopt(&rs_api, &rs.metadata, &spec.selector, d_ref(d)).await? {
+        } else if let Some(adopted) = crate::adopt(&rs_api, &rs.metadata, &spec.selector, crate::controller_ref(d, "apps/v1", "Deployment")).await? {
             owned.push(adopted);
         }
     }
@@ -133,14 +133,7 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
                     namespace: Some(ns.clone()),
                     labels: Some(labels),
                     annotations: Some(annotations),
-                    owner_references: Some(vec![OwnerReference {
-                        api_version: "apps/v1".into(),
-                        kind: "Deployment".into(),
-                        name: name.clone(),
-                        uid: uid.clone(),
-                        controller: Some(true),
-                        block_owner_deletion: Some(true),
-                    }]),
+                    owner_references: Some(vec![crate::controller_ref(d, "apps/v1", "Deployment")]),
                     ..Default::default()
                 },
                 spec: Some(k8s_openapi::api::apps::v1::ReplicaSetSpec {
@@ -332,18 +325,6 @@ async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], ne
         }
     }
     Ok(())
-}
-
-/// The controller reference a Deployment puts on its ReplicaSets.
-fn d_ref(d: &Deployment) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
-        name: d.name_any(),
-        uid: d.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
 }
 
 /// Records a Normal event about a Deployment, as `kubectl describe` shows them.

@@ -140,6 +140,19 @@ where
     }
 }
 
+/// The controller reference an owner puts on what it makes (controller and blockOwnerDeletion).
+pub fn controller_ref<K: kube::Resource>(owner: &K, api_version: &str, kind: &str) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    let m = owner.meta();
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: m.name.clone().unwrap_or_default(),
+        uid: m.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
 /// The reference an event makes to the object it is about.
 pub fn object_ref<K: kube::Resource>(o: &K, api_version: &str, kind: &str) -> k8s_openapi::api::core::v1::ObjectReference {
     let m = o.meta();

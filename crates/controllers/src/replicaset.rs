@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -30,14 +30,7 @@ pub async fn pass(client: &Client) -> kube::Result<()> {
 async fn owned_pods(api: &Api<Pod>, rs: &ReplicaSet) -> kube::Result<Vec<Pod>> {
     let uid = rs.uid().unwrap_or_default();
     let selector = rs.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
-    let owner = OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "ReplicaSet".into(),
-        name: rs.name_any(),
-        uid: uid.clone(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
+    let owner = crate::controller_ref(rs, "apps/v1", "ReplicaSet");
     let mut out = Vec::new();
     for p in api.list(&ListParams::default()).await?.items {
         if p.metadata.deletion_timestamp.is_some() {
@@ -54,7 +47,6 @@ async fn owned_pods(api: &Api<Pod>, rs: &ReplicaSet) -> kube::Result<Vec<Pod>> {
 
 async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
     let ns = rs.namespace().unwrap_or_default();
-    let uid = rs.uid().unwrap_or_default();
     let spec = rs.spec.clone().unwrap_or_default();
     let desired = spec.replicas.unwrap_or(1);
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -66,14 +58,7 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
             let mut meta: ObjectMeta = template.metadata.clone().unwrap_or_default();
             meta.generate_name = Some(format!("{}-", rs.name_any()));
             meta.namespace = Some(ns.clone());
-            meta.owner_references = Some(vec![OwnerReference {
-                api_version: "apps/v1".into(),
-                kind: "ReplicaSet".into(),
-                name: rs.name_any(),
-                uid: uid.clone(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]);
+            meta.owner_references = Some(vec![crate::controller_ref(rs, "apps/v1", "ReplicaSet")]);
             let pod = Pod { metadata: meta, spec: template.spec.clone(), status: None };
             let created = pods_api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
             crate::record_event(

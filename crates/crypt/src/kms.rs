@@ -548,6 +548,30 @@ impl Transformer for Shared {
     }
 }
 
+/// A gRPC status code as Go's codes.Code prints it (the metric label kube-apiserver uses).
+fn grpc_code_name(code: Option<tonic::Code>) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        None | Some(Ok) => "OK",
+        Some(Cancelled) => "Canceled",
+        Some(Unknown) => "Unknown",
+        Some(InvalidArgument) => "InvalidArgument",
+        Some(DeadlineExceeded) => "DeadlineExceeded",
+        Some(NotFound) => "NotFound",
+        Some(AlreadyExists) => "AlreadyExists",
+        Some(PermissionDenied) => "PermissionDenied",
+        Some(ResourceExhausted) => "ResourceExhausted",
+        Some(FailedPrecondition) => "FailedPrecondition",
+        Some(Aborted) => "Aborted",
+        Some(OutOfRange) => "OutOfRange",
+        Some(Unimplemented) => "Unimplemented",
+        Some(Internal) => "Internal",
+        Some(Unavailable) => "Unavailable",
+        Some(DataLoss) => "DataLoss",
+        Some(Unauthenticated) => "Unauthenticated",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,29 +596,5 @@ mod tests {
         assert_eq!(socket_path("unix:///tmp/kms.sock").unwrap(), "/tmp/kms.sock");
         assert!(socket_path("tcp://x").unwrap_err().contains("unsupported scheme"));
         assert_eq!(parse_timeout(Some("3s")).unwrap(), Duration::from_secs(3));
-    }
-}
-
-/// A gRPC status code as Go's codes.Code prints it (the metric label kube-apiserver uses).
-fn grpc_code_name(code: Option<tonic::Code>) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        None | Some(Ok) => "OK",
-        Some(Cancelled) => "Canceled",
-        Some(Unknown) => "Unknown",
-        Some(InvalidArgument) => "InvalidArgument",
-        Some(DeadlineExceeded) => "DeadlineExceeded",
-        Some(NotFound) => "NotFound",
-        Some(AlreadyExists) => "AlreadyExists",
-        Some(PermissionDenied) => "PermissionDenied",
-        Some(ResourceExhausted) => "ResourceExhausted",
-        Some(FailedPrecondition) => "FailedPrecondition",
-        Some(Aborted) => "Aborted",
-        Some(OutOfRange) => "OutOfRange",
-        Some(Unimplemented) => "Unimplemented",
-        Some(Internal) => "Internal",
-        Some(Unavailable) => "Unavailable",
-        Some(DataLoss) => "DataLoss",
-        Some(Unauthenticated) => "Unauthenticated",
     }
 }

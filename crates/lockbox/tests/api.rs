@@ -436,9 +436,17 @@ async fn namespace_termination_and_restart_persistence() {
         Err(kube::Error::Api(s)) => assert_eq!((s.code, s.message.as_str()), (404, "namespaces \"missing\" not found")),
         other => panic!("{other:?}"),
     }
-    // The held object keeps the namespace alive until its finalizer goes.
+    // The held object keeps the namespace alive until its finalizer goes, and the namespace's
+    // conditions say so (kubectl describe namespace shows them).
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(nss.get_opt("doomed").await.unwrap().is_some());
+    let waiting = nss.get_opt("doomed").await.unwrap().expect("still there");
+    let conditions = waiting.status.unwrap().conditions.unwrap_or_default();
+    let cond = |t: &str| conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.message.clone().unwrap_or_default()));
+    assert_eq!(cond("NamespaceContentRemaining"), Some(("True".into(), "Some resources are remaining: configmaps. has 1 resource instances".into())));
+    assert_eq!(
+        cond("NamespaceFinalizersRemaining"),
+        Some(("True".into(), "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances".into()))
+    );
     assert!(doomed.get_opt("plain").await.unwrap().is_none());
     doomed.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
     let mut gone = false;
