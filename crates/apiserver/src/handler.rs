@@ -94,7 +94,11 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
     let query = Query::parse(parts.uri.query());
     let raw_query = parts.uri.query().unwrap_or_default().to_string();
     let path = parts.uri.path().to_string();
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // Path segments are percent-decoded, as Go's URL parsing does for kube-apiserver
+    // (`/secrets/%6Fther` names `other`).
+    let decoded: Vec<String> =
+        path.split('/').filter(|s| !s.is_empty()).map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()).collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let target = if is_resource_path(&segs) { Some(parse_target(&segs)) } else { None };
     let api_version = segs.get(if segs.first() == Some(&"apis") { 2 } else { 1 }).copied().unwrap_or_default();
     let request_uri = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| path.clone());

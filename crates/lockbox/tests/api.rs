@@ -507,3 +507,14 @@ async fn unauthenticated_requests_get_401() {
     let (code, _, status) = raw(&impostor, "GET", "/api/v1/namespaces", "", b"").await;
     assert_eq!((code, status["reason"].as_str()), (401, Some("Unauthorized")));
 }
+
+/// Path segments are percent-decoded, as kube-apiserver's URL parsing does.
+#[tokio::test]
+async fn percent_encoded_paths_name_the_same_object() {
+    let s = Server::start().await;
+    let c = s.client().await;
+    namespace(&c, "pct").await;
+    Api::<ConfigMap>::namespaced(c.clone(), "pct").create(&PostParams::default(), &cm("other", &[("k", "v")])).await.unwrap();
+    let (code, _, obj) = raw(&c, "GET", "/api/v1/namespaces/p%63t/configmaps/%6Fther", "", b"").await;
+    assert_eq!((code, obj["data"]["k"].as_str()), (200, Some("v")), "{obj}");
+}
