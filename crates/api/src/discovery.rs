@@ -125,6 +125,15 @@ pub fn api_group(group: &str) -> Option<Value> {
     })
 }
 
+/// discovery.StorageVersionHash: the first 8 bytes of SHA-256 over "group/version/kind", in
+/// base64. Clients (the storage version migrator, kubectl's cache) compare it across servers.
+fn storage_version_hash(group: &str, version: &str, kind: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let sum = sha2::Sha256::digest(format!("{group}/{version}/{kind}").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(&sum[..8])
+}
+
 /// The legacy APIResourceList of one group-version, or None if it is not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let (_, _, rs) = kinds::group_versions().into_iter().find(|(g, v, _)| *g == group && *v == version)?;
@@ -137,6 +146,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         if !r.categories.is_empty() {
             v["categories"] = json!(r.categories);
         }
+        if !r.virtual_create {
+            v["storageVersionHash"] = json!(storage_version_hash(r.group, r.version, r.kind));
+        }
         resources.push(v);
         for (name, _, _, k, verbs) in subresources(r) {
             resources.push(json!({"name": format!("{}/{name}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": k, "verbs": verbs}));
@@ -144,4 +156,19 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hashes kube-apiserver publishes for these kinds (from a real cluster's discovery).
+    #[test]
+    fn storage_version_hashes_match_kubernetes() {
+        let list = resource_list("", "v1").unwrap();
+        let hash = |name: &str| list["resources"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap()["storageVersionHash"].clone();
+        assert_eq!(hash("configmaps"), "qFsyl6wFWjQ=");
+        assert_eq!(hash("secrets"), "S6u1pOWzb84=");
+        assert_eq!(hash("namespaces"), "Q3oi5N2YM8M=");
+    }
 }
