@@ -172,9 +172,23 @@ impl AuditLog {
         Ok(log)
     }
 
+    /// The log file: `-` is standard output, as with kube-apiserver's `--audit-log-path -`; a
+    /// missing directory is created.
     fn open_file(&self) -> Result<File, String> {
+        use std::os::fd::AsFd;
         use std::os::unix::fs::OpenOptionsExt;
+        if self.to_stdout() {
+            let fd = std::io::stdout().as_fd().try_clone_to_owned().map_err(|e| format!("audit log on standard output: {e}"))?;
+            return Ok(File::from(fd));
+        }
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating the audit log's directory {}: {e}", dir.display()))?;
+        }
         OpenOptions::new().create(true).append(true).mode(0o600).open(&self.path).map_err(|e| format!("opening audit log {}: {e}", self.path.display()))
+    }
+
+    fn to_stdout(&self) -> bool {
+        self.path.as_os_str() == "-"
     }
 
     /// Moves a full log aside (`audit-<time>.log`) and keeps `max_backups` of them.
@@ -245,7 +259,7 @@ impl AuditLog {
         let mut line = event.to_string();
         line.push('\n');
         let Ok(mut guard) = self.file.lock() else { return };
-        if guard.as_ref().and_then(|f| f.metadata().ok()).is_some_and(|m| m.len() + line.len() as u64 > self.max_bytes) {
+        if !self.to_stdout() && guard.as_ref().and_then(|f| f.metadata().ok()).is_some_and(|m| m.len() + line.len() as u64 > self.max_bytes) {
             self.rotate(&mut guard);
         }
         if let Some(f) = guard.as_mut() {
