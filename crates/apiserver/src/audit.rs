@@ -49,6 +49,8 @@ struct Rule {
     namespaces: Vec<String>,
     #[serde(default, rename = "nonResourceURLs")]
     non_resource_urls: Vec<String>,
+    #[serde(default)]
+    omit_stages: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,6 +62,8 @@ pub struct Policy {
     kind: String,
     #[serde(default)]
     rules: Vec<Rule>,
+    #[serde(default)]
+    omit_stages: Vec<String>,
 }
 
 pub const DEFAULT_POLICY: &str = "apiVersion: audit.k8s.io/v1
@@ -89,6 +93,11 @@ impl Policy {
     /// The level for a request: the first rule that matches, else None.
     pub fn level(&self, a: &Attributes) -> Level {
         self.rules.iter().find(|r| r.matches(a)).map(|r| r.level).unwrap_or(Level::None)
+    }
+
+    /// Is `stage` left out for this request (the policy's omitStages and its rule's)?
+    fn omits(&self, a: &Attributes, stage: &str) -> bool {
+        self.omit_stages.iter().any(|s| s == stage) || self.rules.iter().find(|r| r.matches(a)).is_some_and(|r| r.omit_stages.iter().any(|s| s == stage))
     }
 }
 
@@ -218,9 +227,15 @@ impl AuditLog {
         if self.policy.level(r.attrs) == Level::None {
             return;
         }
+        // A watch is recorded when its response starts (it has no end yet); every other
+        // request once it is complete.
+        let stage = if r.attrs.verb == "watch" && r.code < 300 { "ResponseStarted" } else { "ResponseComplete" };
+        if self.policy.omits(r.attrs, stage) {
+            return;
+        }
         let mut event = json!({
             "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
-            "auditID": uuid::Uuid::new_v4().to_string(), "stage": "ResponseComplete",
+            "auditID": uuid::Uuid::new_v4().to_string(), "stage": stage,
             "requestURI": r.request_uri, "verb": r.attrs.verb,
             // Nobody, for a failed authentication: kube-apiserver writes an empty user.
             "user": if r.authenticated.name.is_empty() { json!({}) } else { r.authenticated.to_json() },
@@ -283,6 +298,40 @@ mod tests {
             resource_request: true,
             ..Default::default()
         }
+    }
+
+    /// A watch is recorded at ResponseStarted; a policy's omitStages leaves stages out.
+    #[test]
+    fn watch_stage_and_omit_stages() {
+        let dir = std::env::temp_dir().join(format!("lockbox-audit-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("nested/audit.log");
+        let policy =
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n  verbs: [list]\n  omitStages: [ResponseComplete]\n- level: Metadata\n";
+        let log = AuditLog::open_bytes(&path, Policy::parse(policy).unwrap(), 1 << 20, 1).unwrap();
+        let user = UserInfo { name: "u".into(), ..Default::default() };
+        for verb in ["watch", "list", "get"] {
+            log.record(Record {
+                attrs: &attrs("secrets", "", verb),
+                authenticated: &user,
+                impersonated: false,
+                request_uri: "/api/v1/namespaces/ns/secrets",
+                source_ip: "127.0.0.1".into(),
+                user_agent: "t",
+                api_version: "v1",
+                code: 200,
+                status: None,
+                decision: None,
+                received: jiff::Timestamp::now(),
+            });
+        }
+        let stages: Vec<(String, String)> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|e| (e["verb"].as_str().unwrap().to_string(), e["stage"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(stages, vec![("watch".to_string(), "ResponseStarted".to_string()), ("get".to_string(), "ResponseComplete".to_string())]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
