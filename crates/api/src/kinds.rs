@@ -251,27 +251,35 @@ fn immutable(obj: &Value) -> bool {
 }
 
 /// Checks base64 fields before anything else, as Go's JSON decoder does for []byte.
-fn check_base64(obj: &Value, field: &str, kind: &str) -> ApiResult<()> {
-    if let Some(m) = obj[field].as_object() {
-        for v in m.values() {
-            if let Some(s) = v.as_str() {
-                if let Err(e) = base64::engine::general_purpose::STANDARD.decode(s) {
-                    let detail = match e {
-                        base64::DecodeError::InvalidByte(at, _) | base64::DecodeError::InvalidLastSymbol(at, _) => {
-                            format!("illegal base64 data at input byte {at}")
-                        }
-                        _ => format!("illegal base64 data at input byte {}", s.len()),
-                    };
-                    return Err(ApiError::bad_request(format!("{kind} in version \"v1\" cannot be handled as a {kind}: {detail}")));
-                }
-            }
+/// The first value of `obj[field]` that is not base64, in Go's words (the decoder kube-apiserver
+/// uses): "illegal base64 data at input byte N".
+fn base64_problem(obj: &Value, field: &str) -> Option<String> {
+    for v in obj[field].as_object()?.values() {
+        let Some(s) = v.as_str() else { continue };
+        if let Err(e) = base64::engine::general_purpose::STANDARD.decode(s) {
+            let at = match e {
+                base64::DecodeError::InvalidByte(at, _) | base64::DecodeError::InvalidLastSymbol(at, _) => at,
+                // A short last quantum: Go reports where that quantum starts.
+                _ => s.len() - s.len() % 4,
+            };
+            return Some(format!("illegal base64 data at input byte {at}"));
         }
     }
-    Ok(())
+    None
+}
+
+fn check_base64(obj: &Value, field: &str, kind: &str) -> ApiResult<()> {
+    match base64_problem(obj, field) {
+        Some(detail) => Err(ApiError::bad_request(format!("{kind} in version \"v1\" cannot be handled as a {kind}: {detail}"))),
+        None => Ok(()),
+    }
 }
 
 impl Strategy for ConfigMapStrategy {
     fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+        if let Some(problem) = base64_problem(&obj, "binaryData") {
+            return Err(problem);
+        }
         roundtrip_as::<k8s_openapi::api::core::v1::ConfigMap>(obj)
     }
     fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {
@@ -334,6 +342,11 @@ fn required_keys(secret_type: &str) -> &'static [&'static [&'static str]] {
 
 impl Strategy for SecretStrategy {
     fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+        // Base64 first, for Go's words ("illegal base64 data at input byte N") rather than the
+        // Rust decoder's.
+        if let Some(problem) = base64_problem(&obj, "data") {
+            return Err(problem);
+        }
         roundtrip_as::<k8s_openapi::api::core::v1::Secret>(obj)
     }
     fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {

@@ -212,6 +212,14 @@ async fn bad_inputs_get_kubernetes_status_errors() {
         "ConfigMap \"o\" is invalid: [metadata.ownerReferences.apiVersion: Invalid value: \"\": version must not be empty, metadata.ownerReferences.uid: Invalid value: \"\": uid must not be empty]"
     );
 
+    // Base64 errors in Go's words, at the byte Go's decoder reports.
+    for (value, at) in [("ab c", 2), ("abc", 0), ("YWJjZA=x", 6)] {
+        let body = format!(r#"{{"metadata":{{"name":"b64"}},"data":{{"k":"{value}"}}}}"#);
+        let (code, _, status) = raw(&c, "POST", &format!("{NS}/secrets"), JSON, body.as_bytes()).await;
+        assert_eq!(code, 400);
+        assert_eq!(status["message"], format!("Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data at input byte {at}"), "{value}");
+    }
+
     // A 406 for a client that accepts only protobuf.
     let req =
         http::Request::get(format!("{NS}/configmaps")).header("Accept", "application/vnd.kubernetes.protobuf").body(kube::client::Body::from(vec![])).unwrap();
