@@ -99,6 +99,16 @@ impl Authenticator {
             user.extra.insert("authentication.kubernetes.io/pod-name".into(), vec![pod.name.clone()]);
             user.extra.insert("authentication.kubernetes.io/pod-uid".into(), vec![pod.uid.clone()]);
         }
+        if let Some(node) = &v.node {
+            let gone = || "service account token has been invalidated".to_string();
+            let nodes = kinds::find("", "v1", "nodes").ok_or_else(gone)?;
+            let n = reg.get(nodes, "", &node.name).await.map_err(|_| gone())?;
+            if api::object::uid(&n) != node.uid {
+                return Err(gone());
+            }
+            user.extra.insert("authentication.kubernetes.io/node-name".into(), vec![node.name.clone()]);
+            user.extra.insert("authentication.kubernetes.io/node-uid".into(), vec![node.uid.clone()]);
+        }
         if !v.jti.is_empty() {
             user.extra.insert("authentication.kubernetes.io/credential-id".into(), vec![format!("JTI={}", v.jti)]);
         }

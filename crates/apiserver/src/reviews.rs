@@ -194,9 +194,11 @@ pub async fn token_request(app: &App, ns: &str, sa_name: &str, mut obj: Value) -
         let res = match kind.as_str() {
             "Secret" => &kinds::SECRETS,
             "Pod" => kinds::find("", "v1", "pods").ok_or_else(|| ApiError::bad_request("cannot bind token to object of type /v1, Kind=Pod"))?,
+            // ServiceAccountTokenNodeBinding (beta, on by default in 1.32).
+            "Node" => kinds::find("", "v1", "nodes").ok_or_else(|| ApiError::bad_request("cannot bind token to object of type /v1, Kind=Node"))?,
             other => return Err(ApiError::bad_request(format!("cannot bind token to object of type {other}"))),
         };
-        let target = reg.get(res, ns, &s(&bound_ref["name"])).await?;
+        let target = reg.get(res, if res.namespaced { ns } else { "" }, &s(&bound_ref["name"])).await?;
         let uid = object::uid(&target).to_string();
         if !s(&bound_ref["uid"]).is_empty() && s(&bound_ref["uid"]) != uid {
             return Err(ApiError::conflict(

@@ -38,6 +38,8 @@ pub struct Verified {
     pub namespace: String,
     pub service_account: ObjectRef,
     pub pod: Option<ObjectRef>,
+    /// For a token bound to a Node (ServiceAccountTokenNodeBinding).
+    pub node: Option<ObjectRef>,
     /// For a bound token, a Secret it is bound to; for a legacy token, the Secret holding it.
     pub secret: Option<ObjectRef>,
     pub legacy: bool,
@@ -81,7 +83,7 @@ impl TokenSigner {
         jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| e.to_string())
     }
 
-    /// A bound token (TokenRequest); `bound` is ("Pod"|"Secret", object).
+    /// A bound token (TokenRequest); `bound` is ("Pod"|"Secret"|"Node", object).
     pub fn issue(
         &self,
         namespace: &str,
@@ -143,6 +145,7 @@ impl TokenSigner {
                     uid: s(&c["kubernetes.io/serviceaccount/service-account.uid"]),
                 },
                 pod: None,
+                node: None,
                 secret: Some(ObjectRef { name: s(&c["kubernetes.io/serviceaccount/secret.name"]), uid: String::new() }),
                 legacy: true,
                 jti: String::new(),
@@ -170,6 +173,7 @@ impl TokenSigner {
             namespace: s(&k["namespace"]),
             service_account: ObjectRef { name: s(&k["serviceaccount"]["name"]), uid: s(&k["serviceaccount"]["uid"]) },
             pod: obj(&k["pod"]),
+            node: obj(&k["node"]),
             secret: obj(&k["secret"]),
             legacy: false,
             jti: s(&c["jti"]),

@@ -403,6 +403,17 @@ async fn tokens_expire_bind_and_reveal_nothing() {
     assert_eq!(raw(&bound, "GET", "/api", "", b"").await.0, 200);
     assert_eq!(raw(&admin, "DELETE", "/api/v1/namespaces/m1/secrets/anchor", "", b"").await.0, 200);
     assert_eq!(raw(&bound, "GET", "/api", "", b"").await.0, 401);
+    // Bound to a Node (kubectl create token --bound-object-kind Node): dies with the Node.
+    assert_eq!(post(&admin, "/api/v1/nodes", json!({"metadata": {"name": "n1"}})).await.0, 201);
+    let (code, v) = post(&admin, token_path, json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"boundObjectRef": {"kind": "Node", "apiVersion": "v1", "name": "n1"}}})).await;
+    assert_eq!(code, 201, "{v}");
+    let on_node = s.token_client(v["status"]["token"].as_str().unwrap()).await;
+    let who = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+    let (code, review) = post(&on_node, "/apis/authentication.k8s.io/v1/selfsubjectreviews", who).await;
+    assert_eq!(code, 201, "{review}");
+    assert_eq!(review["status"]["userInfo"]["extra"]["authentication.kubernetes.io/node-name"], json!(["n1"]));
+    assert_eq!(raw(&admin, "DELETE", "/api/v1/nodes/n1", "", b"").await.0, 200);
+    assert_eq!(raw(&on_node, "GET", "/api", "", b"").await.0, 401);
     // A legacy token Secret is filled in by the controller and works until the Secret goes.
     assert_eq!(post(&admin, "/api/v1/namespaces/m1/secrets", json!({"metadata": {"name": "app-token", "annotations": {"kubernetes.io/service-account.name": "app"}}, "type": "kubernetes.io/service-account-token"})).await.0, 201);
     let mut legacy = String::new();
