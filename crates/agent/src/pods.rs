@@ -274,20 +274,24 @@ impl Agent {
         }
         let restart = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
         for c in &spec.containers {
-            let cs = st.containers.entry(c.name.clone()).or_insert_with(|| ContainerState {
-                child: None,
-                restarts: 0,
-                runs: 0,
-                started_at: None,
-                last_terminated: None,
-                terminated: None,
-                waiting: Some(("ContainerCreating".into(), String::new())),
-                backoff: Duration::from_secs(10),
-                backoff_until: None,
-                env: vec![],
-                pid_file: st.dir.join(format!("{}.pid", c.name)),
-                log_dir: st.dir.join("logs").join(&c.name),
-                working_dir: c.working_dir.clone(),
+            let cs = st.containers.entry(c.name.clone()).or_insert_with(|| {
+                let mut cs = ContainerState {
+                    child: None,
+                    restarts: 0,
+                    runs: 0,
+                    started_at: None,
+                    last_terminated: None,
+                    terminated: None,
+                    waiting: Some(("ContainerCreating".into(), String::new())),
+                    backoff: Duration::from_secs(10),
+                    backoff_until: None,
+                    env: vec![],
+                    pid_file: st.dir.join(format!("{}.pid", c.name)),
+                    log_dir: st.dir.join("logs").join(&c.name),
+                    working_dir: c.working_dir.clone(),
+                };
+                resume(&mut cs, pod, &c.name, &restart);
+                cs
             });
             // Has a running container exited?
             if let Some(child) = cs.child.as_mut() {
@@ -474,6 +478,38 @@ impl Agent {
             "hostIP": self.host_ip, "hostIPs": [{"ip": self.host_ip}], "podIP": self.host_ip, "podIPs": [{"ip": self.host_ip}],
             "startTime": st.start_time, "containerStatuses": statuses, "qosClass": "BestEffort",
         })
+    }
+}
+
+/// A container this agent finds in the pod's status from before it started (the agent, or
+/// `lockbox up`, was restarted; its processes died with it): its restart count carries on, a
+/// run that was cut off is a termination with reason Unknown (exit code 255), as after a node
+/// reboot, and restartPolicy decides whether it runs again. A container that had finished stays
+/// finished.
+fn resume(cs: &mut ContainerState, pod: &Pod, name: &str, restart_policy: &str) {
+    let Some(prev) = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|cs| cs.iter().find(|c| c.name == name)) else {
+        return;
+    };
+    let state = prev.state.clone().unwrap_or_default();
+    if let Some(t) = state.terminated {
+        cs.restarts = prev.restart_count;
+        cs.runs = prev.restart_count + 1;
+        cs.terminated = serde_json::to_value(&t).ok();
+        cs.waiting = None;
+        return;
+    }
+    if state.running.is_none() && prev.last_state.as_ref().and_then(|l| l.terminated.as_ref()).is_none() {
+        return; // it never ran
+    }
+    cs.restarts = prev.restart_count;
+    cs.runs = prev.restart_count + 1;
+    let cut_off =
+        json!({"exitCode": 255, "reason": "Unknown", "startedAt": state.running.and_then(|r| r.started_at).map(|t| t.0.to_string()), "finishedAt": now()});
+    if restart_policy == "Never" {
+        cs.terminated = Some(cut_off);
+        cs.waiting = None;
+    } else {
+        cs.last_terminated = Some(cut_off);
     }
 }
 

@@ -294,6 +294,22 @@ async fn deployments_roll_and_leave_no_process_behind() {
     assert!(ok, "{out}");
     assert_eq!(processes_with(&marker).len(), 3);
 
+    // A pod that has finished (restartPolicy Never) must not run again after a restart.
+    assert_eq!(post(&c, "/api/v1/namespaces/dep/pods", pod("done-once", "echo ran-once", json!({"spec": {"restartPolicy": "Never"}}))).await.0, 201);
+    let c2 = c.clone();
+    until("done-once succeeded", 20, || {
+        let c2 = c2.clone();
+        async move {
+            let (_, _, p) = raw(&c2, "GET", "/api/v1/namespaces/dep/pods/done-once", "", b"").await;
+            if p["status"]["phase"] == "Succeeded" {
+                Ok(())
+            } else {
+                Err(p["status"].to_string())
+            }
+        }
+    })
+    .await;
+
     // Killing the server (and its agent) kills every container; after a restart they run again.
     s.stop();
     let gone = Instant::now() + Duration::from_secs(10);
@@ -314,6 +330,31 @@ async fn deployments_roll_and_leave_no_process_behind() {
         }
     })
     .await;
+    // As after a node reboot: the cut-off run is a termination with reason Unknown, the restart
+    // count carries on, and the finished pod stays finished.
+    let c = s.client().await;
+    let c2 = c.clone();
+    until("restart counted", 20, || {
+        let c2 = c2.clone();
+        async move {
+            let (_, _, pods) = raw(&c2, "GET", "/api/v1/namespaces/dep/pods?labelSelector=app%3Dweb", "", b"").await;
+            let items = pods["items"].as_array().cloned().unwrap_or_default();
+            let counted = items.iter().all(|p| {
+                let cs = &p["status"]["containerStatuses"][0];
+                cs["restartCount"].as_i64().unwrap_or(0) >= 1 && cs["lastState"]["terminated"]["reason"] == "Unknown"
+            });
+            if counted && !items.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{items:?}"))
+            }
+        }
+    })
+    .await;
+    let (_, _, once) = raw(&c, "GET", "/api/v1/namespaces/dep/pods/done-once", "", b"").await;
+    assert_eq!(once["status"]["phase"], "Succeeded", "{}", once["status"]);
+    assert_eq!(once["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(raw(&c, "DELETE", "/api/v1/namespaces/dep/pods/done-once", "", b"").await.0, 200);
     // A clean shutdown (SIGTERM) stops the containers and unmounts every pod volume: no
     // ServiceAccount token or Secret stays in memory after lockbox exits.
     assert!(std::fs::read_to_string("/proc/self/mounts").unwrap().contains(s.data_dir().to_str().unwrap()));
