@@ -266,7 +266,9 @@ async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], ne
         || prev.is_none_or(|p| !p.message.as_deref().unwrap_or_default().contains(&format!("\"{new_name}\"")));
     let deadline = d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).unwrap_or(600) as i64;
     let last_progress = prev.and_then(|p| p.last_update_time.clone()).filter(|_| !progressed).unwrap_or_else(|| now.clone());
-    let stalled = !complete && now.0.as_second() - last_progress.0.as_second() > deadline;
+    // Once exceeded, the deadline stays exceeded until the rollout progresses again.
+    let exceeded_before = prev.is_some_and(|p| p.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+    let stalled = !complete && ((exceeded_before && !progressed) || now.0.as_second() - last_progress.0.as_second() > deadline);
     let mut progressing = if complete {
         condition("Progressing", true, "NewReplicaSetAvailable", format!("ReplicaSet \"{new_name}\" has successfully progressed."))
     } else if stalled {
