@@ -21,9 +21,8 @@ use crate::volumes::{self, Contents, TokenSource};
 
 pub struct ContainerState {
     child: Option<tokio::process::Child>,
-    /// Restarts so far: counted when a container starts again, as the kubelet does.
-    pub restarts: i32,
-    /// Runs started so far; run `n` logs to `n.log`.
+    /// Runs started so far; run `n` logs to `n.log`. The restart count is one less (the kubelet
+    /// counts a restart when the container starts again).
     pub runs: i32,
     started_at: Option<String>,
     last_terminated: Option<Value>,
@@ -277,7 +276,6 @@ impl Agent {
             let cs = st.containers.entry(c.name.clone()).or_insert_with(|| {
                 let mut cs = ContainerState {
                     child: None,
-                    restarts: 0,
                     runs: 0,
                     started_at: None,
                     last_terminated: None,
@@ -419,9 +417,6 @@ impl Agent {
         cs.env = env.vars;
         cs.started_at = Some(now());
         cs.child = Some(child);
-        if cs.runs > 0 {
-            cs.restarts += 1;
-        }
         cs.runs += 1;
         Ok(())
     }
@@ -451,7 +446,7 @@ impl Agent {
                 json!({"waiting": w})
             };
             let mut s = json!({
-                "name": c.name, "ready": running, "restartCount": cs.restarts, "state": state,
+                "name": c.name, "ready": running, "restartCount": cs.restarts(), "state": state,
                 "image": c.image, "imageID": "", "started": running,
             });
             if let Some(child) = cs.child.as_ref() {
@@ -492,7 +487,6 @@ fn resume(cs: &mut ContainerState, pod: &Pod, name: &str, restart_policy: &str) 
     };
     let state = prev.state.clone().unwrap_or_default();
     if let Some(t) = state.terminated {
-        cs.restarts = prev.restart_count;
         cs.runs = prev.restart_count + 1;
         cs.terminated = serde_json::to_value(&t).ok();
         cs.waiting = None;
@@ -501,7 +495,6 @@ fn resume(cs: &mut ContainerState, pod: &Pod, name: &str, restart_policy: &str) 
     if state.running.is_none() && prev.last_state.as_ref().and_then(|l| l.terminated.as_ref()).is_none() {
         return; // it never ran
     }
-    cs.restarts = prev.restart_count;
     cs.runs = prev.restart_count + 1;
     let cut_off =
         json!({"exitCode": 255, "reason": "Unknown", "startedAt": state.running.and_then(|r| r.started_at).map(|t| t.0.to_string()), "finishedAt": now()});
@@ -543,6 +536,10 @@ fn phase(restart_policy: &str, statuses: &[Value]) -> &'static str {
 }
 
 impl ContainerState {
+    pub fn restarts(&self) -> i32 {
+        (self.runs - 1).max(0)
+    }
+
     /// Which run's log `kubectl logs [--previous]` reads, as the kubelet's
     /// validateContainerLogStatus decides; `Err` carries the kubelet's message.
     pub fn log_run(&self, container: &str, pod: &str, previous: bool) -> Result<i32, String> {

@@ -35,26 +35,17 @@ trait ToJson {
     fn to_json(&self) -> Result<Option<Value>, String>;
 }
 
-impl ToJson for String {
-    fn to_json(&self) -> Result<Option<Value>, String> {
-        Ok(Some(json!(self)))
-    }
+/// Scalars are present as they are; `put` decides which zero values mean "absent".
+macro_rules! scalar {
+    ($($t:ty),*) => {$(
+        impl ToJson for $t {
+            fn to_json(&self) -> Result<Option<Value>, String> {
+                Ok(Some(json!(self)))
+            }
+        }
+    )*};
 }
-impl ToJson for i32 {
-    fn to_json(&self) -> Result<Option<Value>, String> {
-        Ok(Some(json!(self)))
-    }
-}
-impl ToJson for i64 {
-    fn to_json(&self) -> Result<Option<Value>, String> {
-        Ok(Some(json!(self)))
-    }
-}
-impl ToJson for bool {
-    fn to_json(&self) -> Result<Option<Value>, String> {
-        Ok(Some(json!(self)))
-    }
-}
+scalar!(String, i32, i64, bool);
 impl<T: ToJson> ToJson for Option<T> {
     fn to_json(&self) -> Result<Option<Value>, String> {
         self.as_ref().map_or(Ok(None), T::to_json)

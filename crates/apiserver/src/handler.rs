@@ -96,13 +96,35 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
     let path = parts.uri.path().to_string();
     // Path segments are percent-decoded, as Go's URL parsing does for kube-apiserver
     // (`/secrets/%6Fther` names `other`).
-    let decoded: Vec<String> =
-        path.split('/').filter(|s| !s.is_empty()).map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()).collect();
-    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    let decoded: Vec<std::borrow::Cow<str>> =
+        path.split('/').filter(|s| !s.is_empty()).map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy()).collect();
+    let segs: Vec<&str> = decoded.iter().map(|s| s.as_ref()).collect();
     let target = if is_resource_path(&segs) { Some(parse_target(&segs)) } else { None };
     let api_version = segs.get(if segs.first() == Some(&"apis") { 2 } else { 1 }).copied().unwrap_or_default();
     let request_uri = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| path.clone());
     let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    // The attributes of this request, made by `user`.
+    let attributes_as = |user: &auth::UserInfo| match &target {
+        Some(Ok(t)) => authz::resource_attributes(user, &parts.method, t, &query),
+        _ => authz::non_resource_attributes(user, &parts.method, &path),
+    };
+    let audit = |attrs: &auth::Attributes, authenticated: &auth::UserInfo, code: u16, status: Option<Value>, decision: Option<(&'static str, String)>| {
+        if let Some(audit) = &app.audit {
+            audit.record(crate::audit::Record {
+                attrs,
+                authenticated,
+                impersonated: attrs.user != *authenticated,
+                request_uri: &request_uri,
+                source_ip: peer.clone(),
+                user_agent: &user_agent,
+                api_version,
+                code,
+                status,
+                decision,
+                received,
+            });
+        }
+    };
     let user = match app.authn.authenticate(&parts.headers, cert.as_ref()).await {
         Ok(u) => u,
         Err(e) => {
@@ -110,26 +132,8 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
             let err = ApiError::unauthorized();
             // A failed authentication is audited too (kube-apiserver's
             // WithFailedAuthenticationAudit): "who tried to read this Secret" has an answer.
-            if let Some(audit) = &app.audit {
-                let nobody = auth::UserInfo::default();
-                let attrs = match &target {
-                    Some(Ok(t)) => authz::resource_attributes(&nobody, &parts.method, t, &query),
-                    _ => authz::non_resource_attributes(&nobody, &parts.method, &path),
-                };
-                audit.record(crate::audit::Record {
-                    attrs: &attrs,
-                    authenticated: &nobody,
-                    impersonated: false,
-                    request_uri: &request_uri,
-                    source_ip: peer.clone(),
-                    user_agent: &user_agent,
-                    api_version,
-                    code: 401,
-                    status: Some(err.to_json()),
-                    decision: None,
-                    received,
-                });
-            }
+            let nobody = auth::UserInfo::default();
+            audit(&attributes_as(&nobody), &nobody, 401, Some(err.to_json()), None);
             return negotiate::error(&err);
         }
     };
@@ -138,14 +142,9 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
     // as a "forbid" decision.
     let decide = || {
         let acting = authz::impersonate(&rbac, user.clone(), &parts.headers);
-        let attrs = match (&acting, &target) {
-            (Ok(u), Some(Ok(t))) => authz::resource_attributes(u, &parts.method, t, &query),
-            (Ok(u), _) => authz::non_resource_attributes(u, &parts.method, &path),
-            // A refused impersonation is audited against what was asked for, as the
-            // authenticated user.
-            (Err(_), Some(Ok(t))) => authz::resource_attributes(&user, &parts.method, t, &query),
-            (Err(_), _) => authz::non_resource_attributes(&user, &parts.method, &path),
-        };
+        // A refused impersonation is audited against what was asked for, as the authenticated
+        // user.
+        let attrs = attributes_as(acting.as_ref().unwrap_or(&user));
         let verdict = match acting {
             Err(e) => Err((e, false)),
             Ok(acting) => authz::authorize(&rbac, &attrs).map(|why| (acting, why)).map_err(|e| (e, true)),
@@ -185,21 +184,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
             (negotiate::error(&e), Some(e.to_json()))
         }
     };
-    if let Some(audit) = &app.audit {
-        audit.record(crate::audit::Record {
-            attrs: &attrs,
-            authenticated: &user,
-            impersonated: attrs.user != user,
-            request_uri: &request_uri,
-            source_ip: peer,
-            user_agent: &user_agent,
-            api_version,
-            code: response.status().as_u16(),
-            status,
-            decision,
-            received,
-        });
-    }
+    audit(&attrs, &user, response.status().as_u16(), status, decision);
     response
 }
 

@@ -61,15 +61,7 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
             meta.owner_references = Some(vec![crate::controller_ref(rs, "apps/v1", "ReplicaSet")]);
             let pod = Pod { metadata: meta, spec: template.spec.clone(), status: None };
             let created = pods_api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
-            crate::record_event(
-                client,
-                crate::object_ref(rs, "apps/v1", "ReplicaSet"),
-                "replicaset-controller",
-                "Normal",
-                "SuccessfulCreate",
-                &format!("Created pod: {}", created.name_any()),
-            )
-            .await;
+            event(client, rs, "SuccessfulCreate", &format!("Created pod: {}", created.name_any())).await;
         }
     } else if have > desired {
         // Remove the least useful first: unscheduled, then not ready, then the newest.
@@ -78,17 +70,7 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
         });
         for p in pods.iter().take((have - desired) as usize) {
             match pods_api.delete(&p.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {
-                    crate::record_event(
-                        client,
-                        crate::object_ref(rs, "apps/v1", "ReplicaSet"),
-                        "replicaset-controller",
-                        "Normal",
-                        "SuccessfulDelete",
-                        &format!("Deleted pod: {}", p.name_any()),
-                    )
-                    .await
-                }
+                Ok(_) => event(client, rs, "SuccessfulDelete", &format!("Deleted pod: {}", p.name_any())).await,
                 Err(e) if benign(&e) => {}
                 Err(e) => return Err(e),
             }
@@ -110,4 +92,9 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
             .await?;
     }
     Ok(())
+}
+
+/// Records a Normal event about a ReplicaSet, from the replicaset controller.
+async fn event(client: &Client, rs: &ReplicaSet, reason: &str, message: &str) {
+    crate::record_event(client, crate::object_ref(rs, "apps/v1", "ReplicaSet"), "replicaset-controller", "Normal", reason, message).await;
 }
