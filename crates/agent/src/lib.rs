@@ -41,6 +41,11 @@ pub struct Config {
 /// Runs the agent until `stop` fires (or its sender is dropped); then stops every container and
 /// unmounts the pods' in-memory volumes, so no Secret stays in memory after lockbox exits.
 pub async fn run(cfg: Config, mut stop: tokio::sync::oneshot::Receiver<()>) -> anyhow::Result<()> {
+    // Before anything else: the volumes a killed agent left mounted hold Secret values.
+    let stale = volumes::unmount_all_under(&cfg.root.join("pods"));
+    if stale > 0 {
+        tracing::info!(mounts = stale, "removed the pod volumes a previous agent left mounted");
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let port = listener.local_addr()?.port();
     let ip = cfg.listen.ip().to_string();

@@ -244,6 +244,39 @@ pub fn mount_tmpfs(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The clean-up after a crash, run before the agent does anything else: a killed agent left
+/// its pods' tmpfs mounts (Secret values, in memory) behind, and no container outlives its
+/// agent, so no pod uses one. Every mount under `pods_dir` is detached, deepest first, and
+/// every pod's `volumes` directory removed; pods that still exist get theirs anew. Returns how
+/// many mounts were removed.
+pub fn unmount_all_under(pods_dir: &Path) -> usize {
+    let Ok(root) = std::fs::canonicalize(pods_dir) else { return 0 };
+    let prefix = format!("{}/", root.to_string_lossy());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut points: Vec<String> = mounts.lines().filter_map(|l| l.split(' ').nth(1)).map(unescape_mount_path).filter(|p| p.starts_with(&prefix)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    points.dedup();
+    for p in &points {
+        unmount(Path::new(p));
+    }
+    if let Ok(pods) = std::fs::read_dir(&root) {
+        for pod in pods.flatten() {
+            let volumes = pod.path().join("volumes");
+            if volumes.exists() {
+                if let Err(e) = std::fs::remove_dir_all(&volumes) {
+                    tracing::warn!(path = %volumes.display(), error = %e, "could not remove a stale volume directory");
+                }
+            }
+        }
+    }
+    points.len()
+}
+
+/// /proc/self/mounts escapes space, tab, newline and backslash in octal.
+fn unescape_mount_path(p: &str) -> String {
+    p.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
 pub fn unmount(dir: &Path) {
     if let Ok(t) = std::ffi::CString::new(dir.to_string_lossy().as_bytes()) {
         unsafe {
@@ -273,6 +306,15 @@ mod tests {
         unmount(&base.join("vol"));
         let _ = std::fs::remove_dir_all(&base);
         assert_eq!(mounted, 1, "one tmpfs, however the path is spelled");
+        // What a crashed agent leaves behind is found and removed.
+        let pods = base.join("pods");
+        mount_tmpfs(&pods.join("uid-1/volumes")).unwrap();
+        mount_tmpfs(&pods.join("uid 2/volumes")).unwrap();
+        std::fs::write(pods.join("uid-1/volumes/token"), "x").unwrap();
+        assert_eq!(unmount_all_under(&pods), 2);
+        assert!(!pods.join("uid-1/volumes").exists() && !pods.join("uid 2/volumes").exists());
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        assert!(!mounts.contains(&*std::fs::canonicalize(&pods).unwrap().to_string_lossy()));
     }
 
     #[test]

@@ -38,11 +38,68 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
 }
 
+/// kube-apiserver's `maxJSONPatchOperations`.
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+/// kube-apiserver's `JSONPatchMaxCopyBytes` (its request body limit): how much `copy`
+/// operations may add to a document in one patch. Without it, a 2 KB patch whose copies keep
+/// doubling an array grows without bound.
+pub const MAX_JSON_PATCH_COPY_BYTES: usize = 3 * 1024 * 1024;
+
 pub fn json_patch(original: &Value, body: &[u8]) -> Result<Value, ApiError> {
     let patch: json_patch::Patch = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    if patch.0.len() > MAX_JSON_PATCH_OPERATIONS {
+        return Err(ApiError::request_entity_too_large(format!(
+            "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}",
+            patch.0.len()
+        )));
+    }
     let mut doc = original.clone();
-    json_patch::patch(&mut doc, &patch).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    // Applied one operation at a time, so that the copies' growth is checked before each copy
+    // is made, never after (the crate applies a whole patch at once). The document is our
+    // own clone, so a failure half-way leaves nothing behind.
+    let mut copied = 0usize;
+    for (i, op) in patch.0.iter().enumerate() {
+        if let json_patch::PatchOperation::Copy(c) = op {
+            if let Some(from) = doc.pointer(c.from.as_str()) {
+                copied = copied.saturating_add(encoded_len_up_to(from, MAX_JSON_PATCH_COPY_BYTES + 1));
+                if copied > MAX_JSON_PATCH_COPY_BYTES {
+                    return Err(ApiError::unprocessable(format!(
+                        "Unable to complete the copy, the accumulated size increase of copy is {copied}, exceeding the limit {MAX_JSON_PATCH_COPY_BYTES}"
+                    )));
+                }
+            }
+        }
+        json_patch::patch_unsafe(&mut doc, std::slice::from_ref(op)).map_err(|mut e| {
+            e.operation = i;
+            ApiError::unprocessable(e.to_string())
+        })?;
+    }
     Ok(doc)
+}
+
+/// The length of `v` encoded as JSON, counting no further than `cap` (so measuring a huge
+/// value costs no more than the cap).
+pub fn encoded_len_up_to(v: &Value, cap: usize) -> usize {
+    struct Counter {
+        n: usize,
+        cap: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.n += b.len();
+            if self.n > self.cap {
+                return Err(std::io::Error::other("over the cap"));
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Counter { n: 0, cap };
+    let _ = serde_json::to_writer(&mut c, v);
+    c.n.min(cap)
 }
 
 pub fn merge_patch(original: &Value, body: &[u8]) -> Result<Value, ApiError> {
@@ -242,6 +299,34 @@ fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn json_patch_copies_are_bounded_before_they_are_made() {
+        // Each copy doubles the array: unbounded, 40 copies would need terabytes.
+        let mut ops = vec![json!({"op": "add", "path": "/data/a", "value": ["x".repeat(1000)]})];
+        for _ in 0..40 {
+            ops.push(json!({"op": "copy", "from": "/data/a", "path": "/data/a/-"}));
+            ops.push(json!({"op": "copy", "from": "/data/a", "path": "/data/b"}));
+            ops.push(json!({"op": "move", "from": "/data/b", "path": "/data/a"}));
+        }
+        let e = json_patch(&json!({"data": {}}), Value::Array(ops).to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(e.message.starts_with("Unable to complete the copy"), "{}", e.message);
+
+        let many = Value::Array(vec![json!({"op": "test", "path": "/a", "value": 1}); MAX_JSON_PATCH_OPERATIONS + 1]);
+        let e = json_patch(&json!({"a": 1}), many.to_string().as_bytes()).unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (413, "The allowed maximum operations in a JSON patch is 10000, got 10001"));
+    }
+
+    #[test]
+    fn json_patch_errors_name_the_failing_operation() {
+        let ops = json!([{"op": "test", "path": "/a", "value": 1}, {"op": "remove", "path": "/nope"}]);
+        let e = json_patch(&json!({"a": 1}), ops.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(e.message.starts_with("operation '/1' failed at path '/nope'"), "{}", e.message);
+        let ok = json!([{"op": "copy", "from": "/a", "path": "/b"}, {"op": "replace", "path": "/a", "value": 2}]);
+        assert_eq!(json_patch(&json!({"a": 1}), ok.to_string().as_bytes()).unwrap(), json!({"a": 2, "b": 1}));
+    }
 
     fn smp(orig: Value, patch: Value) -> Value {
         strategic_merge_patch(&orig, patch.to_string().as_bytes()).unwrap()

@@ -362,7 +362,8 @@ fn find_unescaped(s: &str, needle: &str) -> Option<usize> {
             i += 2;
             continue;
         }
-        if s[i..].starts_with(needle) {
+        // Bytes, not `&s[i..]`: `i` may sit inside a multi-byte character.
+        if bytes[i..].starts_with(needle.as_bytes()) {
             return Some(i);
         }
         i += 1;
@@ -416,5 +417,14 @@ mod tests {
         assert!(!f.matches(|k| Some(if k == "metadata.name" { "a".into() } else { "Opaque".into() })));
         assert_eq!(FieldSelector::parse(r"metadata.name=a\,b").unwrap().terms[0].value, "a,b");
         assert!(FieldSelector::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn non_ascii_never_panics() {
+        for sel in ["metadata.name=ÿ", "ÿ=ÿ", "metadata.name!=日本", r"a\ÿ=b", "ÿ", "a=\\ÿ"] {
+            let _ = FieldSelector::parse(sel);
+            let _ = LabelSelector::parse(sel);
+        }
+        assert_eq!(FieldSelector::parse("metadata.name=ÿ").unwrap().exact_name(), Some("ÿ"));
     }
 }

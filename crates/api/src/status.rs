@@ -140,6 +140,21 @@ impl ApiError {
         Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
     }
 
+    /// The max-in-flight and fairness filters' answer (kube's `tooManyRequests`): clients
+    /// back off for `retryAfterSeconds` and retry.
+    pub fn too_many_requests() -> Self {
+        let mut e = Self::new(429, "TooManyRequests", "Too many requests, please try again later.");
+        e.details = Some(Details { retry_after_seconds: Some(1), ..Default::default() });
+        e
+    }
+
+    /// An error of the HTTP layer itself (a malformed request, a URI or headers too long),
+    /// which kube-apiserver's Go server answers in plain text and lockbox as a Status. Such a
+    /// code has no StatusReason, so the reason is empty (Unknown), as apimachinery gives it.
+    pub fn http_layer(code: u16, message: impl Into<String>) -> Self {
+        Self::new(code, "", message)
+    }
+
     pub fn timeout(message: impl Into<String>) -> Self {
         Self::new(504, "Timeout", message)
     }
@@ -166,6 +181,9 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if let (true, Some(m)) = (self.reason.is_empty(), status.as_object_mut()) {
+            m.remove("reason");
+        }
         if let Some(d) = &self.details {
             let mut details = serde_json::Map::new();
             if !d.name.is_empty() {

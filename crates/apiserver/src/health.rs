@@ -66,7 +66,7 @@ impl Health {
         }
         if let Some(one) = segs.get(1) {
             if !checks.contains(one) {
-                return negotiate::text(StatusCode::NOT_FOUND, "404 page not found\n");
+                return negotiate::error(&api::ApiError::path_not_found());
             }
             return match self.check(one, true).await {
                 Ok(()) => negotiate::text(StatusCode::OK, "ok"),

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod cache;
+pub mod connection;
 pub mod controllers;
 pub mod handler;
 pub mod health;
@@ -47,6 +48,8 @@ pub struct Config {
     /// Metric families of the components running beside the server (the controllers), served
     /// on `/metrics` with the server's own.
     pub metrics: Vec<fn(&mut prometheus_client::registry::Registry)>,
+    /// Deadlines and the connection count of the TLS listener.
+    pub connections: connection::Limits,
 }
 
 /// The encryption configuration file a data dir uses by default, created on first start only
@@ -190,9 +193,10 @@ pub async fn start(cfg: Config) -> Result<Started> {
     pki::write_private(&kubeconfig_path, kubeconfig.as_bytes())?;
     tracing::info!(%listen, "lockbox API server ready");
     println!("export KUBECONFIG={}", kubeconfig_path.display());
+    let connections = cfg.connections;
     let serving = tokio::spawn(async move {
         let _lock = _lock;
-        server::serve(listener, tls, router).await
+        server::serve(listener, tls, router, connections).await
     });
     Ok(Started { listen, url: client_url(listen), pki, serving })
 }

@@ -22,6 +22,36 @@ use crate::cache::{Decoded, WatchCache};
 /// How long a read waits for the cache to reach a revision before giving up.
 const CACHE_WAIT: Duration = Duration::from_secs(3);
 
+/// How long a write with no precondition keeps retrying conflicts (kube-apiserver's request
+/// timeout; its GuaranteedUpdate retries until then).
+const CONFLICT_RETRY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Retries of a read-modify-write that lost a compare-and-swap to a concurrent writer. Only an
+/// explicit precondition makes a conflict final (the caller decides); otherwise the writer
+/// re-reads and tries again until the request's deadline, with a short random pause so that
+/// contending writers spread out instead of colliding again in step.
+struct ConflictRetry {
+    deadline: std::time::Instant,
+    attempts: u32,
+}
+
+impl ConflictRetry {
+    fn new() -> Self {
+        ConflictRetry { deadline: std::time::Instant::now() + CONFLICT_RETRY_DEADLINE, attempts: 0 }
+    }
+
+    /// Whether to try again after `e`; waits before saying yes.
+    async fn again(&mut self, e: &ApiError) -> bool {
+        if e.code != 409 || std::time::Instant::now() >= self.deadline {
+            return false;
+        }
+        self.attempts += 1;
+        let ceiling = u64::from(self.attempts.min(20));
+        tokio::time::sleep(Duration::from_micros(rand::random_range(0..=ceiling * 1000))).await;
+        true
+    }
+}
+
 pub struct Registry {
     pub store: Arc<dyn Store>,
     pub cache: Arc<WatchCache>,
@@ -414,16 +444,14 @@ impl Registry {
     where
         F: FnMut(&Value) -> ApiResult<Value>,
     {
-        let mut attempts = 0;
+        let mut retry = ConflictRetry::new();
         loop {
             let current = self.get(res, ns, name).await?;
             let new = mutate(&current)?;
+            // A resourceVersion the patch itself names is a precondition: its conflict is final.
             let pinned = !object::resource_version(&new).is_empty() && object::resource_version(&new) != object::resource_version(&current);
             match self.update_from(res, ns, &current, new, opts).await {
-                Err(e) if e.code == 409 && e.reason == "Conflict" && !pinned && attempts < 5 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(5 * attempts)).await;
-                }
+                Err(e) if e.reason == "Conflict" && !pinned && retry.again(&e).await => {}
                 other => return other,
             }
         }
@@ -432,7 +460,7 @@ impl Registry {
     /// Server-side apply: creates the object when missing. Returns (object, created).
     pub async fn apply(&self, res: &Resource, ns: &str, name: &str, applied: &Value, force: bool, opts: &WriteOptions) -> ApiResult<(Value, bool)> {
         let opts = WriteOptions { ownership_recorded: true, ..opts.clone() };
-        let mut attempts = 0;
+        let mut retry = ConflictRetry::new();
         loop {
             let current = match self.get(res, ns, name).await {
                 Ok(c) => Some(c),
@@ -450,11 +478,12 @@ impl Registry {
                     self.update_from(res, ns, cur, new, &opts).await.map(|o| (o, false))
                 }
             };
+            // Lost to a concurrent writer (a stale update, or a create that another create beat):
+            // apply again on what is there now, unless the applied object names a version.
+            let pinned = !object::resource_version(applied).is_empty();
             match result {
-                Err(e) if e.code == 409 && (e.reason == "Conflict" || e.reason == "AlreadyExists") && e.message.starts_with("Operation") && attempts < 5 => {
-                    attempts += 1
-                }
-                Err(e) if e.reason == "AlreadyExists" && attempts < 5 => attempts += 1,
+                Err(e) if !pinned && matches!(e.reason, "Conflict" | "AlreadyExists") && e.message.starts_with("Operation") && retry.again(&e).await => {}
+                Err(e) if !pinned && e.reason == "AlreadyExists" && current.is_none() && retry.again(&e).await => {}
                 other => return other,
             }
         }
@@ -467,7 +496,7 @@ impl Registry {
             e.details = Some(api::status::Details { name: name.into(), kind: "namespaces".into(), ..Default::default() });
             return Err(e);
         }
-        let mut attempts = 0;
+        let mut retry = ConflictRetry::new();
         loop {
             let current = self.get(res, ns, name).await?;
             if let Some(uid) = &opts.precondition_uid {
@@ -541,7 +570,7 @@ impl Registry {
                         object::set_meta(&mut marked, "resourceVersion", rev.to_string());
                         return Ok(DeleteOutcome::Pending(Arc::new(marked)));
                     }
-                    Err(e) if e.code == 409 && attempts < 5 => attempts += 1,
+                    Err(e) if retry.again(&e).await => {}
                     Err(e) => return Err(e),
                 }
                 continue;
@@ -551,7 +580,7 @@ impl Registry {
             }
             match self.write_raw(res, ns, name, &current, None).await {
                 Ok(_) => return Ok(DeleteOutcome::Deleted(current)),
-                Err(e) if e.code == 409 && attempts < 5 => attempts += 1,
+                Err(e) if retry.again(&e).await => {}
                 Err(e) => return Err(e),
             }
         }

@@ -48,14 +48,52 @@ fn template_without_hash(rs: &ReplicaSet) -> serde_json::Value {
     t
 }
 
-pub async fn pass(client: &Client) -> kube::Result<()> {
+/// Deployments whose last reconcile failed, and when to try each again: the workqueue's
+/// per-item exponential back-off (5 ms doubling to 1000 s), so that a Deployment that cannot
+/// progress (its ReplicaSet name is invalid, say) costs a retry and a log line ever more
+/// rarely instead of every pass. A new generation (the user changed the spec) retries at once.
+#[derive(Default)]
+pub struct Backoff(std::collections::HashMap<String, Failing>);
+
+struct Failing {
+    generation: i64,
+    delay: std::time::Duration,
+    next: std::time::Instant,
+}
+
+impl Backoff {
+    fn due(&self, uid: &str, generation: i64) -> bool {
+        self.0.get(uid).is_none_or(|f| f.generation != generation || std::time::Instant::now() >= f.next)
+    }
+    fn failed(&mut self, uid: &str, generation: i64) {
+        let delay = match self.0.get(uid) {
+            Some(f) if f.generation == generation => (f.delay * 2).min(std::time::Duration::from_secs(1000)),
+            _ => std::time::Duration::from_millis(5),
+        };
+        self.0.insert(uid.to_string(), Failing { generation, delay, next: std::time::Instant::now() + delay });
+    }
+    /// When the earliest waiting retry is due.
+    pub fn next_due(&self) -> Option<std::time::Instant> {
+        self.0.values().map(|f| f.next).min()
+    }
+}
+
+pub async fn pass(client: &Client, backoff: &mut Backoff) -> kube::Result<()> {
     let deployments = Api::<Deployment>::all(client.clone()).list(&ListParams::default()).await?;
+    let live: std::collections::HashSet<String> = deployments.items.iter().map(|d| d.uid().unwrap_or_default()).collect();
+    backoff.0.retain(|uid, _| live.contains(uid));
     for d in deployments.items {
-        if d.metadata.deletion_timestamp.is_some() {
+        let (uid, generation) = (d.uid().unwrap_or_default(), d.metadata.generation.unwrap_or(0));
+        if d.metadata.deletion_timestamp.is_some() || !backoff.due(&uid, generation) {
             continue;
         }
-        if let Err(e) = reconcile(client, &d).await {
-            if !benign(&e) {
+        match reconcile(client, &d).await {
+            Ok(()) => {
+                backoff.0.remove(&uid);
+            }
+            Err(e) if benign(&e) => {}
+            Err(e) => {
+                backoff.failed(&uid, generation);
                 tracing::warn!(deployment = %d.name_any(), error = %e, "deployment reconcile failed");
             }
         }
@@ -149,6 +187,22 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
                     crate::deployment::event(client, d, "ScalingReplicaSet", &format!("Scaled up replica set {} from 0 to {initial}", created.name_any()))
                         .await;
                     created
+                }
+                Err(kube::Error::Api(e)) if e.reason != "AlreadyExists" => {
+                    // sync.go's getNewReplicaSet: the failure is a Warning event and, as the
+                    // Deployment has a progress deadline, its Progressing condition.
+                    let msg = format!("Failed to create new replica set \"{}\": {}", rs.name_any(), e.message);
+                    crate::record_event(
+                        client,
+                        crate::object_ref(d, "apps/v1", "Deployment"),
+                        "deployment-controller",
+                        "Warning",
+                        "ReplicaSetCreateError",
+                        &msg,
+                    )
+                    .await;
+                    set_condition(client, d, "Progressing", false, "ReplicaSetCreateError", &msg).await?;
+                    return Err(kube::Error::Api(e));
                 }
                 Err(e) => return Err(e),
             }
@@ -326,6 +380,36 @@ async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], ne
             api.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {REVISION: rev}}}))).await?;
         }
     }
+    Ok(())
+}
+
+/// Sets one condition of a Deployment's status, keeping the others (and the transition time
+/// when the status stays the same); writes nothing when it already says this.
+async fn set_condition(client: &Client, d: &Deployment, type_: &str, ok: bool, reason: &str, message: &str) -> kube::Result<()> {
+    let status = if ok { "True" } else { "False" };
+    let mut conditions = d.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let prev = conditions.iter().position(|c| c.type_ == type_);
+    if let Some(p) = prev.map(|i| &conditions[i]) {
+        if p.status == status && p.reason.as_deref() == Some(reason) && p.message.as_deref() == Some(message) {
+            return Ok(());
+        }
+    }
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let transition = prev.map(|i| &conditions[i]).filter(|p| p.status == status).and_then(|p| p.last_transition_time.clone()).unwrap_or_else(|| now.clone());
+    let condition = DeploymentCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_update_time: Some(now),
+        last_transition_time: Some(transition),
+    };
+    match prev {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &d.namespace().unwrap_or_default());
+    api.patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"status": {"conditions": conditions}}))).await?;
     Ok(())
 }
 

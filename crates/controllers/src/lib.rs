@@ -55,6 +55,7 @@ pub async fn run(client: Client) {
     tokio::spawn(gc::run(client.clone()));
     let mut reloader = reload::Reloader::default();
     let mut syncer = externalsecrets::Syncer::default();
+    let mut deployments = deployment::Backoff::default();
     {
         // ExternalSecrets and stores are watched without types: there are no generated ones.
         for path in ["externalsecrets", "secretstores", "clustersecretstores", "clusterexternalsecrets"] {
@@ -72,7 +73,7 @@ pub async fn run(client: Client) {
     loop {
         // A debounced reload or a due refresh is waiting: look again soon even without news.
         let mut idle = if reloader.waiting() { Duration::from_millis(300) } else { Duration::from_secs(3) };
-        if let Some(due) = syncer.next_due() {
+        if let Some(due) = syncer.next_due().into_iter().chain(deployments.next_due()).min() {
             idle = idle.min(due.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(50)));
         }
         let everything = tokio::select! {
@@ -91,7 +92,7 @@ pub async fn run(client: Client) {
         }
         for (name, r) in [
             ("scheduler", scheduler::pass(&client).await),
-            ("deployment", deployment::pass(&client).await),
+            ("deployment", deployment::pass(&client, &mut deployments).await),
             ("replicaset", replicaset::pass(&client).await),
             ("reloader", reloader.pass(&client).await),
         ] {

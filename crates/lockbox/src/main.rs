@@ -1,6 +1,7 @@
 //! `lockbox`: the configuration-and-secrets slice of Kubernetes in one binary.
 
 mod bench;
+mod hardening;
 mod kms_plugin;
 mod storage_cmd;
 mod up;
@@ -17,6 +18,15 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Allow core dumps and ptrace by other processes of the same user. By default lockbox
+    /// sets RLIMIT_CORE to 0 and makes itself non-dumpable, because a core of a process
+    /// holding Secrets holds their plaintext. For debugging a crash only.
+    #[arg(long, global = true)]
+    allow_core_dumps: bool,
+    /// Lock all of lockbox's memory (mlockall), so that no Secret is ever swapped to disk.
+    /// Needs CAP_IPC_LOCK or a large enough `ulimit -l`; lockbox refuses to start without it.
+    #[arg(long, global = true)]
+    mlock: bool,
 }
 
 #[derive(Subcommand)]
@@ -55,6 +65,15 @@ enum Command {
         /// How many rotated audit logs to keep.
         #[arg(long, default_value_t = 10)]
         audit_log_maxbackup: usize,
+        /// How many connections are served at once; more wait in the listen backlog.
+        #[arg(long, default_value_t = 10_000)]
+        max_connections: usize,
+        /// Seconds a connection may stay open with no request in flight (Go's IdleTimeout).
+        #[arg(long, default_value_t = 90, hide = true)]
+        idle_connection_timeout_seconds: u64,
+        /// Seconds a request head may take to arrive (Go's ReadHeaderTimeout).
+        #[arg(long, default_value_t = 32, hide = true)]
+        request_header_timeout_seconds: u64,
     },
     /// Print the admin kubeconfig of a data dir.
     Kubeconfig {
@@ -105,6 +124,8 @@ fn run() -> Result<()> {
     // One TLS crypto provider for every client and server in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    hardening::quiet_panics();
+    hardening::apply(&hardening::Options { allow_core_dumps: cli.allow_core_dumps, mlock: cli.mlock })?;
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Up {
@@ -118,6 +139,9 @@ fn run() -> Result<()> {
             audit_log_path,
             audit_log_maxsize,
             audit_log_maxbackup,
+            max_connections,
+            idle_connection_timeout_seconds,
+            request_header_timeout_seconds,
         } => {
             init_logging();
             // Absolute, so that every path derived from it (mount points above all) is.
@@ -134,6 +158,12 @@ fn run() -> Result<()> {
                 audit_log_max_megabytes: audit_log_maxsize,
                 audit_log_max_backups: audit_log_maxbackup,
                 metrics: vec![controllers::metrics::register],
+                connections: apiserver::connection::Limits {
+                    max_connections: max_connections.max(1),
+                    idle_timeout: Duration::from_secs(idle_connection_timeout_seconds.max(1)),
+                    header_timeout: Duration::from_secs(request_header_timeout_seconds.max(1)),
+                    ..Default::default()
+                },
             }))
         }
         Command::Kubeconfig { data_dir } => {
