@@ -168,7 +168,8 @@ impl Agent {
     /// SIGTERM to every container at once, then SIGKILL to those still running when the grace
     /// period ends.
     async fn stop_all(&self, st: &mut PodState, grace: Duration) {
-        let deadline = tokio::time::Instant::now() + grace;
+        // A grace period of i64::MAX seconds is valid API input; a deadline that far is not.
+        let deadline = tokio::time::Instant::now() + grace.min(Duration::from_secs(100 * 365 * 86400));
         for c in st.containers.values() {
             if let Some(pid) = c.child.as_ref().and_then(|child| child.id()) {
                 unsafe {

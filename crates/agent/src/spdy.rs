@@ -152,11 +152,18 @@ struct Inflater {
     dict: Vec<u8>,
 }
 
+/// How large an inflated header block may be (Go's MaxHeaderBytes, as kube-apiserver keeps
+/// it): zlib turns a 16 MiB frame into gigabytes otherwise.
+const MAX_HEADER_BLOCK: usize = 1 << 20;
+
 impl Inflater {
     fn headers(&mut self, block: &[u8]) -> std::io::Result<HashMap<String, String>> {
-        let mut out = Vec::with_capacity(block.len() * 4 + 256);
+        let mut out = Vec::with_capacity((block.len().saturating_mul(4) + 256).min(MAX_HEADER_BLOCK));
         let mut input = block;
         loop {
+            if out.len() > MAX_HEADER_BLOCK {
+                return Err(std::io::Error::other("SPDY header block too large"));
+            }
             let before = self.z.total_in();
             out.reserve(4096);
             match self.z.decompress_vec(input, &mut out, FlushDecompress::Sync) {
@@ -379,6 +386,20 @@ mod tests {
             let h = i.headers(&block).unwrap();
             assert_eq!(h["streamtype"], "stdout");
         }
+    }
+
+    #[test]
+    fn a_header_block_that_inflates_past_the_limit_is_refused() {
+        let dict = dictionary();
+        let mut z = Compress::new(Compression::best(), true);
+        z.set_dictionary(&dict).unwrap();
+        let zeros = vec![0u8; 64 << 20];
+        let mut block = Vec::with_capacity(1 << 20);
+        z.compress_vec(&zeros, &mut block, flate2::FlushCompress::Sync).unwrap();
+        assert!(block.len() < 1 << 20, "a small frame: {}", block.len());
+        let mut i = Inflater { z: Decompress::new(true), dict };
+        let e = i.headers(&block).unwrap_err();
+        assert_eq!(e.to_string(), "SPDY header block too large");
     }
 
     #[test]

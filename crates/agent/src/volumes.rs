@@ -175,6 +175,12 @@ pub fn write_atomic(dir: &Path, files: &[File]) -> std::io::Result<bool> {
     let ts_dir = dir.join(&ts);
     std::fs::create_dir(&ts_dir)?;
     for f in files {
+        // The API server refuses such paths; the agent, writing as root, refuses them again.
+        let escapes = f.path.is_empty() || f.path.starts_with('/') || f.path.starts_with("..") || f.path.split('/').any(|part| part == "..");
+        if escapes {
+            let _ = std::fs::remove_dir_all(&ts_dir);
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("volume file path {:?} leaves the volume", f.path)));
+        }
         let p = ts_dir.join(&f.path);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent)?;

@@ -64,6 +64,32 @@ fn shape(obj: Value) -> Result<(Value, Vec<String>), String> {
     if !obj["spec"].is_null() && !obj["spec"].is_object() {
         return Err("json: cannot unmarshal into Go struct field .spec of type object".into());
     }
+    // The members the server and the controllers write into or iterate: each has the type
+    // ESO's schema gives it, or the object is refused (as a structural schema refuses it).
+    for (path, want) in [
+        (&["metadata", "labels"][..], "map[string]string"),
+        (&["metadata", "annotations"][..], "map[string]string"),
+        (&["spec", "target"][..], "object"),
+        (&["spec", "target", "template"][..], "object"),
+        (&["spec", "secretStoreRef"][..], "object"),
+        (&["spec", "externalSecretSpec"][..], "object"),
+        (&["spec", "data"][..], "array"),
+        (&["spec", "dataFrom"][..], "array"),
+        (&["spec", "refreshInterval"][..], "string"),
+    ] {
+        let v = path.iter().try_fold(&obj, |v, k| v.get(k));
+        let fits = match (v, want) {
+            (None | Some(Value::Null), _) => true,
+            (Some(Value::Object(m)), "map[string]string") => m.values().all(Value::is_string),
+            (Some(v), "object") => v.is_object(),
+            (Some(v), "array") => v.is_array(),
+            (Some(v), "string") => v.is_string(),
+            _ => false,
+        };
+        if !fits {
+            return Err(format!("json: cannot unmarshal into Go struct field .{} of type {want}", path.join(".")));
+        }
+    }
     Ok((obj, vec![]))
 }
 

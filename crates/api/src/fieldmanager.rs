@@ -112,13 +112,25 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
         for (i, seg) in p.iter().enumerate() {
             let child = node.entry(seg.clone()).or_insert_with(|| json!({}));
             let cm = child.as_object_mut().expect("fields node");
-            if i == p.len() - 1 && set.iter().any(|o| o.len() > p.len() && o.starts_with(p)) {
+            // A path with descendants is also a member itself ("."). The set is ordered, so
+            // its descendants, if any, come right after it: one look, not a scan of the set.
+            if i == p.len() - 1 && has_descendant(set, p) {
                 cm.insert(".".into(), json!({}));
             }
             node = cm;
         }
     }
     Value::Object(root)
+}
+
+fn has_descendant(set: &FieldSet, p: &FieldPath) -> bool {
+    use std::ops::Bound::{Excluded, Unbounded};
+    set.range::<FieldPath, _>((Excluded(p), Unbounded)).next().is_some_and(|o| o.len() > p.len() && o.starts_with(p))
+}
+
+/// Whether `p` or one of its ancestors is in `set` (depth lookups, not a scan of the set).
+fn self_or_ancestor_in(set: &FieldSet, p: &[String]) -> bool {
+    !set.is_empty() && (1..=p.len()).any(|n| set.contains(&p[..n]))
 }
 
 /// A set from FieldsV1 JSON.
@@ -286,7 +298,7 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, res: &
     // it is well formed; lockbox always recomputes ownership from the stored entries.
     let (changed, removed) = changed_fields(old, new);
     for e in list.iter_mut() {
-        e.fields.retain(|p| !changed.contains(p) && !removed.iter().any(|r| p.starts_with(r)));
+        e.fields.retain(|p| !changed.contains(p) && !self_or_ancestor_in(&removed, p));
     }
     if !changed.is_empty() {
         let api_version = res.api_version();

@@ -35,6 +35,21 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
     obj["metadata"]["finalizers"].as_array().map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect()).unwrap_or_default()
 }
 
+/// The member `key` of `obj`, which becomes a map first if it is not one. For fields the
+/// server itself writes (`status`, its conditions): `obj["a"]["b"] = v` panics when `obj["a"]`
+/// holds a string, and a client can store one there.
+pub fn member<'a>(obj: &'a mut Value, key: &str) -> &'a mut Value {
+    if !obj.is_object() {
+        *obj = Value::Object(Map::new());
+    }
+    obj.as_object_mut().expect("object").entry(key).or_insert(Value::Null)
+}
+
+/// The member at `path` (see [`member`]), every map on the way made one if it is not.
+pub fn member_at<'a>(obj: &'a mut Value, path: &[&str]) -> &'a mut Value {
+    path.iter().fold(obj, |v, k| member(v, k))
+}
+
 /// The object's metadata map, created if missing or not a map.
 pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.is_object() {

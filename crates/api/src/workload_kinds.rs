@@ -113,8 +113,12 @@ fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
         }
     }
     let volumes: Vec<String> = spec["volumes"].as_array().map(|a| a.iter().map(|v| s(&v["name"])).collect()).unwrap_or_default();
+    validate_volume_paths(spec, path, errs);
     for (i, c) in containers.iter().enumerate() {
         for (j, m) in c["volumeMounts"].as_array().cloned().unwrap_or_default().iter().enumerate() {
+            if let Some(sub) = m["subPath"].as_str().filter(|p| !p.is_empty()) {
+                local_descending_path(sub, &format!("{path}.containers[{i}].volumeMounts[{j}].subPath"), errs);
+            }
             let n = s(&m["name"]);
             if !volumes.contains(&n) {
                 errs.push(FieldError {
@@ -123,6 +127,57 @@ fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
                     value: Some(crate::validation::go_quote(&n)),
                     detail: String::new(),
                 });
+            }
+        }
+    }
+}
+
+/// validateLocalDescendingPath: a path inside the volume, never absolute, never up.
+fn local_descending_path(p: &str, field: &str, errs: &mut Vec<FieldError>) -> bool {
+    let before = errs.len();
+    if p.starts_with('/') {
+        errs.push(FieldError::invalid(field, p, "must be a relative path"));
+    }
+    if p.split('/').any(|part| part == "..") {
+        errs.push(FieldError::invalid(field, p, "must not contain '..'"));
+    }
+    errs.len() == before
+}
+
+/// validateLocalNonReservedPath: also not `..`-prefixed, which the atomic writer's own
+/// entries (`..data`, `..2024_…`) are.
+fn local_non_reserved_path(p: &str, field: &str, errs: &mut Vec<FieldError>) {
+    if p.is_empty() {
+        errs.push(FieldError::required(field, ""));
+    } else if local_descending_path(p, field, errs) && p.starts_with("..") {
+        errs.push(FieldError::invalid(field, p, "must not start with '..'"));
+    }
+}
+
+/// The file paths of configMap, secret, downwardAPI and projected volumes: each names a file
+/// the node agent writes, as root, under the volume's directory, and nowhere else.
+fn validate_volume_paths(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let items = |v: &Value, field: &str, errs: &mut Vec<FieldError>| {
+        for (j, item) in v["items"].as_array().into_iter().flatten().enumerate() {
+            local_non_reserved_path(item["path"].as_str().unwrap_or_default(), &format!("{field}.items[{j}].path"), errs);
+        }
+    };
+    for (i, vol) in spec["volumes"].as_array().into_iter().flatten().enumerate() {
+        let at = format!("{path}.volumes[{i}]");
+        for source in ["configMap", "secret", "downwardAPI"] {
+            if vol[source].is_object() {
+                items(&vol[source], &format!("{at}.{source}"), errs);
+            }
+        }
+        for (k, src) in vol["projected"]["sources"].as_array().into_iter().flatten().enumerate() {
+            let at = format!("{at}.projected.sources[{k}]");
+            for source in ["configMap", "secret", "downwardAPI"] {
+                if src[source].is_object() {
+                    items(&src[source], &format!("{at}.{source}"), errs);
+                }
+            }
+            if src["serviceAccountToken"].is_object() {
+                local_non_reserved_path(src["serviceAccountToken"]["path"].as_str().unwrap_or_default(), &format!("{at}.serviceAccountToken.path"), errs);
             }
         }
     }
@@ -330,7 +385,7 @@ impl Strategy for PodStrategy {
         let statuses = obj["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
         let total = obj["spec"]["containers"].as_array().map_or(0, |a| a.len());
         let ready = statuses.iter().filter(|c| c["ready"] == true).count();
-        let restarts: i64 = statuses.iter().map(|c| c["restartCount"].as_i64().unwrap_or(0)).sum();
+        let restarts: i64 = statuses.iter().map(|c| c["restartCount"].as_i64().unwrap_or(0)).fold(0, i64::saturating_add);
         vec![
             json!(crate::object::name(obj)),
             json!(format!("{ready}/{total}")),
@@ -583,5 +638,30 @@ mod tests {
         assert!(!obj.contains_key("initContainers") && !obj.contains_key("volumes"), "{spec}");
         assert_eq!(spec["containers"][0]["imagePullPolicy"], "Always");
         assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+    }
+
+    #[test]
+    fn volume_file_paths_stay_inside_their_volume() {
+        let spec = json!({
+            "containers": [{"name": "c", "image": "i", "volumeMounts": [{"name": "s", "mountPath": "/m", "subPath": "../up"}]}],
+            "volumes": [
+                {"name": "s", "secret": {"secretName": "x", "items": [{"key": "a", "path": "/etc/cron.d/x"}, {"key": "b", "path": "a/../../b"}, {"key": "c", "path": "..data"}, {"key": "d", "path": "ok/file"}]}},
+                {"name": "p", "projected": {"sources": [{"serviceAccountToken": {"path": "../token"}}, {"configMap": {"name": "c", "items": [{"key": "k", "path": ""}]}}]}},
+            ],
+        });
+        let mut errs = Vec::new();
+        validate_pod_spec(&spec, "spec", &mut errs);
+        let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "spec.volumes[0].secret.items[0].path: Invalid value: \"/etc/cron.d/x\": must be a relative path",
+                "spec.volumes[0].secret.items[1].path: Invalid value: \"a/../../b\": must not contain '..'",
+                "spec.volumes[0].secret.items[2].path: Invalid value: \"..data\": must not start with '..'",
+                "spec.volumes[1].projected.sources[0].serviceAccountToken.path: Invalid value: \"../token\": must not contain '..'",
+                "spec.volumes[1].projected.sources[1].configMap.items[0].path: Required value",
+                "spec.containers[0].volumeMounts[0].subPath: Invalid value: \"../up\": must not contain '..'",
+            ]
+        );
     }
 }

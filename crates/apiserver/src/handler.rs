@@ -35,6 +35,7 @@ pub struct App {
     pub authn: crate::authn::Authenticator,
     pub audit: Option<crate::audit::AuditLog>,
     pub agents: crate::proxy::AgentClient,
+    pub fairness: crate::fairness::Fairness,
 }
 
 impl App {
@@ -168,10 +169,15 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
         }
         Ok((acting, why)) => {
             decision = Some(("allow", why));
-            match target {
-                Some(Ok(t)) => resource_request(&app, &parts.method, t, &parts.headers, &query, body, &acting, Upgrade { on_upgrade, raw_query }).await,
-                Some(Err(e)) => Err(e),
-                None => route(&app, &parts.method, &path, &segs, &parts.headers, &query).await,
+            // Held until the answer is made (a streamed answer is long-running, not counted).
+            let admitted = app.fairness.admit(&attrs).await;
+            match (admitted, target) {
+                (Err(e), _) => Err(e),
+                (Ok(_admitted), target) => match target {
+                    Some(Ok(t)) => resource_request(&app, &parts.method, t, &parts.headers, &query, body, &acting, Upgrade { on_upgrade, raw_query }).await,
+                    Some(Err(e)) => Err(e),
+                    None => route(&app, &parts.method, &path, &segs, &parts.headers, &query).await,
+                },
             }
         }
     };
@@ -438,6 +444,15 @@ fn type_check(res: &Resource, mut obj: Value) -> ApiResult<(Value, Vec<String>)>
         .map_err(|e| ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind)))
 }
 
+/// Runs CPU-heavy synchronous work without holding up the other tasks of this async worker
+/// (`block_in_place` hands them to another thread); inline where the runtime has one thread.
+fn cpu_bound<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
     for w in warnings {
         let v = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
@@ -649,24 +664,28 @@ async fn resource_request(
             }
             validate_list(q)?;
             let list = reg.list(res, ns, &opts).await?;
-            let mut meta = json!({"resourceVersion": list.resource_version.to_string()});
-            if let Some(c) = &list.continue_token {
-                meta["continue"] = json!(c);
-                meta["remainingItemCount"] = json!(list.remaining.unwrap_or(0));
-            }
-            let body = match n.transform {
-                Transform::Table => api::table::table(res, list.items.iter().map(|o| &**o), meta, q.get("includeObject").unwrap_or("Metadata")),
-                Transform::PartialMetadata => {
-                    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": list.items.iter().map(|o| partial_metadata(o)).collect::<Vec<_>>()})
+            // Encoding a large list is milliseconds of CPU: done off the async workers, so
+            // the requests queued behind it on this worker move to another meanwhile.
+            cpu_bound(|| {
+                let mut meta = json!({"resourceVersion": list.resource_version.to_string()});
+                if let Some(c) = &list.continue_token {
+                    meta["continue"] = json!(c);
+                    meta["remainingItemCount"] = json!(list.remaining.unwrap_or(0));
                 }
-                Transform::None => {
-                    // Serialized straight from the cache's shared objects: a list of 10,000
-                    // Secrets is not copied first.
-                    let body = ListBody { kind: res.list_kind(), api_version: res.api_version(), metadata: &meta, items: &list.items };
-                    return Ok(negotiate::respond(StatusCode::OK, &body, n.format));
-                }
-            };
-            Ok(negotiate::respond(StatusCode::OK, &body, n.format))
+                let body = match n.transform {
+                    Transform::Table => api::table::table(res, list.items.iter().map(|o| &**o), meta, q.get("includeObject").unwrap_or("Metadata")),
+                    Transform::PartialMetadata => {
+                        json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": list.items.iter().map(|o| partial_metadata(o)).collect::<Vec<_>>()})
+                    }
+                    Transform::None => {
+                        // Serialized straight from the cache's shared objects: a list of 10,000
+                        // Secrets is not copied first.
+                        let body = ListBody { kind: res.list_kind(), api_version: res.api_version(), metadata: &meta, items: &list.items };
+                        return Ok(negotiate::respond(StatusCode::OK, &body, n.format));
+                    }
+                };
+                Ok(negotiate::respond(StatusCode::OK, &body, n.format))
+            })
         }
         (Method::GET, Some(name)) => {
             let obj = reg.get(res, ns, name).await?;
@@ -800,7 +819,7 @@ async fn apply_patch(
     let value: Value = if bytes.first() == Some(&b'{') {
         codec::decode_json(bytes).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?.value
     } else {
-        serde_norway::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+        codec::decode_yaml(bytes).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?.value
     };
     for field in ["apiVersion", "kind"] {
         if value[field].as_str().unwrap_or_default().is_empty() {

@@ -8,6 +8,7 @@ pub mod authz;
 pub mod cache;
 pub mod connection;
 pub mod controllers;
+pub mod fairness;
 pub mod handler;
 pub mod health;
 pub mod lifecycle;
@@ -50,6 +51,8 @@ pub struct Config {
     pub metrics: Vec<fn(&mut prometheus_client::registry::Registry)>,
     /// Deadlines and the connection count of the TLS listener.
     pub connections: connection::Limits,
+    /// Max-in-flight limits and fair queuing of LISTs.
+    pub fairness: fairness::Limits,
 }
 
 /// The encryption configuration file a data dir uses by default, created on first start only
@@ -184,6 +187,7 @@ pub async fn start(cfg: Config) -> Result<Started> {
         authn,
         audit,
         agents,
+        fairness: fairness::Fairness::new(cfg.fairness),
     });
     let router = axum::Router::new().fallback(handler::handle).with_state(app);
     let tls = server::tls_config(&pki)?;

@@ -54,7 +54,7 @@ async fn finalize_pass(reg: &Registry) -> Result<(), api::ApiError> {
             delete_all(reg, res, &name, &mut left).await?;
         }
         let mut done: Value = (**ns).clone();
-        done["status"]["conditions"] = left.conditions(&ns["status"]["conditions"]);
+        *object::member_at(&mut done, &["status", "conditions"]) = left.conditions(&ns["status"]["conditions"]);
         if !left.resources.is_empty() {
             // Still waiting: say on what (kubectl describe namespace shows it), once.
             if done != **ns {

@@ -71,7 +71,13 @@ pub fn json(code: StatusCode, body: &Value) -> Response<Body> {
 }
 
 pub fn error(e: &ApiError) -> Response<Body> {
-    json(StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e.to_json())
+    let mut r = json(StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e.to_json());
+    // As kube-apiserver's responsewriters: a Status that says when to retry says it in the
+    // header too, which is what client-go's back-off reads.
+    if let Some(secs) = e.details.as_ref().and_then(|d| d.retry_after_seconds).filter(|s| *s > 0) {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
 }
 
 pub fn text(code: StatusCode, body: &str) -> Response<Body> {

@@ -324,7 +324,11 @@ impl Registry {
         }
         if object::name(&obj).is_empty() {
             if let Some(prefix) = obj["metadata"]["generateName"].as_str().filter(|s| !s.is_empty()) {
-                let generated = format!("{prefix}{}", object::random_suffix());
+                // names.SimpleNameGenerator: the prefix is cut to 58 characters, so that the
+                // name with its 5 random ones fits in 63 (a ReplicaSet of a long-named
+                // Deployment still gets pods).
+                let base: String = prefix.chars().take(58).collect();
+                let generated = format!("{base}{}", object::random_suffix());
                 object::set_meta(&mut obj, "name", generated);
             }
         }
@@ -560,7 +564,7 @@ impl Registry {
                     object::set_meta(&mut marked, "finalizers", fins);
                 }
                 if res.kind == "Namespace" {
-                    marked["status"]["phase"] = json!("Terminating");
+                    *object::member_at(&mut marked, &["status", "phase"]) = json!("Terminating");
                 }
                 if opts.dry_run {
                     return Ok(DeleteOutcome::Pending(Arc::new(marked)));

@@ -166,6 +166,9 @@ pub async fn create(app: &App, res: &Resource, ns: &str, user: &UserInfo, obj: V
 pub async fn token_request(app: &App, ns: &str, sa_name: &str, mut obj: Value) -> ApiResult<Value> {
     let reg = &app.registry;
     let sa = reg.get(&kinds::SERVICEACCOUNTS, ns, sa_name).await?;
+    if !obj.is_object() || !(obj["spec"].is_object() || obj["spec"].is_null()) {
+        return Err(ApiError::bad_request("TokenRequest in version \"v1\" cannot be handled as a TokenRequest: the body must be a TokenRequest object"));
+    }
     let exp = obj["spec"]["expirationSeconds"].as_i64().unwrap_or(3600);
     if exp < 600 {
         return Err(ApiError::invalid(
@@ -215,7 +218,7 @@ pub async fn token_request(app: &App, ns: &str, sa_name: &str, mut obj: Value) -
             return Err(ApiError::bad_request(format!("cannot bind token for serviceaccount {sa_name:?} to pod running with different serviceaccount name.")));
         }
         bound = Some((kind, auth::tokens::ObjectRef { name: s(&bound_ref["name"]), uid }));
-        obj["spec"]["boundObjectRef"]["uid"] = json!(bound.as_ref().map(|b| b.1.uid.clone()));
+        *object::member_at(&mut obj, &["spec", "boundObjectRef", "uid"]) = json!(bound.as_ref().map(|b| b.1.uid.clone()));
     }
     let sa_ref = auth::tokens::ObjectRef { name: sa_name.into(), uid: object::uid(&sa).into() };
     let (token, exp_at) = app.authn.signer.issue(ns, &sa_ref, &audiences, exp, bound.as_ref().map(|(k, o)| (k.as_str(), o))).map_err(ApiError::internal)?;

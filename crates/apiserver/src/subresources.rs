@@ -20,7 +20,7 @@ pub fn apply_patch_body(ct: &str, current: &Value, body: &[u8]) -> ApiResult<Val
         PatchType::Merge => patch::merge_patch(current, body),
         PatchType::Strategic => patch::strategic_merge_patch(current, body),
         PatchType::Apply => {
-            let applied: Value = serde_norway::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+            let applied: Value = codec::decode_yaml(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?.value;
             let mut out = current.clone();
             json_patch::merge(&mut out, &applied);
             Ok(out)
@@ -66,6 +66,14 @@ pub async fn status(
         // Only the status changes through this subresource.
         let mut new = (*current).clone();
         new["status"] = incoming.get("status").cloned().unwrap_or(json!({}));
+        // The status is type-checked as the whole object is on create and update (unknown
+        // fields dropped): a string where a count belongs would break every typed client's
+        // list of this kind, and the controllers' with it.
+        let (mut new, _) = res
+            .strategy
+            .roundtrip(new)
+            .map_err(|e| ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind)))?;
+        object::set_meta(&mut new, "resourceVersion", object::resource_version(&current).to_string());
         if new == *current || opts.dry_run {
             return Ok(negotiate::respond(StatusCode::OK, &new, n.format));
         }
@@ -123,6 +131,11 @@ pub async fn scale(
             let scale = scale_of(res, current);
             let wanted = if is_put { codec::decode(&ct, &bytes, "Scale")?.value } else { apply_patch_body(&ct, &scale, &bytes)? };
             let replicas = wanted["spec"]["replicas"].as_i64().ok_or_else(|| ApiError::bad_request("Scale.spec.replicas is required"))?;
+            if replicas > i64::from(i32::MAX) {
+                return Err(ApiError::bad_request(format!(
+                    "Scale in version \"v1\" cannot be handled as a Scale: json: cannot unmarshal number {replicas} into Go struct field ScaleSpec.spec.replicas of type int32"
+                )));
+            }
             if replicas < 0 {
                 return Err(ApiError::invalid(
                     "autoscaling",
@@ -156,11 +169,11 @@ pub async fn binding(app: &App, res: &'static Resource, ns: &str, name: &str, he
         return Err(ApiError::conflict("", "pods", name, &format!("pod {name} is already assigned to node {existing:?}")));
     }
     let mut new = (*current).clone();
-    new["spec"]["nodeName"] = json!(node);
+    *object::member_at(&mut new, &["spec", "nodeName"]) = json!(node);
     let conditions = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
     let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
     conditions.push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": object::now_rfc3339(), "lastProbeTime": null}));
-    new["status"]["conditions"] = json!(conditions);
+    *object::member_at(&mut new, &["status", "conditions"]) = json!(conditions);
     reg.write_raw(res, ns, name, &current, Some(&new)).await?;
     Ok(negotiate::json(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
 }

@@ -265,33 +265,95 @@ fn atom_covered(owner: &PolicyRule, a: &Atom) -> bool {
     }
 }
 
+/// How many atoms the escalation check breaks rules into, at most, across one request. A rule
+/// is the product of its lists (verbs × groups × resources × names), so a 5 KB Role can stand
+/// for billions of atoms; past this budget, a rule that no single rule of the owner covers is
+/// reported as not held, whole, which errs on the side of refusing.
+const MAX_ATOMS: usize = 100_000;
+
+/// A rule with each list's repeated entries dropped.
+fn deduplicated(r: &PolicyRule) -> PolicyRule {
+    let dedup = |v: &Vec<String>| {
+        let mut seen = std::collections::HashSet::new();
+        v.iter().filter(|x| seen.insert(x.as_str())).cloned().collect::<Vec<_>>()
+    };
+    PolicyRule {
+        verbs: dedup(&r.verbs),
+        api_groups: dedup(&r.api_groups),
+        resources: dedup(&r.resources),
+        resource_names: dedup(&r.resource_names),
+        non_resource_urls: dedup(&r.non_resource_urls),
+    }
+}
+
+fn atom_count(r: &PolicyRule) -> usize {
+    let per_verb = r.api_groups.len().saturating_mul(r.resources.len()).saturating_mul(r.resource_names.len().max(1)).saturating_add(r.non_resource_urls.len());
+    r.verbs.len().saturating_mul(per_verb)
+}
+
+/// Whether one rule of the owner covers every atom of `servant`: coverage is a conjunction
+/// over the dimensions, so each list is checked on its own, without forming the product.
+fn covers_whole(owner: &PolicyRule, servant: &PolicyRule) -> bool {
+    let verbs = servant.verbs.iter().all(|v| owner.verbs.iter().any(|o| o == "*" || o == v));
+    let groups = servant.api_groups.iter().all(|g| owner.api_groups.iter().any(|o| o == "*" || o == g));
+    let resources = servant.resources.iter().all(|r| {
+        let sub = r.split_once('/').map(|(_, s)| format!("*/{s}"));
+        owner.resources.iter().any(|o| o == "*" || o == r || sub.as_deref() == Some(o.as_str()))
+    });
+    let names =
+        owner.resource_names.is_empty() || (!servant.resource_names.is_empty() && servant.resource_names.iter().all(|n| owner.resource_names.contains(n)));
+    let urls = servant
+        .non_resource_urls
+        .iter()
+        .all(|url| owner.non_resource_urls.iter().any(|u| u == "*" || u == url || (u.ends_with('*') && url.starts_with(u.trim_end_matches('*')))));
+    let resource_part = servant.api_groups.is_empty() || servant.resources.is_empty() || (groups && resources && names);
+    verbs && resource_part && urls
+}
+
 /// The parts of `servant` that `owner` does not cover, compacted into rules (empty = covered).
 pub fn uncovered(owner: &[PolicyRule], servant: &[PolicyRule]) -> Vec<PolicyRule> {
-    let mut missing: Vec<Atom> = servant.iter().flat_map(atoms).filter(|a| !owner.iter().any(|o| atom_covered(o, a))).collect();
+    let mut budget = MAX_ATOMS;
+    let mut too_large = Vec::new();
+    let mut missing: Vec<Atom> = Vec::new();
+    for rule in servant.iter().map(deduplicated) {
+        if owner.iter().any(|o| covers_whole(o, &rule)) {
+            continue;
+        }
+        let n = atom_count(&rule);
+        if n > budget {
+            too_large.push(rule);
+            continue;
+        }
+        budget -= n;
+        missing.extend(atoms(&rule).into_iter().filter(|a| !owner.iter().any(|o| atom_covered(o, a))));
+    }
     missing.sort();
     missing.dedup();
+    // One rule per (group, resource, name) or URL, with its verbs; found by index, so that
+    // compacting many atoms is not a scan of the rules made so far for each.
     let mut out: Vec<PolicyRule> = Vec::new();
+    let mut index: std::collections::HashMap<(Option<String>, String, String, Option<String>), usize> = Default::default();
     for a in missing {
-        match a {
+        let (key, verb, make) = match a {
             Atom::Resource { group, resource, verb, name } => {
-                let names: Vec<String> = name.into_iter().collect();
-                match out.iter_mut().find(|r| r.api_groups == [group.clone()] && r.resources == [resource.clone()] && r.resource_names == names) {
-                    Some(r) => r.verbs.push(verb),
-                    None => out.push(PolicyRule {
-                        verbs: vec![verb],
-                        api_groups: vec![group],
-                        resources: vec![resource],
-                        resource_names: names,
-                        non_resource_urls: vec![],
-                    }),
-                }
+                let rule = PolicyRule {
+                    verbs: vec![],
+                    api_groups: vec![group.clone()],
+                    resources: vec![resource.clone()],
+                    resource_names: name.clone().into_iter().collect(),
+                    non_resource_urls: vec![],
+                };
+                ((Some(group), resource, String::new(), name), verb, rule)
             }
-            Atom::Url { url, verb } => match out.iter_mut().find(|r| r.non_resource_urls == [url.clone()]) {
-                Some(r) => r.verbs.push(verb),
-                None => out.push(PolicyRule { verbs: vec![verb], non_resource_urls: vec![url], ..Default::default() }),
-            },
-        }
+            Atom::Url { url, verb } => ((None, String::new(), url.clone(), None), verb, PolicyRule { non_resource_urls: vec![url], ..Default::default() }),
+        };
+        let i = *index.entry(key).or_insert_with(|| {
+            out.push(make);
+            out.len() - 1
+        });
+        out[i].verbs.push(verb);
     }
+    out.extend(too_large);
     out
 }
 
@@ -353,5 +415,24 @@ mod tests {
         assert!(
             uncovered(&owner, &[rule(serde_json::json!({"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["y"]}))]).is_empty()
         );
+    }
+
+    #[test]
+    fn escalation_checks_are_bounded_whatever_the_rule_multiplies_to() {
+        let owner = vec![rule(serde_json::json!({"verbs": ["get"], "apiGroups": [""], "resources": ["configmaps"]}))];
+        // 300 copies in each list: the product is 8.1e9 atoms, or 1 once deduplicated.
+        let copies = |s: &str| vec![s.to_string(); 300];
+        let repeated = rule(serde_json::json!({"verbs": copies("get"), "apiGroups": copies(""), "resources": copies("secrets"), "resourceNames": copies("x")}));
+        let started = std::time::Instant::now();
+        assert_eq!(uncovered(&owner, &[repeated]).len(), 1);
+        // 300 distinct values each: reported whole, not broken down.
+        let distinct = |p: &str| (0..300).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+        let wide = rule(serde_json::json!({"verbs": distinct("v"), "apiGroups": distinct("g"), "resources": distinct("r"), "resourceNames": distinct("n")}));
+        let missing = uncovered(&owner, std::slice::from_ref(&wide));
+        assert_eq!(missing, vec![wide]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        // A rule one owner rule covers as a whole is covered, however wide.
+        let admin = vec![rule(serde_json::json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}))];
+        assert!(uncovered(&admin, &[rule(serde_json::json!({"verbs": distinct("v"), "apiGroups": distinct("g"), "resources": distinct("r")}))]).is_empty());
     }
 }

@@ -137,14 +137,14 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
         Some(rs) => {
             // Rolling back to an old template makes its ReplicaSet the newest revision.
             if revision(&rs) < max_revision && !paused {
-                let patch = json!({"metadata": {"annotations": {REVISION: (max_revision + 1).to_string()}}});
+                let patch = json!({"metadata": {"annotations": {REVISION: max_revision.saturating_add(1).to_string()}}});
                 rs_api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
             }
             rs
         }
         None if paused => return update_status(client, d, &owned, None, unavailable).await,
         None => {
-            let others: i32 = owned.iter().map(replicas_of).sum();
+            let others: i32 = owned.iter().map(replicas_of).fold(0, i32::saturating_add);
             let initial = if recreate {
                 if others > 0 {
                     0
@@ -152,7 +152,7 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
                     desired
                 }
             } else {
-                (desired + surge - others).clamp(0, desired)
+                desired.saturating_add(surge).saturating_sub(others).clamp(0, desired)
             };
             let mut labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
             labels.insert(HASH_LABEL.into(), hash.clone());
@@ -161,9 +161,9 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
             let mut tmpl = spec.template.clone();
             tmpl.metadata.get_or_insert_with(Default::default).labels = Some(labels.clone());
             let annotations = BTreeMap::from([
-                (REVISION.to_string(), (max_revision + 1).to_string()),
+                (REVISION.to_string(), max_revision.saturating_add(1).to_string()),
                 ("deployment.kubernetes.io/desired-replicas".to_string(), desired.to_string()),
-                ("deployment.kubernetes.io/max-replicas".to_string(), (desired + surge).to_string()),
+                ("deployment.kubernetes.io/max-replicas".to_string(), desired.saturating_add(surge).to_string()),
             ]);
             let rs = ReplicaSet {
                 metadata: ObjectMeta {
@@ -233,18 +233,22 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
             }
         } else {
             // Scale up the new ReplicaSet within maxSurge.
-            let total: i32 = owned.iter().map(replicas_of).sum::<i32>() + if owned.iter().any(|rs| rs.name_any() == new_name) { 0 } else { new_replicas };
+            let total: i32 = owned.iter().map(replicas_of).fold(0, i32::saturating_add).saturating_add(if owned.iter().any(|rs| rs.name_any() == new_name) {
+                0
+            } else {
+                new_replicas
+            });
             if new_replicas < desired {
-                let room = desired + surge - total;
+                let room = desired.saturating_add(surge).saturating_sub(total);
                 if room > 0 {
-                    scale(client, d, &rs_api, &new_rs, (new_replicas + room).min(desired)).await?;
+                    scale(client, d, &rs_api, &new_rs, new_replicas.saturating_add(room).min(desired)).await?;
                 }
             } else if new_replicas > desired {
                 scale(client, d, &rs_api, &new_rs, desired).await?;
             }
             // Scale down old ReplicaSets as far as maxUnavailable allows.
-            let available: i32 = owned.iter().map(|rs| status_of(rs).available_replicas.unwrap_or(0)).sum();
-            let mut can_remove = available - (desired - unavailable);
+            let available: i32 = owned.iter().map(|rs| status_of(rs).available_replicas.unwrap_or(0)).fold(0, i32::saturating_add);
+            let mut can_remove = available.saturating_sub(desired.saturating_sub(unavailable));
             for old in &olds {
                 let r = replicas_of(old);
                 if r == 0 {
@@ -252,7 +256,7 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
                 }
                 // Replicas that are not available cost nothing to remove.
                 let unhealthy = (r - status_of(old).available_replicas.unwrap_or(0)).max(0);
-                let remove = (unhealthy + can_remove.max(0)).min(r);
+                let remove = unhealthy.saturating_add(can_remove.max(0)).min(r);
                 if remove > 0 {
                     scale(client, d, &rs_api, old, r - remove).await?;
                     can_remove -= (remove - unhealthy).max(0);
@@ -288,7 +292,9 @@ async fn scale(client: &Client, d: &Deployment, api: &Api<ReplicaSet>, rs: &Repl
 
 async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], new_rs: Option<&ReplicaSet>, max_unavailable: i32) -> kube::Result<()> {
     let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let sum = |f: &dyn Fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> i32| owned.iter().map(|rs| rs.status.as_ref().map(f).unwrap_or(0)).sum::<i32>();
+    let sum = |f: &dyn Fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> i32| {
+        owned.iter().map(|rs| rs.status.as_ref().map(f).unwrap_or(0)).fold(0, i32::saturating_add)
+    };
     let replicas = sum(&|s| s.replicas);
     let ready = sum(&|s| s.ready_replicas.unwrap_or(0));
     let available = sum(&|s| s.available_replicas.unwrap_or(0));

@@ -56,7 +56,8 @@ pub fn parse_duration(d: &str) -> Option<Duration> {
     if !num.is_empty() {
         return None;
     }
-    Some(Duration::from_secs_f64(total))
+    // Go's Duration is int64 nanoseconds: a longer one is "invalid duration" there too.
+    Duration::try_from_secs_f64(total).ok().filter(|d| d.as_nanos() <= i64::MAX as u128)
 }
 
 #[derive(Default)]
@@ -134,12 +135,12 @@ impl Syncer {
             match result {
                 Ok(()) => {
                     st.backoff = Duration::ZERO;
-                    st.next = (!refresh.is_zero()).then(|| Instant::now() + refresh);
+                    st.next = (!refresh.is_zero()).then(|| Instant::now().checked_add(refresh)).flatten();
                     set_ready(client, &es, true, "SecretSynced", "secret synced").await;
                 }
                 Err(e) => {
                     st.backoff = if st.backoff.is_zero() { Duration::from_secs(1) } else { (st.backoff * 2).min(MAX_BACKOFF) };
-                    st.next = Some(Instant::now() + st.backoff);
+                    st.next = Instant::now().checked_add(st.backoff);
                     tracing::info!(externalsecret = %key, error = %e, "sync failed");
                     set_ready(client, &es, false, "SecretSyncedError", &e).await;
                 }

@@ -45,6 +45,8 @@ async fn owned_pods(api: &Api<Pod>, rs: &ReplicaSet) -> kube::Result<Vec<Pod>> {
     Ok(out)
 }
 
+const BURST_REPLICAS: i32 = 500;
+
 async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
     let ns = rs.namespace().unwrap_or_default();
     let spec = rs.spec.clone().unwrap_or_default();
@@ -54,7 +56,9 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
     let have = pods.len() as i32;
     if have < desired {
         let template = spec.template.clone().unwrap_or_default();
-        for _ in have..desired {
+        // The ReplicaSet controller's burstReplicas: at most 500 creations per sync, so that
+        // `replicas: 2147483647` is a long series of passes, not one that never ends.
+        for _ in have..desired.min(have.saturating_add(BURST_REPLICAS)) {
             let mut meta: ObjectMeta = template.metadata.clone().unwrap_or_default();
             meta.generate_name = Some(format!("{}-", rs.name_any()));
             meta.namespace = Some(ns.clone());

@@ -65,6 +65,13 @@ enum Command {
         /// How many rotated audit logs to keep.
         #[arg(long, default_value_t = 10)]
         audit_log_maxbackup: usize,
+        /// kube-apiserver's: read-only requests (get, list) in flight at once; more get 429.
+        /// Long-running requests (watch, exec, logs) are not counted.
+        #[arg(long, default_value_t = 400)]
+        max_requests_inflight: usize,
+        /// kube-apiserver's: mutating requests in flight at once; more get 429.
+        #[arg(long, default_value_t = 200)]
+        max_mutating_requests_inflight: usize,
         /// How many connections are served at once; more wait in the listen backlog.
         #[arg(long, default_value_t = 10_000)]
         max_connections: usize,
@@ -139,6 +146,8 @@ fn run() -> Result<()> {
             audit_log_path,
             audit_log_maxsize,
             audit_log_maxbackup,
+            max_requests_inflight,
+            max_mutating_requests_inflight,
             max_connections,
             idle_connection_timeout_seconds,
             request_header_timeout_seconds,
@@ -164,6 +173,7 @@ fn run() -> Result<()> {
                     header_timeout: Duration::from_secs(request_header_timeout_seconds.max(1)),
                     ..Default::default()
                 },
+                fairness: apiserver::fairness::Limits { max_requests_inflight, max_mutating_requests_inflight, list_seats: 0 },
             }))
         }
         Command::Kubeconfig { data_dir } => {
