@@ -310,8 +310,47 @@ pub fn parse_target(segs: &[&str]) -> ApiResult<Target> {
     Ok(Target { res, namespace, name, subresource: sub, watch_path })
 }
 
-pub async fn read_body(body: Body) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::request_entity_too_large(format!("Request entity too large: limit is {MAX_BODY}")))
+/// How much of a refused body is still read (and discarded), and for how long, so that a
+/// client still sending it gets to read the 413 (an HTTP/1.1 client writing into a closed
+/// connection sees a broken pipe, an HTTP/2 one a reset stream, and neither the answer).
+const DRAIN_AFTER_REFUSAL: usize = 128 << 20;
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads a request body of at most [`MAX_BODY`] bytes, refusing a larger one as soon as it is
+/// known to be larger (its Content-Length, or the bytes read so far).
+pub async fn read_body(mut body: Body) -> ApiResult<Bytes> {
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+    let too_large = |body: Body| {
+        tokio::spawn(async move {
+            let mut body = body;
+            let mut drained = 0usize;
+            let _ = tokio::time::timeout(DRAIN_DEADLINE, async {
+                while let Some(Ok(frame)) = body.frame().await {
+                    drained += frame.data_ref().map_or(0, Bytes::len);
+                    if drained > DRAIN_AFTER_REFUSAL {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
+        ApiError::request_entity_too_large(format!("Request entity too large: limit is {MAX_BODY}"))
+    };
+    if body.size_hint().lower() > MAX_BODY as u64 {
+        return Err(too_large(body));
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::bad_request("error reading the request body"))?;
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > MAX_BODY {
+                return Err(too_large(body));
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    Ok(buf.freeze())
 }
 
 pub fn content_type(headers: &HeaderMap) -> &str {

@@ -93,6 +93,17 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File> {
     }
 }
 
+/// A listening socket with the backlog Go gives its listeners (the kernel's `somaxconn`, not
+/// tokio's 1,024): a burst of connections waits in the kernel queue instead of being dropped
+/// half-open.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let backlog = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(4096u32);
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// The address clients should use for `listen` (an unspecified address becomes loopback).
 pub fn client_url(listen: SocketAddr) -> String {
     let host = match listen.ip() {
@@ -130,7 +141,7 @@ pub async fn start(cfg: Config) -> Result<Started> {
     pki::private_dir(&cfg.data_dir)?;
     let _lock = lock_data_dir(&cfg.data_dir)?;
     // Bind first, so that port 0 works and the kubeconfig names the real port.
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
+    let listener = listen(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
     let listen = listener.local_addr()?;
     let pki = pki::Pki::ensure(&cfg.data_dir.join("pki"), &[listen.ip()])?;
     let (cert, key) = pki.admin_credentials()?;

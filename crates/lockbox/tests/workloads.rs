@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -311,13 +312,40 @@ async fn deployments_roll_and_leave_no_process_behind() {
     .await;
 
     // Killing the server (and its agent) kills every container; after a restart they run again.
-    s.stop();
+    s.kill9();
     let gone = Instant::now() + Duration::from_secs(10);
     while !processes_with(&marker).is_empty() && Instant::now() < gone {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(processes_with(&marker).is_empty(), "containers outlived their agent");
+    // What a crash leaves behind: the pods' tmpfs volumes, still mounted. Mark each; the
+    // restarted agent must unmount and remove them before anything else, so the pods it
+    // resumes get fresh ones and no mark survives.
+    let pods_dir = std::fs::canonicalize(s.data_dir().join("agent/pods")).unwrap();
+    let stale: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|p| p.starts_with(pods_dir.to_str().unwrap()))
+        .map(PathBuf::from)
+        .collect();
+    assert!(!stale.is_empty(), "a kill -9 leaves the pods' volumes mounted");
+    for m in &stale {
+        std::fs::write(m.join("left-by-the-crash"), "x").unwrap();
+    }
     s.launch().await;
+    let marks: Vec<PathBuf> = stale.iter().map(|m| m.join("left-by-the-crash")).collect();
+    until("the crash's volumes cleaned up", 20, || {
+        let left: Vec<String> = marks.iter().filter(|m| m.exists()).map(|m| m.display().to_string()).collect();
+        async move {
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still there: {left:?}"))
+            }
+        }
+    })
+    .await;
     let m = marker.clone();
     until("containers restarted with the agent", 30, || {
         let m = m.clone();

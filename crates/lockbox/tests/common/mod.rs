@@ -13,6 +13,8 @@ pub struct Server {
     pub args: Vec<String>,
     /// Extra environment for `lockbox up` (e.g. `AWS_ENDPOINT_URL` pointing at moto).
     pub env: Vec<(String, String)>,
+    /// A command that runs `lockbox up` (e.g. `prlimit --as=N --`), or none.
+    pub wrapper: Vec<String>,
 }
 
 impl Server {
@@ -32,9 +34,35 @@ impl Server {
             child: None,
             args: args.iter().map(|a| a.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            wrapper: vec![],
         };
         s.launch().await;
         s
+    }
+
+    /// Starts `lockbox up` through `wrapper` (which must exec it, keeping the pid).
+    pub async fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Server {
+            log: dir.path().join("server.log"),
+            dir,
+            child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
+        };
+        s.launch().await;
+        s
+    }
+
+    /// The server's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Runs `lockbox ARGS` to completion: (success, stdout + stderr).
@@ -55,7 +83,15 @@ impl Server {
     pub async fn launch(&mut self) {
         let _ = std::fs::remove_file(self.kubeconfig());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_lockbox"))
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_lockbox"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_lockbox")),
+        };
+        let child = cmd
             .args(["up", "--data-dir"])
             .arg(self.data_dir())
             .args(["--listen", "127.0.0.1:0"])
@@ -80,7 +116,23 @@ impl Server {
         }
     }
 
+    /// Stops the process gracefully (SIGTERM: the agent stops its pods and unmounts their
+    /// volumes), and kills it if it has not exited within 20 s. Tests must leave no tmpfs
+    /// mounted; `scripts/test.sh` checks at the end of the suite.
     pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// kill -9: a crash, leaving whatever the process had not cleaned up.
+    pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -117,6 +169,12 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        // A failing test shows the end of the server's log: the data dir goes with the test.
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of the server log ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
     }
 }
 
@@ -160,6 +218,15 @@ pub async fn raw(client: &kube::Client, method: &str, path: &str, content_type: 
     let bytes = resp.into_body().collect_bytes().await.expect("body");
     let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, warnings, value)
+}
+
+/// A raw request that may fail (the server killed under it): its status, if it was answered.
+pub async fn try_status(client: &kube::Client, method: &str, path: &str, content_type: &str, body: &[u8]) -> Option<u16> {
+    let req = http::Request::builder().method(method).uri(path).header("Content-Type", content_type).body(kube::client::Body::from(body.to_vec())).ok()?;
+    let resp = client.send(req).await.ok()?;
+    let status = resp.status().as_u16();
+    resp.into_body().collect_bytes().await.ok()?;
+    Some(status)
 }
 
 /// The peers venv (scripts/peers.sh): OpenBao, moto, Python crypto libraries.
