@@ -3,10 +3,22 @@
 # real `lockbox up`), then the seed's acceptance scenario, gated on the checks that must pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# No test may leave a pod's tmpfs mounted (Secret values, in memory) once its server is gone:
+# servers are stopped gracefully, and an agent started after a crash cleans up first.
+check_mounts() {
+  local left
+  left=$(awk -v tmp="${TMPDIR:-/tmp}/" '$3 == "tmpfs" && index($2, tmp) == 1 && $2 ~ /\/agent\/pods\// {print $2}' /proc/self/mounts)
+  if [ -n "$left" ]; then
+    echo "pod volumes left mounted after $1:"
+    echo "$left"
+    exit 1
+  fi
+}
 scripts/peers.sh
 cargo build --locked --bin lockbox
 bin="${CARGO_TARGET_DIR:-target}/debug/lockbox"
 cargo test --locked --workspace
+check_mounts "cargo test"
 # The benchmark harness at smoke size, so that it cannot rot (nothing is asserted about speed).
 echo "== lockbox bench --smoke"
 bench_out=$(mktemp -d)
@@ -23,6 +35,7 @@ for k in "$dir"/kubectl.1.*; do
   echo "== seed scenario with $(basename "$k")"
   KUBECTL=$k scripts/seed-gate.sh "$bin"
 done
+check_mounts "the seed scenarios"
 # README's OpenBao-to-pod walkthrough, exactly as documented.
 echo "== examples/openbao-to-pod.sh"
 PATH="$PWD/.peers/venv/bin:$PATH" examples/openbao-to-pod.sh "$bin"

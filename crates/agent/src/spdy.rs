@@ -241,6 +241,25 @@ pub struct Wanted {
     pub tty: bool,
 }
 
+/// Reads a client's byte stream as the session loop does, up to the process: frames, and the
+/// header block of every SYN_STREAM through the session's inflater. The fuzzing entry point
+/// (`crates/fuzz`); returns how many frames were read before the bytes ran out or were refused.
+pub fn read_client_frames(bytes: &[u8]) -> usize {
+    let mut input = bytes;
+    let mut inflater = Inflater { z: Decompress::new(true), dict: dictionary() };
+    let mut frames = 0;
+    // Reading from a byte slice never waits, so no runtime is needed to drive it.
+    while let Ok(frame) = futures::executor::block_on(read_frame(&mut input)) {
+        frames += 1;
+        if let Frame::Control { kind: SYN_STREAM, data } = frame {
+            if data.len() >= 10 && inflater.headers(&data[10..]).is_err() {
+                break;
+            }
+        }
+    }
+    frames
+}
+
 /// Serves one exec session on an upgraded connection; `spawn` starts the process.
 pub async fn serve<IO>(io: IO, wanted: Wanted, spawn: impl FnOnce() -> std::io::Result<crate::execio::ExecIo>) -> std::io::Result<()>
 where

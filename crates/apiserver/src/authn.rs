@@ -42,7 +42,7 @@ pub enum AuthnError {
 
 /// The bearer token, parsed as kube-apiserver's bearertoken authenticator does: the header
 /// trimmed, then exactly one space after the scheme (`Bearer  x` carries an empty token).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let mut parts = v.splitn(3, ' ');
     let (scheme, token) = (parts.next()?, parts.next()?);
