@@ -48,12 +48,18 @@ fn unowned(path: &[&str], key: &str) -> bool {
 
 /// The fields an object sets.
 pub fn fields_of(obj: &Value) -> FieldSet {
-    let mut out = FieldSet::new();
+    fields_with_values(obj).into_keys().collect()
+}
+
+/// The fields an object sets, each with its value: found in one walk, so that comparing two
+/// objects field by field is not a lookup (a scan of a keyed list) per field.
+pub fn fields_with_values(obj: &Value) -> BTreeMap<FieldPath, &Value> {
+    let mut out = BTreeMap::new();
     walk(obj, &mut Vec::new(), &mut Vec::new(), &mut out);
     out
 }
 
-fn walk(v: &Value, names: &mut Vec<String>, path: &mut FieldPath, out: &mut FieldSet) {
+fn walk<'a>(v: &'a Value, names: &mut Vec<String>, path: &mut FieldPath, out: &mut BTreeMap<FieldPath, &'a Value>) {
     let Value::Object(m) = v else { return };
     for (k, child) in m {
         let name_path: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -64,7 +70,7 @@ fn walk(v: &Value, names: &mut Vec<String>, path: &mut FieldPath, out: &mut Fiel
         match child {
             Value::Object(cm) => {
                 if is_map_field(k) || cm.is_empty() {
-                    out.insert(path.clone());
+                    out.insert(path.clone(), child);
                 }
                 names.push(k.clone());
                 walk(child, names, path, out);
@@ -78,7 +84,7 @@ fn walk(v: &Value, names: &mut Vec<String>, path: &mut FieldPath, out: &mut Fiel
                         for item in items {
                             let Some(kv) = item.get(key) else { continue };
                             path.push(format!("k:{}", json!({ key: kv })));
-                            out.insert(path.clone());
+                            out.insert(path.clone(), item);
                             walk(item, names, path, out);
                             path.pop();
                         }
@@ -87,17 +93,17 @@ fn walk(v: &Value, names: &mut Vec<String>, path: &mut FieldPath, out: &mut Fiel
                     ListStrategy::MergePrimitive => {
                         for item in items {
                             path.push(format!("v:{item}"));
-                            out.insert(path.clone());
+                            out.insert(path.clone(), item);
                             path.pop();
                         }
                     }
                     ListStrategy::Replace => {
-                        out.insert(path.clone());
+                        out.insert(path.clone(), child);
                     }
                 }
             }
             _ => {
-                out.insert(path.clone());
+                out.insert(path.clone(), child);
             }
         }
         path.pop();
@@ -154,25 +160,6 @@ pub fn from_fields_v1(v: &Value) -> FieldSet {
     let mut out = FieldSet::new();
     rec(v, &mut Vec::new(), &mut out);
     out
-}
-
-/// The value at a field path, if the object has it.
-pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
-    let mut cur = obj;
-    for seg in path {
-        cur = if let Some(f) = seg.strip_prefix("f:") {
-            cur.get(f)?
-        } else if let Some(k) = seg.strip_prefix("k:") {
-            let want: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur.as_array()?.iter().find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)))?
-        } else if let Some(v) = seg.strip_prefix("v:") {
-            let want: Value = serde_json::from_str(v).ok()?;
-            cur.as_array()?.iter().find(|item| **item == want)?
-        } else {
-            return None;
-        };
-    }
-    Some(cur)
 }
 
 /// Removes the member at `path` from `obj`.
@@ -277,18 +264,27 @@ fn store_entries(obj: &mut Value, list: Vec<Entry>) {
 }
 
 fn changed_fields(old: Option<&Value>, new: &Value) -> (FieldSet, FieldSet) {
-    let new_set = fields_of(new);
+    let new_fields = fields_with_values(new);
     let Some(old) = old else {
-        return (new_set, FieldSet::new());
+        return (new_fields.into_keys().collect(), FieldSet::new());
     };
-    let old_set = fields_of(old);
-    let changed = new_set.iter().filter(|p| !old_set.contains(*p) || value_at(old, p) != value_at(new, p) && !is_container(new, p)).cloned().collect();
-    let removed = old_set.difference(&new_set).cloned().collect();
+    let old_fields = fields_with_values(old);
+    let changed = new_fields
+        .iter()
+        .filter(|(p, v)| match old_fields.get(*p) {
+            None => true,
+            Some(was) => !is_container(v, p) && was != *v,
+        })
+        .map(|(p, _)| p.clone())
+        .collect();
+    let removed = old_fields.keys().filter(|p| !new_fields.contains_key(*p)).cloned().collect();
     (changed, removed)
 }
 
-fn is_container(obj: &Value, p: &[String]) -> bool {
-    matches!(value_at(obj, p), Some(Value::Object(_)) | Some(Value::Array(_))) && p.last().is_some_and(|s| !s.starts_with("v:"))
+/// Whether the value at `p` holds other fields (a map or a keyed item): its own change is
+/// its members'.
+fn is_container(value: &Value, p: &[String]) -> bool {
+    matches!(value, Value::Object(_) | Value::Array(_)) && p.last().is_some_and(|s| !s.starts_with("v:"))
 }
 
 /// Records an Update by `manager` that turned `old` into `new` (None: a create).
@@ -357,17 +353,27 @@ fn merge_applied(target: &mut Value, applied: &Value, names: &mut Vec<String>) {
             (Some(Value::Array(tl)), Value::Array(al)) => match merge_key(&name_path, k) {
                 ListStrategy::MergeBy(key) => {
                     names.push(k.clone());
+                    // By an index of the keys, not a scan of the list per applied item.
+                    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+                    for (i, t) in tl.iter().enumerate() {
+                        at.entry(t.get(key).unwrap_or(&Value::Null).to_string()).or_insert(i);
+                    }
                     for item in al {
-                        match tl.iter_mut().find(|t| t.get(key) == item.get(key)) {
-                            Some(existing) => merge_applied(existing, item, names),
-                            None => tl.push(item.clone()),
+                        let k = item.get(key).unwrap_or(&Value::Null).to_string();
+                        match at.get(&k) {
+                            Some(&i) => merge_applied(&mut tl[i], item, names),
+                            None => {
+                                at.insert(k, tl.len());
+                                tl.push(item.clone());
+                            }
                         }
                     }
                     names.pop();
                 }
                 ListStrategy::MergePrimitive => {
+                    let mut seen: std::collections::HashSet<String> = tl.iter().map(Value::to_string).collect();
                     for item in al {
-                        if !tl.contains(item) {
+                        if seen.insert(item.to_string()) {
                             tl.push(item.clone());
                         }
                     }
@@ -384,16 +390,19 @@ fn merge_applied(target: &mut Value, applied: &Value, names: &mut Vec<String>) {
 /// Server-side apply of `applied` by `manager` onto `current` (None: create). Returns the new
 /// object with managedFields set, or a 409 naming the conflicting fields and managers.
 pub fn apply(current: Option<&Value>, applied: &Value, manager: &str, force: bool, res: &Resource) -> Result<Value, ApiError> {
-    let applied_set = fields_of(applied);
+    let applied_fields = fields_with_values(applied);
+    let applied_set: FieldSet = applied_fields.keys().cloned().collect();
     let mut list = current.map(entries).unwrap_or_default();
     let mut conflicts: Vec<(String, String, FieldPath)> = Vec::new();
     if let Some(cur) = current {
+        let current_fields = fields_with_values(cur);
         for e in list.iter().filter(|e| !(e.manager == manager && e.operation == "Apply")) {
             for p in e.fields.intersection(&applied_set) {
-                if is_container(applied, p) {
+                let Some(wanted) = applied_fields.get(p) else { continue };
+                if is_container(wanted, p) {
                     continue;
                 }
-                if value_at(cur, p) != value_at(applied, p) {
+                if current_fields.get(p) != Some(wanted) {
                     conflicts.push((e.manager.clone(), e.api_version.clone(), p.clone()));
                 }
             }

@@ -228,8 +228,9 @@ fn merge_list(orig: &[Value], patch: &[Value], path: &[&str], field: &str) -> Re
         }
         ListStrategy::MergePrimitive => {
             let mut out = orig.to_vec();
+            let mut seen: std::collections::HashSet<String> = out.iter().map(Value::to_string).collect();
             for v in patch {
-                if !out.contains(v) {
+                if seen.insert(v.to_string()) {
                     out.push(v.clone());
                 }
             }
@@ -239,7 +240,15 @@ fn merge_list(orig: &[Value], patch: &[Value], path: &[&str], field: &str) -> Re
             if patch.iter().any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace")) {
                 return Ok(patch.iter().filter(|p| p.get("$patch").is_none()).cloned().collect());
             }
-            let mut out = orig.to_vec();
+            // Items found by an index of their merge keys, not a scan per patch item: a patch
+            // of 10,000 env entries on a list of 10,000 is 10,000 lookups, not 10^8 compares.
+            let mut out: Vec<Option<Value>> = orig.iter().cloned().map(Some).collect();
+            let mut at: std::collections::HashMap<String, Vec<usize>> = std::collections::HashMap::new();
+            for (i, o) in orig.iter().enumerate() {
+                if let Some(k) = o.get(key) {
+                    at.entry(k.to_string()).or_default().push(i);
+                }
+            }
             let mut child_path = path.to_vec();
             child_path.push(field);
             for p in patch {
@@ -249,25 +258,28 @@ fn merge_list(orig: &[Value], patch: &[Value], path: &[&str], field: &str) -> Re
                 let Some(k) = pm.get(key) else {
                     return Err(format!("map: {p} does not contain declared merge key: {key}"));
                 };
-                let pos = out.iter().position(|o| o.get(key) == Some(k));
+                let k = k.to_string();
                 if pm.get("$patch").and_then(Value::as_str) == Some("delete") {
-                    out.retain(|o| o.get(key) != Some(k));
+                    for i in at.remove(&k).unwrap_or_default() {
+                        out[i] = None;
+                    }
                     continue;
                 }
-                match pos {
-                    Some(i) => {
-                        if let Value::Object(om) = &mut out[i] {
+                match at.get(&k).and_then(|is| is.first()) {
+                    Some(&i) => {
+                        if let Some(Value::Object(om)) = &mut out[i] {
                             merge_map(om, pm, &child_path)?;
                         }
                     }
                     None => {
                         let mut fresh = Map::new();
                         merge_map(&mut fresh, pm, &child_path)?;
-                        out.push(Value::Object(fresh));
+                        at.entry(k).or_default().push(out.len());
+                        out.push(Some(Value::Object(fresh)));
                     }
                 }
             }
-            Ok(out)
+            Ok(out.into_iter().flatten().collect())
         }
     }
 }
@@ -281,11 +293,14 @@ fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
             _ => v.clone(),
         }
     };
-    let wanted: Vec<Value> = order.iter().map(|o| key_of(o)).collect();
+    let mut wanted: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, o) in order.iter().enumerate() {
+        wanted.entry(key_of(o).to_string()).or_insert(i);
+    }
     let mut named: Vec<(usize, Value)> = Vec::new();
     let mut rest = Vec::new();
     for item in list.drain(..) {
-        match wanted.iter().position(|w| *w == key_of(&item)) {
+        match wanted.get(&key_of(&item).to_string()).copied() {
             Some(i) => named.push((i, item)),
             None => rest.push(item),
         }

@@ -164,20 +164,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if self.rewrite.is_none() && self.activity.in_flight.load(Ordering::SeqCst) == 0 && !self.activity.upgraded.load(Ordering::SeqCst) {
-            if let Some(replacement) = status_for_parse_error(buf) {
-                self.rewrite = Some((replacement, 0));
-            }
+        if let Some(done) = self.as_mut().poll_rewrite(cx, buf, buf.len()) {
+            return done;
         }
-        let this = &mut *self;
-        if let Some((bytes, written)) = &mut this.rewrite {
-            while *written < bytes.len() {
-                *written += ready!(Pin::new(&mut this.inner).poll_write(cx, &bytes[*written..]))?;
-            }
-            this.rewrite = None;
-            return Poll::Ready(Ok(buf.len()));
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let first = bufs.iter().find(|b| !b.is_empty()).map(|b| &**b).unwrap_or_default();
+        if let Some(done) = self.as_mut().poll_rewrite(cx, first, bufs.iter().map(|b| b.len()).sum()) {
+            return done;
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -185,8 +185,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    // Not vectored: hyper then writes a response head in one buffer, which is what
-    // `status_for_parse_error` looks at.
+}
+
+impl<S: AsyncWrite + Unpin> Watched<S> {
+    /// When `head` (the first bytes of a write of `len` in all) is hyper's answer to an
+    /// unparseable request, writes the Status answer instead and reports the write done.
+    fn poll_rewrite(self: Pin<&mut Self>, cx: &mut Context<'_>, head: &[u8], len: usize) -> Option<Poll<io::Result<usize>>> {
+        let this = self.get_mut();
+        if this.rewrite.is_none() && this.activity.in_flight.load(Ordering::SeqCst) == 0 && !this.activity.upgraded.load(Ordering::SeqCst) {
+            this.rewrite = status_for_parse_error(head).map(|r| (r, 0));
+        }
+        let (bytes, written) = this.rewrite.as_mut()?;
+        while *written < bytes.len() {
+            match Pin::new(&mut this.inner).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Some(Poll::Ready(Err(e))),
+                Poll::Pending => return Some(Poll::Pending),
+            }
+        }
+        this.rewrite = None;
+        Some(Poll::Ready(Ok(len)))
+    }
 }
 
 /// hyper answers a request it cannot parse with a bare head (`HTTP/1.1 431 ...`,

@@ -316,9 +316,20 @@ pub fn parse_target(segs: &[&str]) -> ApiResult<Target> {
 const DRAIN_AFTER_REFUSAL: usize = 128 << 20;
 const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How long a request body may take to arrive (kube-apiserver's request timeout): a client
+/// trickling a body holds no more than its connection, and that only this long.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Reads a request body of at most [`MAX_BODY`] bytes, refusing a larger one as soon as it is
-/// known to be larger (its Content-Length, or the bytes read so far).
-pub async fn read_body(mut body: Body) -> ApiResult<Bytes> {
+/// known to be larger (its Content-Length, or the bytes read so far), and one that takes
+/// longer than [`BODY_DEADLINE`] with 408.
+pub async fn read_body(body: Body) -> ApiResult<Bytes> {
+    tokio::time::timeout(BODY_DEADLINE, read_body_unbounded_in_time(body))
+        .await
+        .unwrap_or_else(|_| Err(ApiError::http_layer(408, format!("the request body did not arrive within {}s", BODY_DEADLINE.as_secs()))))
+}
+
+async fn read_body_unbounded_in_time(mut body: Body) -> ApiResult<Bytes> {
     use http_body::Body as _;
     use http_body_util::BodyExt;
     let too_large = |body: Body| {

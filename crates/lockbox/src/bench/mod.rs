@@ -17,11 +17,11 @@ use anyhow::{bail, Context, Result};
 
 use report::{Results, Row};
 
-pub const SUITES: [&str; 7] = ["write", "read", "list", "watch", "propagation", "footprint", "crypto"];
+pub const SUITES: [&str; 8] = ["write", "read", "list", "fairness", "watch", "propagation", "footprint", "crypto"];
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Suites to run (default: all): write, read, list, watch, propagation, footprint, crypto.
+    /// Suites to run (default: all): write, read, list, fairness, watch, propagation, footprint, crypto.
     suites: Vec<String>,
     /// Where results.json, results.md and latency.png go.
     #[arg(long, default_value = "bench-results")]
@@ -41,6 +41,8 @@ pub struct Sizes {
     read_base: u64,
     pub list_objects: u64,
     pub list_iterations: u64,
+    pub fairness_objects: u64,
+    pub fairness_gets: u64,
     pub watchers: usize,
     pub watch_updates: usize,
     pub propagation_updates: u64,
@@ -59,6 +61,8 @@ impl Sizes {
             read_base: 5000,
             list_objects: 10_000,
             list_iterations: 30,
+            fairness_objects: 5_000,
+            fairness_gets: 3_000,
             watchers: 1000,
             watch_updates: 30,
             propagation_updates: 30,
@@ -77,6 +81,8 @@ impl Sizes {
             read_base: 40,
             list_objects: 200,
             list_iterations: 3,
+            fairness_objects: 100,
+            fairness_gets: 50,
             watchers: 20,
             watch_updates: 3,
             propagation_updates: 2,
@@ -127,7 +133,7 @@ pub async fn run(args: Args) -> Result<()> {
     } else {
         None
     };
-    let needs_lockbox = ["write", "read", "list", "watch", "propagation"].iter().any(|s| wants(s));
+    let needs_lockbox = ["write", "read", "list", "fairness", "watch", "propagation"].iter().any(|s| wants(s));
     let lb = if needs_lockbox {
         say(&mp, "starting lockbox up (fresh data dir)")?;
         Some(Arc::new(targets::Lockbox::start(&work.join("lockbox"), &work.join("lockbox.log")).await?))
@@ -146,6 +152,7 @@ pub async fn run(args: Args) -> Result<()> {
                 suites::read(lb.as_ref().context("lockbox")?, bao.as_ref().context("bao")?, &sizes, &mp).await
             }
             "list" => suites::list(lb.as_ref().context("lockbox")?, &sizes, &mp).await,
+            "fairness" => suites::fairness(lb.as_ref().context("lockbox")?, &work.join("lockbox"), &sizes, &mp).await,
             "watch" => suites::watch(lb.as_ref().context("lockbox")?, &sizes, &mp).await,
             "propagation" => suites::propagation(lb.as_ref().context("lockbox")?, &sizes, &mp).await,
             "footprint" => suites::footprint(&work, &sizes, &mp).await,

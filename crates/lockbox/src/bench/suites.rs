@@ -256,6 +256,76 @@ pub async fn list(lb: &Arc<Lockbox>, sizes: &Sizes, mp: &indicatif::MultiProgres
     Ok(rows)
 }
 
+/// 3b. Fairness: another user's GET of one Secret, alone and while the admin runs 4 loops of
+///     LISTs of `fairness_objects` Secrets. The goal is issue 11's: its p99 under that load
+///     within 2× its idle p99 (the LISTs are queued on seats; the GETs are not).
+pub async fn fairness(lb: &Arc<Lockbox>, data_dir: &std::path::Path, sizes: &Sizes, mp: &indicatif::MultiProgress) -> Result<Vec<Row>> {
+    namespace(lb, "fair").await?;
+    let n = sizes.fairness_objects;
+    fill(lb, "fair", "secrets", n, 64, mp).await?;
+    // The other user: a ServiceAccount allowed to get Secrets in the namespace.
+    lb.create("/api/v1/namespaces/fair/serviceaccounts", &json!({"metadata": {"name": "reader"}})).await?;
+    lb.create(
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/fair/roles",
+        &json!({"metadata": {"name": "get-secrets"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}),
+    )
+    .await?;
+    lb.create(
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/fair/rolebindings",
+        &json!({"metadata": {"name": "reader"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "get-secrets"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "fair"}]}),
+    )
+    .await?;
+    let token = lb.create("/api/v1/namespaces/fair/serviceaccounts/reader/token", &json!({"spec": {"expirationSeconds": 3600}})).await?;
+    let token = token["status"]["token"].as_str().context("no token")?.to_string();
+    let other = Arc::new(lb.token_client(&token, data_dir)?);
+    let get_url = lb.url("/api/v1/namespaces/fair/secrets/o-1");
+    let gets = |label: &str| {
+        let pb = bar(mp, sizes.fairness_gets, label);
+        let (other, url, n) = (other.clone(), get_url.clone(), sizes.fairness_gets);
+        async move {
+            let m = load::repeat(n, &pb, |_| {
+                let (other, url) = (other.clone(), url.clone());
+                async move {
+                    other.get(url).send().await?.error_for_status()?.bytes().await?;
+                    Ok(())
+                }
+            })
+            .await;
+            done(pb);
+            m
+        }
+    };
+    let idle = gets("fairness: another user's GET, idle").await?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lists = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut hogs = Vec::new();
+    for _ in 0..4 {
+        let (lb, stop, lists) = (lb.clone(), stop.clone(), lists.clone());
+        hogs.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                lb.http.get(lb.url("/api/v1/namespaces/fair/secrets")).send().await?.error_for_status()?.bytes().await?;
+                lists.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listed_before = lists.load(std::sync::atomic::Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let loaded = gets("fairness: another user's GET, under 4 LIST loops").await;
+    let list_rate = (lists.load(std::sync::atomic::Ordering::Relaxed) - listed_before) as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hogs {
+        h.await??;
+    }
+    let loaded = loaded?;
+    let met = loaded.p99_ms <= 2.0 * idle.p99_ms;
+    Ok(vec![Row::new("fairness", format!("another user's GET under 4 loops of {n}-Secret LISTs ({list_rate:.0} lists/s)"), Figure::Latency(loaded))
+        .anchor("the same GET, idle", Figure::Latency(idle))
+        .goal("p99 within 2× the idle p99", met)])
+}
+
 /// 4. Watch fan-out: `watchers` concurrent watches on ConfigMaps; the time from sending one
 ///    update until every watcher has the event.
 pub async fn watch(lb: &Arc<Lockbox>, sizes: &Sizes, mp: &indicatif::MultiProgress) -> Result<Vec<Row>> {

@@ -97,6 +97,16 @@ impl Lockbox {
         self.child.id()
     }
 
+    /// A client that authenticates with a bearer token (another user than the admin), on
+    /// HTTP/1.1 like the admin client.
+    pub fn token_client(&self, token: &str, data_dir: &Path) -> Result<reqwest::Client> {
+        let kc: Value = serde_norway::from_str(&std::fs::read_to_string(data_dir.join("admin.kubeconfig"))?)?;
+        let ca = b64(kc["clusters"][0]["cluster"]["certificate-authority-data"].as_str().context("no CA")?)?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+        Ok(reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&ca)?]).default_headers(headers).http1_only().build()?)
+    }
+
     pub fn stop(&mut self) {
         stop_child(&mut self.child, Duration::from_secs(15));
     }
