@@ -362,8 +362,20 @@ impl Agent {
         for m in c.volume_mounts.clone().unwrap_or_default() {
             let mut source = pod_dir.join("volumes").join(&m.name);
             if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                // subPath mounts resolve once, through ..data: they do not see updates.
-                source = std::fs::canonicalize(source.join(sub)).unwrap_or_else(|_| pod_dir.join("volumes").join(&m.name).join(sub));
+                // subPath mounts resolve once, through ..data: they do not see updates. The
+                // resolved path must stay inside the volume: the API refuses absolute and `..`
+                // subPaths, and a symlink a container made in its emptyDir is followed here,
+                // as root, so where it leads is checked too (the kubelet's subpath checks).
+                let volume = std::fs::canonicalize(&source).unwrap_or_else(|_| source.clone());
+                let resolved = std::fs::canonicalize(source.join(sub)).unwrap_or_else(|_| volume.join(sub));
+                let escapes = sub.starts_with('/') || sub.split('/').any(|p| p == "..") || !resolved.starts_with(&volume);
+                if escapes {
+                    return Err((
+                        "CreateContainerConfigError".into(),
+                        format!("failed to prepare subPath for volumeMount {:?} of container {:?}", m.name, c.name),
+                    ));
+                }
+                source = resolved;
             }
             // ConfigMap, Secret, downward API and projected volumes are read-only whatever the
             // mount says (the kubelet's volume plugins report ReadOnly for them).

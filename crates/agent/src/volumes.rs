@@ -260,8 +260,8 @@ pub fn unmount_all_under(pods_dir: &Path) -> usize {
     let prefix = format!("{}/", root.to_string_lossy());
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let mut points: Vec<String> = mounts.lines().filter_map(|l| l.split(' ').nth(1)).map(unescape_mount_path).filter(|p| p.starts_with(&prefix)).collect();
+    // Deepest first; a path listed twice (mounts stacked there) is unmounted twice.
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    points.dedup();
     for p in &points {
         unmount(Path::new(p));
     }

@@ -53,13 +53,16 @@ pub const MAX_YAML_FLOW_DEPTH: usize = 1000;
 /// Decoded values allowed per byte of body. Plain JSON or YAML cannot make more values than it
 /// has bytes; only aliases can, and a "billion laughs" document makes billions.
 const VALUES_PER_BODY_BYTE: usize = 2;
+/// Values any YAML body may decode to, aliases or not: go-yaml's own threshold below which it
+/// allows any aliasing (400,000 decoded nodes), so a manifest kube-apiserver takes is taken.
+const MIN_VALUE_BUDGET: usize = 400_000;
 
 pub fn decode_yaml(body: &[u8]) -> Result<Decoded, String> {
     if flow_depth(body, MAX_YAML_FLOW_DEPTH) > MAX_YAML_FLOW_DEPTH {
         return Err(format!("yaml: exceeded max depth of {MAX_YAML_FLOW_DEPTH}"));
     }
     let dups = RefCell::new(Vec::new());
-    let budget = Cell::new(body.len().saturating_mul(VALUES_PER_BODY_BYTE).saturating_add(1024));
+    let budget = Cell::new(body.len().saturating_mul(VALUES_PER_BODY_BYTE).max(MIN_VALUE_BUDGET));
     let de = serde_norway::Deserializer::from_slice(body);
     let value = DupCheck { path: String::new(), dups: &dups, budget: &budget }.deserialize(de).map_err(|e| e.to_string())?;
     Ok(Decoded { value, duplicates: dups.into_inner() })

@@ -84,7 +84,9 @@ fn walk<'a>(v: &'a Value, names: &mut Vec<String>, path: &mut FieldPath, out: &m
                         for item in items {
                             let Some(kv) = item.get(key) else { continue };
                             path.push(format!("k:{}", json!({ key: kv })));
-                            out.insert(path.clone(), item);
+                            // Two items with one key (ports by containerPort): the first is
+                            // the one apply merges into, so it is the one compared.
+                            out.entry(path.clone()).or_insert(item);
                             walk(item, names, path, out);
                             path.pop();
                         }

@@ -114,6 +114,15 @@ fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
     }
     let volumes: Vec<String> = spec["volumes"].as_array().map(|a| a.iter().map(|v| s(&v["name"])).collect()).unwrap_or_default();
     validate_volume_paths(spec, path, errs);
+    for list in ["initContainers", "ephemeralContainers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            for (j, m) in c["volumeMounts"].as_array().into_iter().flatten().enumerate() {
+                if let Some(sub) = m["subPath"].as_str().filter(|p| !p.is_empty()) {
+                    local_descending_path(sub, &format!("{path}.{list}[{i}].volumeMounts[{j}].subPath"), errs);
+                }
+            }
+        }
+    }
     for (i, c) in containers.iter().enumerate() {
         for (j, m) in c["volumeMounts"].as_array().cloned().unwrap_or_default().iter().enumerate() {
             if let Some(sub) = m["subPath"].as_str().filter(|p| !p.is_empty()) {
@@ -133,23 +142,24 @@ fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
 }
 
 /// validateLocalDescendingPath: a path inside the volume, never absolute, never up.
-fn local_descending_path(p: &str, field: &str, errs: &mut Vec<FieldError>) -> bool {
-    let before = errs.len();
+fn local_descending_path(p: &str, field: &str, errs: &mut Vec<FieldError>) {
     if p.starts_with('/') {
         errs.push(FieldError::invalid(field, p, "must be a relative path"));
     }
     if p.split('/').any(|part| part == "..") {
         errs.push(FieldError::invalid(field, p, "must not contain '..'"));
     }
-    errs.len() == before
 }
 
 /// validateLocalNonReservedPath: also not `..`-prefixed, which the atomic writer's own
-/// entries (`..data`, `..2024_…`) are.
+/// entries (`..data`, `..2024_…`) are (unless the `..` element was already reported).
 fn local_non_reserved_path(p: &str, field: &str, errs: &mut Vec<FieldError>) {
     if p.is_empty() {
         errs.push(FieldError::required(field, ""));
-    } else if local_descending_path(p, field, errs) && p.starts_with("..") {
+        return;
+    }
+    local_descending_path(p, field, errs);
+    if p.starts_with("..") && !p.starts_with("../") {
         errs.push(FieldError::invalid(field, p, "must not start with '..'"));
     }
 }

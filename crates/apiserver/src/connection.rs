@@ -1,8 +1,10 @@
 //! What one client connection may hold, and for how long: Go net/http's deadlines, which
 //! kube-apiserver relies on and hyper does not give for both HTTP versions alike.
 //!
-//! - a request's head must arrive within [`Limits::header_timeout`] of its first byte (Go's
-//!   `ReadHeaderTimeout`; a client trickling headers a byte a second is cut off);
+//! - over HTTP/1.1, a request's head must arrive within [`Limits::header_timeout`] of its first
+//!   byte (Go's `ReadHeaderTimeout`; a client trickling headers a byte a second is cut off).
+//!   HTTP/2 has no such deadline in Go either: its frames (PING, WINDOW_UPDATE) arrive between
+//!   requests, and a stream's HEADERS come in frames whose size the server bounds;
 //! - a connection with no request in flight is closed after [`Limits::idle_timeout`] (Go's
 //!   `IdleTimeout`), for HTTP/1.1 keep-alive and HTTP/2 alike;
 //! - hyper's own answers to unparseable HTTP/1.1 requests (400, 414, 431 with empty bodies)
@@ -55,10 +57,12 @@ pub struct Activity {
     /// Wakes the watchdog when a deadline moves: a request head starts arriving, or the last
     /// request in flight ends.
     changed: tokio::sync::Notify,
+    /// HTTP/2 (by ALPN): no request-head deadline, and no rewriting of bytes.
+    http2: bool,
 }
 
 impl Activity {
-    pub fn new() -> Arc<Self> {
+    pub fn new(http2: bool) -> Arc<Self> {
         Arc::new(Activity {
             start: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -66,6 +70,7 @@ impl Activity {
             head_since: AtomicU64::new(NONE),
             upgraded: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
+            http2,
         })
     }
 
@@ -86,7 +91,7 @@ impl Activity {
     }
 
     fn received(&self) {
-        if self.in_flight.load(Ordering::SeqCst) == 0 && self.head_since.load(Ordering::Relaxed) == NONE {
+        if !self.http2 && self.in_flight.load(Ordering::SeqCst) == 0 && self.head_since.load(Ordering::Relaxed) == NONE {
             if self.head_since.compare_exchange(NONE, self.now(), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
                 self.changed.notify_one();
             }
@@ -109,9 +114,10 @@ impl Activity {
     /// Resolves when the connection has been idle, or stuck in a request head, for too long.
     pub async fn expired(&self, limits: Limits) {
         loop {
+            let now = self.now();
             let wait = match self.deadline(&limits) {
-                Some(at) if at <= self.now() => return,
-                Some(at) => Duration::from_millis(at - self.now()),
+                Some(at) if at <= now => return,
+                Some(at) => Duration::from_millis(at - now),
                 // In flight: nothing expires until the request ends, which wakes us.
                 None => Duration::from_secs(3600),
             };
@@ -192,12 +198,23 @@ impl<S: AsyncWrite + Unpin> Watched<S> {
     /// unparseable request, writes the Status answer instead and reports the write done.
     fn poll_rewrite(self: Pin<&mut Self>, cx: &mut Context<'_>, head: &[u8], len: usize) -> Option<Poll<io::Result<usize>>> {
         let this = self.get_mut();
-        if this.rewrite.is_none() && this.activity.in_flight.load(Ordering::SeqCst) == 0 && !this.activity.upgraded.load(Ordering::SeqCst) {
+        // Only a whole write, while bytes of a new request have arrived since the last response
+        // ended and none is in flight: that is when hyper answers a head it could not parse.
+        // The tail of a response (written after its body, and its in-flight guard, are gone)
+        // comes before any new request's bytes.
+        let a = &this.activity;
+        let answering_unparsed = !a.http2
+            && !a.upgraded.load(Ordering::SeqCst)
+            && a.in_flight.load(Ordering::SeqCst) == 0
+            && a.head_since.load(Ordering::SeqCst) != NONE
+            && head.len() == len;
+        if this.rewrite.is_none() && answering_unparsed {
             this.rewrite = status_for_parse_error(head).map(|r| (r, 0));
         }
         let (bytes, written) = this.rewrite.as_mut()?;
         while *written < bytes.len() {
             match Pin::new(&mut this.inner).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => return Some(Poll::Ready(Err(io::ErrorKind::WriteZero.into()))),
                 Poll::Ready(Ok(n)) => *written += n,
                 Poll::Ready(Err(e)) => return Some(Poll::Ready(Err(e))),
                 Poll::Pending => return Some(Poll::Pending),
@@ -250,7 +267,7 @@ mod tests {
     #[test]
     fn idle_and_slow_heads_expire_busy_connections_do_not() {
         let limits = Limits { header_timeout: Duration::from_secs(32), idle_timeout: Duration::from_secs(90), ..Limits::default() };
-        let a = Activity::new();
+        let a = Activity::new(false);
         assert_eq!(a.deadline(&limits), Some(90_000));
         a.received();
         assert!(a.deadline(&limits).unwrap() <= 32_000);
@@ -258,5 +275,9 @@ mod tests {
         assert_eq!(a.deadline(&limits), None);
         drop(req);
         assert!(a.deadline(&limits).unwrap() >= 90_000 - 1);
+        // HTTP/2 frames between requests are not a request head.
+        let h2 = Activity::new(true);
+        h2.received();
+        assert_eq!(h2.deadline(&limits), Some(90_000));
     }
 }

@@ -5,12 +5,16 @@
 //! - `--max-requests-inflight` and `--max-mutating-requests-inflight` bound the read-only
 //!   (get, list) and the mutating requests in flight; one over the limit gets 429
 //!   TooManyRequests with `Retry-After: 1` at once, as kube's maxinflight filter answers.
-//!   Long-running requests (watch, exec, attach, log, portforward, proxy) are not counted, and
-//!   `system:masters` is always served, as there.
+//!   Long-running requests (watch, exec, attach, log, portforward, proxy) are not counted,
+//!   `system:masters` is always served, and 0 means no limit, as there.
 //! - LISTs (and deletecollections) take a seat among as many as there are CPUs. Waiting ones
 //!   queue per user and are dispatched round-robin across users, so a user with one LIST waits
 //!   behind at most one LIST of each other user, not behind their whole backlog. A user's queue
-//!   is bounded, and so is the wait: past either, 429.
+//!   is bounded, and so is the wait: past either, 429. `system:masters` never queues (kube's
+//!   exempt priority level). A queued LIST holds no in-flight place until it has its seat.
+//! - Work that is CPU for milliseconds (encoding a large LIST) runs on [`low_priority`]
+//!   threads, niced, so that on a busy machine the short requests of others are scheduled
+//!   first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -43,8 +47,9 @@ impl Default for Limits {
 }
 
 pub struct Fairness {
-    readonly: Arc<tokio::sync::Semaphore>,
-    mutating: Arc<tokio::sync::Semaphore>,
+    /// `None`: no limit (the flag set to 0).
+    readonly: Option<Arc<tokio::sync::Semaphore>>,
+    mutating: Option<Arc<tokio::sync::Semaphore>>,
     seats: Arc<Seats>,
 }
 
@@ -58,9 +63,10 @@ impl Fairness {
     pub fn new(limits: Limits) -> Self {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let seats = if limits.list_seats == 0 { cpus } else { limits.list_seats };
+        let pool = |n: usize| (n > 0).then(|| Arc::new(tokio::sync::Semaphore::new(n)));
         Fairness {
-            readonly: Arc::new(tokio::sync::Semaphore::new(limits.max_requests_inflight.max(1))),
-            mutating: Arc::new(tokio::sync::Semaphore::new(limits.max_mutating_requests_inflight.max(1))),
+            readonly: pool(limits.max_requests_inflight),
+            mutating: pool(limits.max_mutating_requests_inflight),
             seats: Arc::new(Seats { total: seats, state: Mutex::new(SeatState::default()) }),
         }
     }
@@ -72,13 +78,15 @@ impl Fairness {
             return Ok(Admitted { _inflight: None, _seat: None });
         }
         let privileged = attrs.user.groups.iter().any(|g| g == "system:masters");
+        let heavy = matches!(attrs.verb.as_str(), "list" | "deletecollection");
+        let seat = if heavy && !privileged { Some(self.seats.clone().take(&attrs.user.name).await?) } else { None };
         let pool = if matches!(attrs.verb.as_str(), "get" | "list") { &self.readonly } else { &self.mutating };
-        let inflight = match pool.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) if privileged => None,
-            Err(_) => return Err(ApiError::too_many_requests()),
+        let inflight = match pool.as_ref().map(|p| p.clone().try_acquire_owned()) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(_)) if privileged => None,
+            Some(Err(_)) => return Err(ApiError::too_many_requests()),
         };
-        let seat = if matches!(attrs.verb.as_str(), "list" | "deletecollection") { Some(self.seats.clone().take(&attrs.user.name).await?) } else { None };
         Ok(Admitted { _inflight: inflight, _seat: seat })
     }
 }
@@ -112,12 +120,14 @@ impl Seats {
                 return Ok(Seat { seats: self.clone(), armed: true });
             }
             let queue = st.waiting.entry(user.to_string()).or_default();
+            // Waiters that gave up (timed out, or their client hung up) hold no place.
+            queue.retain(|tx| !tx.is_closed());
             if queue.len() >= MAX_QUEUED_PER_USER {
                 return Err(ApiError::too_many_requests());
             }
             let (tx, rx) = oneshot::channel();
             queue.push_back(tx);
-            if queue.len() == 1 {
+            if !st.turn.iter().any(|u| u == user) {
                 st.turn.push_back(user.to_string());
             }
             rx
@@ -165,6 +175,58 @@ impl Drop for Seat {
     }
 }
 
+/// Threads that run CPU-heavy work at a lower scheduling priority (nice 10), one per CPU.
+/// Written here rather than taken from a pool crate because the threads must be niced, once,
+/// when they start; tokio's blocking pool gives no hook for that.
+struct LowPriority {
+    jobs: Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+fn low_priority_pool() -> &'static LowPriority {
+    static POOL: std::sync::OnceLock<LowPriority> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        for i in 0..threads {
+            let rx = rx.clone();
+            let _ = std::thread::Builder::new().name(format!("lockbox-encode-{i}")).spawn(move || {
+                // SAFETY: setpriority on this thread (who 0 with PRIO_PROCESS means the caller,
+                // which on Linux is the calling thread).
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+                }
+                loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+        LowPriority { jobs: Mutex::new(tx) }
+    })
+}
+
+/// Runs `f` on a low-priority thread and waits for its answer. A panic in `f` is resumed
+/// here, in the request, where the server's handler turns it into a 500.
+pub async fn low_priority<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = oneshot::channel();
+    let job = Box::new(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    let sent = low_priority_pool().jobs.lock().map(|j| j.send(job)).is_ok_and(|r| r.is_ok());
+    assert!(sent, "the low-priority threads are gone");
+    match rx.await.expect("a low-priority job always answers") {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +255,21 @@ mod tests {
         assert!(f.admit(&attrs("u", "update", &[])).await.is_err());
         drop(_a);
         assert!(f.admit(&attrs("u", "get", &[])).await.is_ok());
+        // 0 is no limit, as with kube-apiserver's flags.
+        let unlimited = Fairness::new(Limits { max_requests_inflight: 0, max_mutating_requests_inflight: 0, list_seats: 8 });
+        let get = attrs("u", "get", &[]);
+        let mut held = Vec::new();
+        for _ in 0..1000 {
+            held.push(unlimited.admit(&get).await.expect("no limit"));
+        }
+    }
+
+    #[tokio::test]
+    async fn low_priority_work_answers_and_its_panics_reach_the_caller() {
+        assert_eq!(low_priority(|| 6 * 7).await, 42);
+        let caught = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(low_priority(|| -> u8 { panic!("in a job") }))).await;
+        assert!(caught.is_err());
+        assert_eq!(low_priority(|| "still there").await, "still there");
     }
 
     #[tokio::test]

@@ -494,15 +494,6 @@ fn type_check(res: &Resource, mut obj: Value) -> ApiResult<(Value, Vec<String>)>
         .map_err(|e| ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind)))
 }
 
-/// Runs CPU-heavy synchronous work without holding up the other tasks of this async worker
-/// (`block_in_place` hands them to another thread); inline where the runtime has one thread.
-fn cpu_bound<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
 fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
     for w in warnings {
         let v = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
@@ -714,16 +705,17 @@ async fn resource_request(
             }
             validate_list(q)?;
             let list = reg.list(res, ns, &opts).await?;
-            // Encoding a large list is milliseconds of CPU: done off the async workers, so
-            // the requests queued behind it on this worker move to another meanwhile.
-            cpu_bound(|| {
+            let include = q.get("includeObject").unwrap_or("Metadata").to_string();
+            // Encoding a large list is milliseconds of CPU: done at low priority, off the
+            // async workers, so the short requests of other clients go first.
+            crate::fairness::low_priority(move || {
                 let mut meta = json!({"resourceVersion": list.resource_version.to_string()});
                 if let Some(c) = &list.continue_token {
                     meta["continue"] = json!(c);
                     meta["remainingItemCount"] = json!(list.remaining.unwrap_or(0));
                 }
                 let body = match n.transform {
-                    Transform::Table => api::table::table(res, list.items.iter().map(|o| &**o), meta, q.get("includeObject").unwrap_or("Metadata")),
+                    Transform::Table => api::table::table(res, list.items.iter().map(|o| &**o), meta, &include),
                     Transform::PartialMetadata => {
                         json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": list.items.iter().map(|o| partial_metadata(o)).collect::<Vec<_>>()})
                     }
@@ -736,6 +728,7 @@ async fn resource_request(
                 };
                 Ok(negotiate::respond(StatusCode::OK, &body, n.format))
             })
+            .await
         }
         (Method::GET, Some(name)) => {
             let obj = reg.get(res, ns, name).await?;

@@ -155,7 +155,8 @@ async fn connection(
         trusted.verify_client_cert(end, intermediates, UnixTime::now()).ok()?;
         user_from_certificate(end.as_ref())
     }));
-    let activity = Activity::new();
+    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let activity = Activity::new(http2);
     let watched = activity.clone();
     let service = tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(user.clone());
@@ -184,9 +185,18 @@ async fn connection(
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http2().max_header_list_size(MAX_HEADER_BYTES).max_concurrent_streams(250);
     let serving = http.serve_connection_with_upgrades(TokioIo::new(Watched::new(stream, activity.clone())), service);
+    tokio::pin!(serving);
     tokio::select! {
-        served = serving => served.map_err(|e| anyhow::anyhow!(e))?,
-        _ = activity.expired(limits) => tracing::debug!(%peer, "closing an idle or stalled connection"),
+        served = serving.as_mut() => served.map_err(|e| anyhow::anyhow!(e))?,
+        _ = activity.expired(limits) => {
+            // As Go's server: an HTTP/2 client gets a GOAWAY (and a stream it already sent is
+            // still answered, within 5 s); an HTTP/1.1 one, with no request in flight, a close.
+            tracing::debug!(%peer, "closing an idle or stalled connection");
+            if http2 {
+                serving.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(5), serving).await;
+            }
+        }
     }
     Ok(())
 }

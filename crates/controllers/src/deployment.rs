@@ -84,14 +84,20 @@ pub async fn pass(client: &Client, backoff: &mut Backoff) -> kube::Result<()> {
     backoff.0.retain(|uid, _| live.contains(uid));
     for d in deployments.items {
         let (uid, generation) = (d.uid().unwrap_or_default(), d.metadata.generation.unwrap_or(0));
-        if d.metadata.deletion_timestamp.is_some() || !backoff.due(&uid, generation) {
+        if d.metadata.deletion_timestamp.is_some() {
+            backoff.0.remove(&uid);
+            continue;
+        }
+        if !backoff.due(&uid, generation) {
             continue;
         }
         match reconcile(client, &d).await {
             Ok(()) => {
                 backoff.0.remove(&uid);
             }
-            Err(e) if benign(&e) => {}
+            Err(e) if benign(&e) => {
+                backoff.0.remove(&uid);
+            }
             Err(e) => {
                 backoff.failed(&uid, generation);
                 tracing::warn!(deployment = %d.name_any(), error = %e, "deployment reconcile failed");

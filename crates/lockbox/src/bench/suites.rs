@@ -256,44 +256,54 @@ pub async fn list(lb: &Arc<Lockbox>, sizes: &Sizes, mp: &indicatif::MultiProgres
     Ok(rows)
 }
 
-/// 3b. Fairness: another user's GET of one Secret, alone and while the admin runs 4 loops of
-///     LISTs of `fairness_objects` Secrets. The goal is issue 11's: its p99 under that load
-///     within 2× its idle p99 (the LISTs are queued on seats; the GETs are not).
+/// 3b. Fairness: one user's GET of one Secret, alone and while another user (not
+///     system:masters, which is never queued) runs 4 loops of LISTs of `fairness_objects`
+///     Secrets. The goal is issue 11's: its p99 under that load within 2× its idle p99.
 pub async fn fairness(lb: &Arc<Lockbox>, data_dir: &std::path::Path, sizes: &Sizes, mp: &indicatif::MultiProgress) -> Result<Vec<Row>> {
     namespace(lb, "fair").await?;
     let n = sizes.fairness_objects;
     fill(lb, "fair", "secrets", n, 64, mp).await?;
-    // The other user: a ServiceAccount allowed to get Secrets in the namespace.
-    lb.create("/api/v1/namespaces/fair/serviceaccounts", &json!({"metadata": {"name": "reader"}})).await?;
-    lb.create(
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/fair/roles",
-        &json!({"metadata": {"name": "get-secrets"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}),
-    )
-    .await?;
-    lb.create(
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/fair/rolebindings",
-        &json!({"metadata": {"name": "reader"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "get-secrets"},
-            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "fair"}]}),
-    )
-    .await?;
-    let token = lb.create("/api/v1/namespaces/fair/serviceaccounts/reader/token", &json!({"spec": {"expirationSeconds": 3600}})).await?;
-    let token = token["status"]["token"].as_str().context("no token")?.to_string();
-    let other = Arc::new(lb.token_client(&token, data_dir)?);
+    // Two users, each a ServiceAccount allowed to read Secrets in the namespace.
+    let role = json!({"metadata": {"name": "read-secrets"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]});
+    lb.create("/apis/rbac.authorization.k8s.io/v1/namespaces/fair/roles", &role).await?;
+    let mut tokens = Vec::new();
+    for user in ["reader", "lister"] {
+        lb.create("/api/v1/namespaces/fair/serviceaccounts", &json!({"metadata": {"name": user}})).await?;
+        let binding = json!({"metadata": {"name": user}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-secrets"},
+            "subjects": [{"kind": "ServiceAccount", "name": user, "namespace": "fair"}]});
+        lb.create("/apis/rbac.authorization.k8s.io/v1/namespaces/fair/rolebindings", &binding).await?;
+        let token = lb.create(&format!("/api/v1/namespaces/fair/serviceaccounts/{user}/token"), &json!({"spec": {"expirationSeconds": 3600}})).await?;
+        tokens.push(token["status"]["token"].as_str().context("no token")?.to_string());
+    }
+    let lister = Arc::new(lb.token_client(&tokens[1], data_dir)?);
     let get_url = lb.url("/api/v1/namespaces/fair/secrets/o-1");
+    // The measured GETs run on a thread and runtime of their own, so that this process's
+    // work for the LIST loops (reading and decrypting their bodies) does not delay them here:
+    // the figure is the server's.
     let gets = |label: &str| {
         let pb = bar(mp, sizes.fairness_gets, label);
-        let (other, url, n) = (other.clone(), get_url.clone(), sizes.fairness_gets);
+        let (lb, token, data_dir, url, n) = (lb.clone(), tokens[0].clone(), data_dir.to_path_buf(), get_url.clone(), sizes.fairness_gets);
         async move {
-            let m = load::repeat(n, &pb, |_| {
-                let (other, url) = (other.clone(), url.clone());
-                async move {
-                    other.get(url).send().await?.error_for_status()?.bytes().await?;
-                    Ok(())
-                }
+            let m = tokio::task::spawn_blocking(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async {
+                    let other = lb.token_client(&token, &data_dir)?;
+                    load::repeat(n, &pb, |_| {
+                        let (other, url) = (other.clone(), url.clone());
+                        async move {
+                            other.get(url).send().await?.error_for_status()?.bytes().await?;
+                            Ok(())
+                        }
+                    })
+                    .await
+                    .map(|m| (m, pb))
+                })
             })
-            .await;
-            done(pb);
-            m
+            .await?;
+            m.map(|(m, pb)| {
+                done(pb);
+                m
+            })
         }
     };
     let idle = gets("fairness: another user's GET, idle").await?;
@@ -301,10 +311,10 @@ pub async fn fairness(lb: &Arc<Lockbox>, data_dir: &std::path::Path, sizes: &Siz
     let lists = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut hogs = Vec::new();
     for _ in 0..4 {
-        let (lb, stop, lists) = (lb.clone(), stop.clone(), lists.clone());
+        let (lister, url, stop, lists) = (lister.clone(), lb.url("/api/v1/namespaces/fair/secrets"), stop.clone(), lists.clone());
         hogs.push(tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                lb.http.get(lb.url("/api/v1/namespaces/fair/secrets")).send().await?.error_for_status()?.bytes().await?;
+                lister.get(url.clone()).send().await?.error_for_status()?.bytes().await?;
                 lists.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Ok::<_, anyhow::Error>(())

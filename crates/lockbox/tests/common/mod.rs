@@ -27,17 +27,7 @@ impl Server {
     }
 
     pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Server {
-            log: dir.path().join("server.log"),
-            dir,
-            child: None,
-            args: args.iter().map(|a| a.to_string()).collect(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            wrapper: vec![],
-        };
-        s.launch().await;
-        s
+        Self::start_wrapped(&[], args, env).await
     }
 
     /// Starts `lockbox up` through `wrapper` (which must exec it, keeping the pid).
