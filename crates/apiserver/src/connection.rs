@@ -91,10 +91,9 @@ impl Activity {
     }
 
     fn received(&self) {
-        if !self.http2 && self.in_flight.load(Ordering::SeqCst) == 0 && self.head_since.load(Ordering::Relaxed) == NONE {
-            if self.head_since.compare_exchange(NONE, self.now(), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
-                self.changed.notify_one();
-            }
+        let idle = !self.http2 && self.in_flight.load(Ordering::SeqCst) == 0 && self.head_since.load(Ordering::Relaxed) == NONE;
+        if idle && self.head_since.compare_exchange(NONE, self.now(), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+            self.changed.notify_one();
         }
     }
 

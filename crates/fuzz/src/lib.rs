@@ -209,14 +209,14 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.max(1))
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -258,7 +258,7 @@ pub fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>], dictionary: &[&[u
                 out.truncate(at);
                 out.extend_from_slice(&other[from..]);
             }
-            _ => out.insert(at, rng.next() as u8),
+            _ => out.insert(at, rng.next_u64() as u8),
         }
     }
     // Bodies are bounded by the server (3 MiB); inputs here stay small so runs are fast.
