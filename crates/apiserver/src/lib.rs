@@ -83,6 +83,31 @@ pub async fn load_encryption(path: PathBuf) -> Result<Arc<crypt::reload::Reloadi
     tokio::task::spawn_blocking(move || crypt::reload::Reloading::load(&path, group_of_resource())).await?.map_err(|e| anyhow::anyhow!(e))
 }
 
+/// Runs a housekeeping loop for the life of the process, starting it again (after 1 s,
+/// doubling to a minute) if it panics: a panic in a background task ends only that task,
+/// silently, and a namespace finalizer or a controller that stopped would never be noticed.
+/// A loop that returns is done.
+pub fn supervise<F, Fut>(name: &'static str, start: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send,
+{
+    tokio::spawn(async move {
+        let mut pause = Duration::from_secs(1);
+        loop {
+            match tokio::spawn(start()).await {
+                Err(e) if e.is_panic() => {
+                    tracing::error!(task = name, retry_in_s = pause.as_secs(), "a background task panicked; starting it again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(60));
+                }
+                _ => return,
+            }
+        }
+    });
+}
+
 /// Holds the data dir's lock for as long as the returned file is open; fails if another
 /// lockbox process holds it.
 pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File> {
@@ -160,8 +185,14 @@ pub async fn start(cfg: Config) -> Result<Started> {
     let cache = cache::WatchCache::start(store.clone(), rest::Registry::decoder(transformer.clone())).await?;
     let registry = Arc::new(rest::Registry { store, cache, transformer });
     lifecycle::ensure_builtin_namespaces(&registry).await?;
-    tokio::spawn(lifecycle::namespace_finalizer(registry.clone()));
-    tokio::spawn(lifecycle::compactor(registry.clone(), Duration::from_secs(300)));
+    supervise("namespace finalizer", {
+        let r = registry.clone();
+        move || lifecycle::namespace_finalizer(r.clone())
+    });
+    supervise("compactor", {
+        let r = registry.clone();
+        move || lifecycle::compactor(r.clone(), Duration::from_secs(300))
+    });
 
     let signer = Arc::new(
         auth::tokens::TokenSigner::load_or_create(&cfg.data_dir.join("pki/sa.key"), |p, b| pki::write_private(p, b).map_err(|e| e.to_string()))
@@ -169,7 +200,10 @@ pub async fn start(cfg: Config) -> Result<Started> {
     );
     let identity = Arc::new(controllers::Identity { registry: registry.clone(), signer: signer.clone(), ca_pem: pki.ca_cert_pem.clone() });
     identity.bootstrap_policy().await.map_err(|e| anyhow::anyhow!("bootstrap RBAC policy: {e}"))?;
-    tokio::spawn(identity.run());
+    supervise("identity controllers", {
+        let i = identity.clone();
+        move || i.clone().run()
+    });
     let token_file = match &cfg.token_auth_file {
         Some(p) => Some(
             auth::tokenfile::TokenFile::parse(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?).map_err(anyhow::Error::msg)?,
@@ -214,4 +248,27 @@ pub async fn start(cfg: Config) -> Result<Started> {
         server::serve(listener, tls, router, connections).await
     });
     Ok(Started { listen, url: client_url(listen), pki, serving })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_panicking_background_task_is_started_again() {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let s = starts.clone();
+        super::supervise("test", move || {
+            let s = s.clone();
+            async move {
+                if s.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("boom");
+                }
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+        // Two panics, two pauses (1 s, 2 s), then a start that returns: done, not restarted.
+        assert_eq!(starts.load(Ordering::SeqCst), 3);
+    }
 }

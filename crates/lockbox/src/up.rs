@@ -26,7 +26,7 @@ pub async fn run(cfg: apiserver::Config) -> Result<()> {
     let started = apiserver::start(cfg).await?;
     // Neither is system:masters: each has a bootstrap ClusterRole of its own (auth::bootstrap).
     let controllers_client = client(&started, "system:kube-controller-manager", &[]).await?;
-    tokio::spawn(controllers::run(controllers_client));
+    apiserver::supervise("controllers", move || controllers::run(controllers_client.clone()));
 
     let node = hostname();
     let agent_client = client(&started, &format!("system:node:{node}"), &["system:nodes"]).await?;
