@@ -38,7 +38,7 @@ pub async fn register(client: &Client, name: &str, ip: &str, port: u16) -> kube:
         .map_err(kube::Error::SerdeError)?;
         match api.create(&PostParams::default(), &node).await {
             Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(kube::Error::Api(s)) if s.is_already_exists() => {}
             Err(e) => return Err(e),
         }
     }

@@ -472,6 +472,7 @@ fn conflict_error(conflicts: &[(String, String, FieldPath)], res: &Resource, nam
     };
     let n = conflicts.len();
     let mut e = ApiError::conflict(res.group, res.plural, name, "");
+    e.reason = crate::status::Reason::FieldConflict;
     e.message = format!("Apply failed with {n} conflict{}: {body}", if n == 1 { "" } else { "s" });
     e.details = Some(Details {
         name: name.into(),

@@ -571,7 +571,7 @@ mod tests {
     fn bad_base64_is_a_bad_request() {
         let mut s = json!({"data": {"k": "%%%"}});
         let e = SecretStrategy.prepare_create(&mut s).unwrap_err();
-        assert_eq!((e.code, e.reason), (400, "BadRequest"));
+        assert_eq!((e.code, e.reason), (400, crate::Reason::BadRequest));
         assert!(e.message.contains("illegal base64 data at input byte 0"), "{}", e.message);
     }
 

@@ -19,4 +19,4 @@ pub mod table;
 pub mod validation;
 pub mod workload_kinds;
 
-pub use status::{ApiError, ApiResult};
+pub use status::{ApiError, ApiResult, Reason};

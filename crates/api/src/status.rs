@@ -15,10 +15,69 @@ pub struct Cause {
     pub field: String,
 }
 
+/// apimachinery's `StatusReason`: what a client decides on (`errors.IsNotFound`, …). Two
+/// variants share the wire word `Conflict`: a write that lost its compare-and-swap (retried
+/// by writers without a precondition) and an apply whose fields another manager owns (final).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// No StatusReason (an HTTP-layer error): the wire Status has no `reason`.
+    Unknown,
+    NotFound,
+    AlreadyExists,
+    /// A stale resourceVersion or a failed precondition.
+    Conflict,
+    /// Server-side apply found fields owned by another manager.
+    FieldConflict,
+    Invalid,
+    BadRequest,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+    NotAcceptable,
+    RequestEntityTooLarge,
+    Expired,
+    Unauthorized,
+    Forbidden,
+    TooManyRequests,
+    InternalError,
+    ServiceUnavailable,
+    Timeout,
+}
+
+impl Reason {
+    /// The word a Status carries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Unknown => "",
+            Reason::NotFound => "NotFound",
+            Reason::AlreadyExists => "AlreadyExists",
+            Reason::Conflict | Reason::FieldConflict => "Conflict",
+            Reason::Invalid => "Invalid",
+            Reason::BadRequest => "BadRequest",
+            Reason::MethodNotAllowed => "MethodNotAllowed",
+            Reason::UnsupportedMediaType => "UnsupportedMediaType",
+            Reason::NotAcceptable => "NotAcceptable",
+            Reason::RequestEntityTooLarge => "RequestEntityTooLarge",
+            Reason::Expired => "Expired",
+            Reason::Unauthorized => "Unauthorized",
+            Reason::Forbidden => "Forbidden",
+            Reason::TooManyRequests => "TooManyRequests",
+            Reason::InternalError => "InternalError",
+            Reason::ServiceUnavailable => "ServiceUnavailable",
+            Reason::Timeout => "Timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub code: u16,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     pub details: Option<Details>,
 }
@@ -42,8 +101,54 @@ pub fn qualified(group: &str, resource: &str) -> String {
 }
 
 impl ApiError {
-    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: u16, reason: Reason, message: impl Into<String>) -> Self {
         ApiError { code, reason, message: message.into(), details: None }
+    }
+
+    /// The object (or the path) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.reason == Reason::NotFound
+    }
+
+    /// A create found the name taken.
+    pub fn is_already_exists(&self) -> bool {
+        self.reason == Reason::AlreadyExists
+    }
+
+    /// Any 409 Conflict, as client-go's `IsConflict` (a lost write or an apply conflict).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self.reason, Reason::Conflict | Reason::FieldConflict)
+    }
+
+    /// A write that lost to a concurrent one (or failed a precondition): re-reading and
+    /// writing again may succeed.
+    pub fn is_write_conflict(&self) -> bool {
+        self.reason == Reason::Conflict
+    }
+
+    pub fn is_forbidden(&self) -> bool {
+        self.reason == Reason::Forbidden
+    }
+
+    pub fn is_invalid(&self) -> bool {
+        self.reason == Reason::Invalid
+    }
+
+    /// The requested revision is compacted away (410).
+    pub fn is_expired(&self) -> bool {
+        self.reason == Reason::Expired
+    }
+
+    /// The backend a request is relayed to (an agent) could not be reached: 502, as
+    /// kube-apiserver answers when it cannot dial a kubelet.
+    pub fn backend_unavailable(message: impl Into<String>) -> Self {
+        Self::new(502, Reason::ServiceUnavailable, format!("error dialing backend: {}", message.into()))
+    }
+
+    /// The same error with another message (the wording a caller's context gives it).
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
     }
 
     fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
@@ -52,15 +157,15 @@ impl ApiError {
     }
 
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{}\" not found", qualified(group, resource), name)).with_details(group, resource, name)
+        Self::new(404, Reason::NotFound, format!("{} \"{}\" not found", qualified(group, resource), name)).with_details(group, resource, name)
     }
 
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", qualified(group, resource), name)).with_details(group, resource, name)
+        Self::new(409, Reason::AlreadyExists, format!("{} \"{}\" already exists", qualified(group, resource), name)).with_details(group, resource, name)
     }
 
     pub fn conflict(group: &str, resource: &str, name: &str, why: &str) -> Self {
-        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{}\": {}", qualified(group, resource), name, why))
+        Self::new(409, Reason::Conflict, format!("Operation cannot be fulfilled on {} \"{}\": {}", qualified(group, resource), name, why))
             .with_details(group, resource, name)
     }
 
@@ -73,7 +178,7 @@ impl ApiError {
         let qualified_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
         let aggregate =
             if errors.len() == 1 { errors[0].to_string() } else { format!("[{}]", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")) };
-        let mut e = Self::new(422, "Invalid", format!("{qualified_kind} \"{name}\" is invalid: {aggregate}")).with_details(group, kind, name);
+        let mut e = Self::new(422, Reason::Invalid, format!("{qualified_kind} \"{name}\" is invalid: {aggregate}")).with_details(group, kind, name);
         if let Some(d) = e.details.as_mut() {
             d.causes = errors.iter().map(|fe| Cause { reason: fe.kind.reason().into(), message: fe.body(), field: fe.field.clone() }).collect();
         }
@@ -82,68 +187,68 @@ impl ApiError {
 
     /// 422 without causes, as kube-apiserver answers a patch that cannot be applied.
     pub fn unprocessable(message: impl Into<String>) -> Self {
-        Self::new(422, "Invalid", message)
+        Self::new(422, Reason::Invalid, message)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(400, "BadRequest", message)
+        Self::new(400, Reason::BadRequest, message)
     }
 
     pub fn method_not_supported(group: &str, resource: &str, verb: &str) -> Self {
-        Self::new(405, "MethodNotAllowed", format!("{verb} is not supported on resources of kind \"{}\"", qualified(group, resource)))
+        Self::new(405, Reason::MethodNotAllowed, format!("{verb} is not supported on resources of kind \"{}\"", qualified(group, resource)))
             .with_details(group, resource, "")
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(405, Reason::MethodNotAllowed, "the server does not allow this method on the requested resource")
     }
 
     pub fn unsupported_media_type(content_type: &str, accepted: &[&str]) -> Self {
         Self::new(
             415,
-            "UnsupportedMediaType",
+            Reason::UnsupportedMediaType,
             format!("the body of the request was in an unknown format - accepted media types include: {}", accepted.join(", ")),
         )
         .with_details("", content_type, "")
     }
 
     pub fn not_acceptable(accepted: &[&str]) -> Self {
-        Self::new(406, "NotAcceptable", format!("only the following media types are accepted: {}", accepted.join(", ")))
+        Self::new(406, Reason::NotAcceptable, format!("only the following media types are accepted: {}", accepted.join(", ")))
     }
 
     pub fn request_entity_too_large(message: impl Into<String>) -> Self {
-        Self::new(413, "RequestEntityTooLarge", message)
+        Self::new(413, Reason::RequestEntityTooLarge, message)
     }
 
     pub fn gone(message: impl Into<String>) -> Self {
-        Self::new(410, "Expired", message)
+        Self::new(410, Reason::Expired, message)
     }
 
     pub fn resource_expired(message: impl Into<String>) -> Self {
-        Self::new(410, "Expired", message)
+        Self::new(410, Reason::Expired, message)
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(401, "Unauthorized", "Unauthorized")
+        Self::new(401, Reason::Unauthorized, "Unauthorized")
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(403, "Forbidden", message)
+        Self::new(403, Reason::Forbidden, message)
     }
 
     /// kube-apiserver's answer to a path it does not serve.
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource").with_details("", "", "")
+        Self::new(404, Reason::NotFound, "the server could not find the requested resource").with_details("", "", "")
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(500, Reason::InternalError, format!("Internal error occurred: {}", message.into()))
     }
 
     /// The max-in-flight and fairness filters' answer (kube's `tooManyRequests`): clients
     /// back off for `retryAfterSeconds` and retry.
     pub fn too_many_requests() -> Self {
-        let mut e = Self::new(429, "TooManyRequests", "Too many requests, please try again later.");
+        let mut e = Self::new(429, Reason::TooManyRequests, "Too many requests, please try again later.");
         e.details = Some(Details { retry_after_seconds: Some(1), ..Default::default() });
         e
     }
@@ -152,11 +257,11 @@ impl ApiError {
     /// which kube-apiserver's Go server answers in plain text and lockbox as a Status. Such a
     /// code has no StatusReason, so the reason is empty (Unknown), as apimachinery gives it.
     pub fn http_layer(code: u16, message: impl Into<String>) -> Self {
-        Self::new(code, "", message)
+        Self::new(code, Reason::Unknown, message)
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {
-        Self::new(504, "Timeout", message)
+        Self::new(504, Reason::Timeout, message)
     }
 
     /// storage.NewTooLargeResourceVersionError: a read at a revision the server has not
@@ -178,10 +283,10 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
+            "reason": self.reason.as_str(),
             "code": self.code,
         });
-        if let (true, Some(m)) = (self.reason.is_empty(), status.as_object_mut()) {
+        if let (true, Some(m)) = (self.reason == Reason::Unknown, status.as_object_mut()) {
             m.remove("reason");
         }
         if let Some(d) = &self.details {

@@ -22,7 +22,7 @@ pub async fn pod(reg: &Registry, ns: &str, pod: &mut Value) -> ApiResult<()> {
     pod["spec"]["serviceAccountName"] = json!(sa_name);
     let sa = match reg.get(&kinds::SERVICEACCOUNTS, ns, &sa_name).await {
         Ok(sa) => sa,
-        Err(e) if e.code == 404 => {
+        Err(e) if e.is_not_found() => {
             let name = object::name(pod);
             let what = if name.is_empty() { "pods".to_string() } else { format!("pods {name:?}") };
             return Err(ApiError::forbidden(format!(

@@ -30,7 +30,7 @@ fn manager(name: &str) -> WriteOptions {
 async fn create_if_missing(reg: &Registry, res: &Resource, ns: &str, obj: Value, who: &str) -> ApiResult<()> {
     match reg.create(res, ns, obj, &manager(who)).await {
         Ok(_) => Ok(()),
-        Err(e) if e.code == 409 => Ok(()),
+        Err(e) if e.is_already_exists() => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -55,7 +55,7 @@ impl Identity {
         let name = object::name(&want).to_string();
         let current = match reg.get(res, "", &name).await {
             Ok(c) => c,
-            Err(e) if e.code == 404 => return create_if_missing(reg, res, "", want, "lockbox-bootstrap").await,
+            Err(e) if e.is_not_found() => return create_if_missing(reg, res, "", want, "lockbox-bootstrap").await,
             Err(e) => return Err(e),
         };
         if current["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] == "false" {
@@ -91,7 +91,7 @@ impl Identity {
         }
         match reg.update_from(res, "", &current, next, &manager("lockbox-bootstrap")).await {
             Ok(_) => tracing::info!(name = %name, kind = res.kind, "reconciled a bootstrap RBAC object"),
-            Err(e) if e.code == 409 => {}
+            Err(e) if e.is_conflict() => {}
             Err(e) => return Err(e),
         }
         Ok(())
@@ -148,14 +148,14 @@ impl Identity {
             if reg.cache.get(&kinds::CONFIGMAPS.key(name, "kube-root-ca.crt")).is_none() {
                 let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt", "namespace": name, "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}}, "data": {"ca.crt": self.ca_pem}});
                 match create_if_missing(reg, &kinds::CONFIGMAPS, name, cm, "lockbox-root-ca-cert-publisher").await {
-                    Err(e) if e.code == 403 => {}
+                    Err(e) if e.is_forbidden() => {}
                     other => other?,
                 }
             }
             if reg.cache.get(&kinds::SERVICEACCOUNTS.key(name, "default")).is_none() {
                 let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}});
                 match create_if_missing(reg, &kinds::SERVICEACCOUNTS, name, sa, "lockbox-serviceaccount-controller").await {
-                    Err(e) if e.code == 403 => {} // the namespace started terminating meanwhile
+                    Err(e) if e.is_forbidden() => {} // the namespace started terminating meanwhile
                     other => other?,
                 }
             }
@@ -184,10 +184,10 @@ impl Identity {
             let wanted_uid = annotations["kubernetes.io/service-account.uid"].as_str().unwrap_or_default();
             let sa = match reg.get(&kinds::SERVICEACCOUNTS, &ns, &sa_name).await {
                 Ok(sa) if wanted_uid.is_empty() || wanted_uid == object::uid(&sa) => sa,
-                Ok(_) | Err(api::ApiError { code: 404, .. }) => {
+                Ok(_) | Err(api::ApiError { reason: api::Reason::NotFound, .. }) => {
                     match reg.delete(&kinds::SECRETS, &ns, object::name(&s), &Default::default()).await {
                         Ok(_) => tracing::info!(namespace = %ns, secret = object::name(&s), "deleted a token secret whose service account is gone"),
-                        Err(e) if e.code == 404 || e.code == 409 => {}
+                        Err(e) if e.is_not_found() || e.is_conflict() => {}
                         Err(e) => return Err(e),
                     }
                     continue;
@@ -213,7 +213,7 @@ impl Identity {
             filled["metadata"]["annotations"]["kubernetes.io/service-account.uid"] = json!(sa_ref.uid);
             match reg.update_from(&kinds::SECRETS, &ns, &s, filled, &manager("lockbox-token-controller")).await {
                 Ok(_) => {}
-                Err(e) if e.code == 409 || e.code == 404 => {}
+                Err(e) if e.is_conflict() || e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
         }
@@ -245,7 +245,7 @@ impl Identity {
                 updated["rules"] = json!(rules);
                 match reg.update_from(&CLUSTERROLES, "", role, updated, &manager("lockbox-clusterrole-aggregation-controller")).await {
                     Ok(_) => {}
-                    Err(e) if e.code == 409 => {}
+                    Err(e) if e.is_conflict() => {}
                     Err(e) => return Err(e),
                 }
             }

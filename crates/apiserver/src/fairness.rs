@@ -247,7 +247,7 @@ mod tests {
         let _a = f.admit(&attrs("u", "get", &[])).await.unwrap();
         let _b = f.admit(&attrs("u", "get", &[])).await.unwrap();
         let e = f.admit(&attrs("u", "get", &[])).await.err().unwrap();
-        assert_eq!((e.code, e.reason), (429, "TooManyRequests"));
+        assert_eq!((e.code, e.reason), (429, api::Reason::TooManyRequests));
         assert!(f.admit(&attrs("admin", "get", &["system:masters"])).await.is_ok());
         assert!(f.admit(&attrs("u", "watch", &[])).await.is_ok());
         // Mutating requests have their own limit.

@@ -185,7 +185,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
         Ok(r) => (r, None),
         Err(e) => {
             if e.code >= 500 {
-                tracing::warn!(code = e.code, reason = e.reason, path = %path, "request failed");
+                tracing::warn!(code = e.code, reason = e.reason.as_str(), path = %path, "request failed");
             }
             (negotiate::error(&e), Some(e.to_json()))
         }
@@ -834,7 +834,7 @@ async fn resource_request(
             for obj in list.items {
                 match reg.delete(res, object::namespace(&obj), object::name(&obj), &dopts).await {
                     Ok(DeleteOutcome::Deleted(o)) | Ok(DeleteOutcome::Pending(o)) => deleted.push(serde_json::to_value(ListItem(&o)).unwrap_or_default()),
-                    Err(e) if e.code == 404 => {}
+                    Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -876,7 +876,7 @@ async fn apply_patch(
     let rbac = CacheRbac(app.registry.clone());
     // An apply that creates is a create: kube-apiserver authorizes verb `create` as well as
     // `patch` then, or `patch` alone would be enough to make any object (a token Secret, say).
-    if app.registry.get(res, ns, name).await.is_err_and(|e| e.code == 404) {
+    if app.registry.get(res, ns, name).await.is_err_and(|e| e.is_not_found()) {
         let create = auth::Attributes {
             user: user.clone(),
             verb: "create".into(),

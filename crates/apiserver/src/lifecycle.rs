@@ -18,7 +18,7 @@ pub async fn ensure_builtin_namespaces(reg: &Registry) -> anyhow::Result<()> {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match reg.create(&kinds::NAMESPACES, "", obj, &WriteOptions { field_manager: "lockbox".into(), ..Default::default() }).await {
             Ok(_) => {}
-            Err(e) if e.code == 409 => {}
+            Err(e) if e.is_already_exists() => {}
             Err(e) => anyhow::bail!("creating namespace {ns}: {e}"),
         }
     }
@@ -59,7 +59,7 @@ async fn finalize_pass(reg: &Registry) -> Result<(), api::ApiError> {
             // Still waiting: say on what (kubectl describe namespace shows it), once.
             if done != **ns {
                 match reg.write_raw(&kinds::NAMESPACES, "", &name, ns, Some(&done)).await {
-                    Ok(_) | Err(api::ApiError { code: 409, .. }) => {}
+                    Ok(_) | Err(api::ApiError { reason: api::Reason::AlreadyExists | api::Reason::Conflict, .. }) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -75,7 +75,7 @@ async fn finalize_pass(reg: &Registry) -> Result<(), api::ApiError> {
         }
         match reg.write_raw(&kinds::NAMESPACES, "", &name, ns, if gone { None } else { Some(&done) }).await {
             Ok(_) => tracing::info!(namespace = %name, "namespace finalized"),
-            Err(e) if e.code == 409 => {}
+            Err(e) if e.is_conflict() => {}
             Err(e) => return Err(e),
         }
     }
@@ -139,7 +139,7 @@ async fn delete_all(reg: &Registry, res: &Resource, ns: &str, left: &mut Remaini
                 }
             }
             Ok(_) => {}
-            Err(e) if e.code == 404 => {}
+            Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
     }

@@ -14,7 +14,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use api::kinds;
-use api::{ApiError, ApiResult};
+use api::{ApiError, ApiResult, Reason};
 
 use crate::handler::{App, Query};
 
@@ -62,12 +62,7 @@ impl AgentClient {
         headers: &HeaderMap,
         on_upgrade: Option<OnUpgrade>,
     ) -> ApiResult<Response<Body>> {
-        let unavailable = |e: String| {
-            let mut err = ApiError::internal(format!("error dialing backend: {e}"));
-            err.code = 502;
-            err.reason = "ServiceUnavailable";
-            err
-        };
+        let unavailable = ApiError::backend_unavailable;
         let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| unavailable(e.to_string()))?;
         let host = addr.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or("127.0.0.1").to_string();
         let name = ServerName::try_from(host.clone()).map_err(|e| unavailable(e.to_string()))?;
@@ -163,13 +158,13 @@ pub async fn logs(app: &App, ns: &str, pod: &str, q: &Query, headers: &HeaderMap
         let body = http_body_util::BodyExt::collect(r.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
         let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).trim().to_string();
         let reason = match code {
-            400 => "BadRequest",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "NotFound",
-            409 => "Conflict",
-            500 => "InternalError",
-            _ => "Unknown",
+            400 => Reason::BadRequest,
+            401 => Reason::Unauthorized,
+            403 => Reason::Forbidden,
+            404 => Reason::NotFound,
+            409 => Reason::Conflict,
+            500 => Reason::InternalError,
+            _ => Reason::Unknown,
         };
         let message = if text.is_empty() { "the server rejected our request for an unknown reason".to_string() } else { text };
         return Err(ApiError { code, reason, message, details: None });

@@ -42,7 +42,7 @@ impl ConflictRetry {
 
     /// Whether to try again after `e`; waits before saying yes.
     async fn again(&mut self, e: &ApiError) -> bool {
-        if e.code != 409 || std::time::Instant::now() >= self.deadline {
+        if !(e.is_write_conflict() || e.is_already_exists()) || std::time::Instant::now() >= self.deadline {
             return false;
         }
         self.attempts += 1;
@@ -265,7 +265,7 @@ impl Registry {
         // The cache may trail a namespace created a moment ago: look again once it has caught
         // up (kube-apiserver's lifecycle admission also falls back to a live read on a miss).
         let nsobj = match self.get_cached(&kinds::NAMESPACES, "", ns) {
-            Err(e) if e.code == 404 => {
+            Err(e) if e.is_not_found() => {
                 self.sync().await?;
                 self.get_cached(&kinds::NAMESPACES, "", ns)?
             }
@@ -335,7 +335,7 @@ impl Registry {
         self.validate(res, &obj, None)?;
         let name = object::name(&obj).to_string();
         if res.namespaced {
-            self.check_namespace_open(res, ns, &name).await.map_err(|e| if e.code == 404 { ApiError::not_found("", "namespaces", ns) } else { e })?;
+            self.check_namespace_open(res, ns, &name).await.map_err(|e| if e.is_not_found() { ApiError::not_found("", "namespaces", ns) } else { e })?;
         }
         object::set_meta(&mut obj, "uid", uuid::Uuid::new_v4().to_string());
         object::set_meta(&mut obj, "creationTimestamp", object::now_rfc3339());
@@ -455,7 +455,7 @@ impl Registry {
             // A resourceVersion the patch itself names is a precondition: its conflict is final.
             let pinned = !object::resource_version(&new).is_empty() && object::resource_version(&new) != object::resource_version(&current);
             match self.update_from(res, ns, &current, new, opts).await {
-                Err(e) if e.reason == "Conflict" && !pinned && retry.again(&e).await => {}
+                Err(e) if e.is_write_conflict() && !pinned && retry.again(&e).await => {}
                 other => return other,
             }
         }
@@ -468,7 +468,7 @@ impl Registry {
         loop {
             let current = match self.get(res, ns, name).await {
                 Ok(c) => Some(c),
-                Err(e) if e.code == 404 => None,
+                Err(e) if e.is_not_found() => None,
                 Err(e) => return Err(e),
             };
             let new = api::fieldmanager::apply(current.as_deref(), applied, &opts.field_manager, force, res)?;
@@ -486,8 +486,7 @@ impl Registry {
             // apply again on what is there now, unless the applied object names a version.
             let pinned = !object::resource_version(applied).is_empty();
             match result {
-                Err(e) if !pinned && matches!(e.reason, "Conflict" | "AlreadyExists") && e.message.starts_with("Operation") && retry.again(&e).await => {}
-                Err(e) if !pinned && e.reason == "AlreadyExists" && current.is_none() && retry.again(&e).await => {}
+                Err(e) if !pinned && (e.is_write_conflict() || (e.is_already_exists() && current.is_none())) && retry.again(&e).await => {}
                 other => return other,
             }
         }

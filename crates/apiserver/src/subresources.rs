@@ -82,7 +82,7 @@ pub async fn status(
                 object::set_meta(&mut new, "resourceVersion", revision.to_string());
                 return Ok(negotiate::respond(StatusCode::OK, &new, n.format));
             }
-            Err(e) if e.code == 409 && rv.is_empty() && attempts < 5 => attempts += 1,
+            Err(e) if e.is_conflict() && rv.is_empty() && attempts < 5 => attempts += 1,
             Err(e) => return Err(e),
         }
     }

@@ -194,7 +194,7 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
                         .await;
                     created
                 }
-                Err(kube::Error::Api(e)) if e.reason != "AlreadyExists" => {
+                Err(kube::Error::Api(e)) if !e.is_already_exists() => {
                     // sync.go's getNewReplicaSet: the failure is a Warning event and, as the
                     // Deployment has a progress deadline, its Progressing condition.
                     let msg = format!("Failed to create new replica set \"{}\": {}", rs.name_any(), e.message);

@@ -77,7 +77,7 @@ pub(crate) async fn get(client: &Client, path: &str) -> Result<Option<Value>, St
     let req = http::Request::get(path).body(vec![]).map_err(|e| e.to_string())?;
     match client.request::<Value>(req).await {
         Ok(v) => Ok(Some(v)),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(None),
         Err(e) => Err(crate::short(&e)),
     }
 }

@@ -194,7 +194,7 @@ pub async fn record_event(client: &Client, involved: k8s_openapi::api::core::v1:
 
 /// Ignores conflicts and missing objects: the next pass sees the new state.
 pub fn benign(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 404)
+    matches!(e, kube::Error::Api(s) if s.is_conflict() || s.is_already_exists() || s.is_not_found())
 }
 
 /// Resolves an int-or-percent against a total (k8s.io/apimachinery intstr).

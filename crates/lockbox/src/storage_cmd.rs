@@ -167,14 +167,14 @@ async fn rewrite_online(client: &kube::Client, key: &str) -> Result<bool> {
     for _ in 0..5 {
         let obj: Value = match client.request(http::Request::get(&path).body(vec![])?).await {
             Ok(v) => v,
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(false),
             Err(e) => return Err(e.into()),
         };
         let body = serde_json::to_vec(&obj)?;
         match client.request::<Value>(http::Request::put(&path).header("Content-Type", "application/json").body(body)?).await {
             Ok(_) => return Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+            Err(kube::Error::Api(s)) if s.is_conflict() => continue,
+            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(false),
             Err(e) => return Err(e.into()),
         }
     }
