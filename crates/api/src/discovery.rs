@@ -5,37 +5,8 @@ use serde_json::{json, Value};
 
 use crate::kinds::{self, Resource};
 
-const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
-
-pub fn verbs(r: &Resource) -> Vec<&'static str> {
-    if r.virtual_create {
-        return vec!["create"];
-    }
-    // Namespaces cannot be deleted as a collection in Kubernetes.
-    ALL_VERBS.iter().copied().filter(|v| !(r.kind == "Namespace" && *v == "deletecollection")).collect()
-}
-
-/// Subresources: (name, responseKind group, version, kind, verbs).
-fn subresources(r: &Resource) -> Vec<(&'static str, &'static str, &'static str, &'static str, &'static [&'static str])> {
-    match r.kind {
-        "Namespace" => vec![("finalize", "", "v1", "Namespace", &["update"]), ("status", "", "v1", "Namespace", &["get", "patch", "update"])],
-        "ServiceAccount" => vec![("token", "authentication.k8s.io", "v1", "TokenRequest", &["create"])],
-        "Deployment" | "ReplicaSet" => {
-            vec![("scale", "autoscaling", "v1", "Scale", &["get", "patch", "update"]), ("status", "apps", "v1", r.kind, &["get", "patch", "update"])]
-        }
-        "Pod" => vec![
-            ("attach", "", "v1", "PodAttachOptions", &["create", "get"]),
-            ("binding", "", "v1", "Binding", &["create"]),
-            ("exec", "", "v1", "PodExecOptions", &["create", "get"]),
-            ("log", "", "v1", "Pod", &["get"]),
-            ("status", "", "v1", "Pod", &["get", "patch", "update"]),
-        ],
-        "Node" => vec![("status", "", "v1", "Node", &["get", "patch", "update"])],
-        "SecretStore" | "ClusterSecretStore" | "ExternalSecret" | "ClusterExternalSecret" => {
-            vec![("status", "external-secrets.io", "v1", r.kind, &["get", "patch", "update"])]
-        }
-        _ => vec![],
-    }
+pub fn verbs(r: &Resource) -> &'static [&'static str] {
+    r.verbs
 }
 
 fn scope(r: &Resource) -> &'static str {
@@ -60,9 +31,13 @@ fn aggregated_resource(r: &Resource) -> Value {
     if !r.categories.is_empty() {
         v["categories"] = json!(r.categories);
     }
-    let subs: Vec<Value> = subresources(r)
-        .into_iter()
-        .map(|(name, g, ver, k, verbs)| json!({"subresource": name, "responseKind": {"group": g, "version": ver, "kind": k}, "verbs": verbs}))
+    let subs: Vec<Value> = r
+        .subresources
+        .iter()
+        .map(|s| {
+            let (g, ver, k) = s.response_kind(r);
+            json!({"subresource": s.name(), "responseKind": {"group": g, "version": ver, "kind": k}, "verbs": s.verbs()})
+        })
         .collect();
     if !subs.is_empty() {
         v["subresources"] = json!(subs);
@@ -146,12 +121,13 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         if !r.categories.is_empty() {
             v["categories"] = json!(r.categories);
         }
-        if !r.virtual_create {
+        if r.computed.is_none() {
             v["storageVersionHash"] = json!(storage_version_hash(r.group, r.version, r.kind));
         }
         resources.push(v);
-        for (name, _, _, k, verbs) in subresources(r) {
-            resources.push(json!({"name": format!("{}/{name}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": k, "verbs": verbs}));
+        for sub in r.subresources {
+            let (_, _, k) = sub.response_kind(r);
+            resources.push(json!({"name": format!("{}/{}", r.plural, sub.name()), "singularName": "", "namespaced": r.namespaced, "kind": k, "verbs": sub.verbs()}));
         }
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };

@@ -8,8 +8,8 @@ use std::borrow::Cow;
 
 use serde_json::{json, Value};
 
-use crate::kinds::{Resource, Strategy};
-use crate::table::Column;
+use crate::resource::{Subresource, STANDARD_VERBS, Resource, Strategy};
+use crate::resource::Column;
 use crate::validation::{FieldError, NameRule};
 use crate::ApiResult;
 
@@ -195,8 +195,12 @@ macro_rules! eso {
             name_rule: NameRule::Dns1123Subdomain,
             selectable_fields: &[],
             strategy: &$strategy,
-            register_schema: crate::kinds::register::<$schema>,
-            virtual_create: false,
+            register_schema: crate::resource::register::<$schema>,
+            verbs: STANDARD_VERBS,
+            subresources: &[Subresource::Status],
+            admission: &[],
+            grants: None,
+            computed: None,
         };
     };
 }

@@ -289,8 +289,9 @@ fn is_container(value: &Value, p: &[String]) -> bool {
     matches!(value, Value::Object(_) | Value::Array(_)) && p.last().is_some_and(|s| !s.starts_with("v:"))
 }
 
-/// Records an Update by `manager` that turned `old` into `new` (None: a create).
-pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, res: &Resource) {
+/// Records an Update by `manager` that turned `old` into `new` (None: a create), through
+/// `subresource` ("" for the object itself, "status" for its status).
+pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, subresource: &str, res: &Resource) {
     let mut list = old.map(entries).unwrap_or_default();
     // A client that sends managedFields (e.g. PUT of a read object) keeps what it sent only if
     // it is well formed; lockbox always recomputes ownership from the stored entries.
@@ -300,7 +301,7 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, res: &
     }
     if !changed.is_empty() {
         let api_version = res.api_version();
-        match list.iter_mut().find(|e| e.manager == manager && e.operation == "Update" && e.subresource.is_empty()) {
+        match list.iter_mut().find(|e| e.manager == manager && e.operation == "Update" && e.subresource == subresource) {
             Some(e) => {
                 e.fields.extend(changed);
                 e.time = crate::object::now_rfc3339();
@@ -310,7 +311,7 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, res: &
                 operation: "Update".into(),
                 api_version,
                 time: crate::object::now_rfc3339(),
-                subresource: String::new(),
+                subresource: subresource.into(),
                 fields: changed,
             }),
         }
@@ -389,16 +390,19 @@ fn merge_applied(target: &mut Value, applied: &Value, names: &mut Vec<String>) {
     }
 }
 
-/// Server-side apply of `applied` by `manager` onto `current` (None: create). Returns the new
-/// object with managedFields set, or a 409 naming the conflicting fields and managers.
-pub fn apply(current: Option<&Value>, applied: &Value, manager: &str, force: bool, res: &Resource) -> Result<Value, ApiError> {
+/// Server-side apply of `applied` by `manager` onto `current` (None: create), through
+/// `subresource` ("" or "status"). Returns the new object with managedFields set, or a 409
+/// naming the conflicting fields and managers. A manager's apply entry is its own per
+/// subresource, as in kube-apiserver.
+pub fn apply(current: Option<&Value>, applied: &Value, manager: &str, subresource: &str, force: bool, res: &Resource) -> Result<Value, ApiError> {
+    let mine = |e: &Entry| e.manager == manager && e.operation == "Apply" && e.subresource == subresource;
     let applied_fields = fields_with_values(applied);
     let applied_set: FieldSet = applied_fields.keys().cloned().collect();
     let mut list = current.map(entries).unwrap_or_default();
     let mut conflicts: Vec<(String, String, FieldPath)> = Vec::new();
     if let Some(cur) = current {
         let current_fields = fields_with_values(cur);
-        for e in list.iter().filter(|e| !(e.manager == manager && e.operation == "Apply")) {
+        for e in list.iter().filter(|e| !mine(e)) {
             for p in e.fields.intersection(&applied_set) {
                 let Some(wanted) = applied_fields.get(p) else { continue };
                 if is_container(wanted, p) {
@@ -415,8 +419,8 @@ pub fn apply(current: Option<&Value>, applied: &Value, manager: &str, force: boo
     }
     let mut obj = current.cloned().unwrap_or_else(|| json!({}));
     // Fields this manager applied before and no longer declares go, unless someone else owns them.
-    if let Some(previous) = list.iter().find(|e| e.manager == manager && e.operation == "Apply") {
-        let others: FieldSet = list.iter().filter(|e| !(e.manager == manager && e.operation == "Apply")).flat_map(|e| e.fields.iter().cloned()).collect();
+    if let Some(previous) = list.iter().find(|e| mine(e)) {
+        let others: FieldSet = list.iter().filter(|e| !mine(e)).flat_map(|e| e.fields.iter().cloned()).collect();
         let mut dropped: Vec<FieldPath> = previous.fields.difference(&applied_set).filter(|p| !others.contains(*p)).cloned().collect();
         dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
         for p in dropped {
@@ -430,13 +434,13 @@ pub fn apply(current: Option<&Value>, applied: &Value, manager: &str, force: boo
             e.fields.retain(|p| !taken.contains(p));
         }
     }
-    list.retain(|e| !(e.manager == manager && e.operation == "Apply"));
+    list.retain(|e| !mine(e));
     list.push(Entry {
         manager: manager.into(),
         operation: "Apply".into(),
         api_version: res.api_version(),
         time: crate::object::now_rfc3339(),
-        subresource: String::new(),
+        subresource: subresource.into(),
         fields: applied_set,
     });
     store_entries(&mut obj, list);
@@ -504,12 +508,12 @@ mod tests {
     #[test]
     fn apply_conflicts_with_updater_and_force_takes_over() {
         let mut created = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}});
-        record_update(None, &mut created, "kubectl-create", &CONFIGMAPS);
+        record_update(None, &mut created, "kubectl-create", "", &CONFIGMAPS);
         let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "other"}});
-        let e = apply(Some(&created), &applied, "kubectl", false, &CONFIGMAPS).unwrap_err();
+        let e = apply(Some(&created), &applied, "kubectl", "", false, &CONFIGMAPS).unwrap_err();
         assert_eq!(e.code, 409);
         assert_eq!(e.message, "Apply failed with 1 conflict: conflict with \"kubectl-create\" using v1: .data.k");
-        let forced = apply(Some(&created), &applied, "kubectl", true, &CONFIGMAPS).unwrap();
+        let forced = apply(Some(&created), &applied, "kubectl", "", true, &CONFIGMAPS).unwrap();
         assert_eq!(forced["data"]["k"], "other");
         // The old manager keeps only the map itself; the forced field moved to the applier.
         let mf = forced["metadata"]["managedFields"].as_array().unwrap();
@@ -520,13 +524,13 @@ mod tests {
         assert_eq!(applier["fieldsV1"], json!({"f:data": {".": {}, "f:k": {}}}));
         // Same value: no conflict, shared ownership.
         let same = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}});
-        assert!(apply(Some(&created), &same, "other", false, &CONFIGMAPS).is_ok());
+        assert!(apply(Some(&created), &same, "other", "", false, &CONFIGMAPS).is_ok());
     }
 
     #[test]
     fn apply_removes_fields_no_longer_declared() {
-        let first = apply(None, &json!({"metadata": {"name": "a"}, "data": {"a": "1", "b": "2"}}), "m", false, &CONFIGMAPS).unwrap();
-        let second = apply(Some(&first), &json!({"metadata": {"name": "a"}, "data": {"a": "1"}}), "m", false, &CONFIGMAPS).unwrap();
+        let first = apply(None, &json!({"metadata": {"name": "a"}, "data": {"a": "1", "b": "2"}}), "m", "", false, &CONFIGMAPS).unwrap();
+        let second = apply(Some(&first), &json!({"metadata": {"name": "a"}, "data": {"a": "1"}}), "m", "", false, &CONFIGMAPS).unwrap();
         assert_eq!(second["data"], json!({"a": "1"}));
     }
 }

@@ -1,8 +1,6 @@
-//! The resource registry: every served kind, its names and scope, and its strategy.
-//!
-//! As in kube-apiserver, per-resource behaviour (defaulting, validation, what an update may
-//! change, Table columns, field selectors) lives in a strategy, and the HTTP handlers stay
-//! generic over kinds.
+//! The registry of served kinds (`ALL`, `find`), and the core kinds' entries: Namespaces,
+//! ConfigMaps, Secrets and ServiceAccounts. The other groups' entries are in `*_kinds`; what
+//! an entry holds is in `resource`.
 
 use std::collections::BTreeMap;
 
@@ -10,149 +8,10 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::status::{ApiError, ApiResult};
-use crate::table::Column;
+pub use crate::resource::{register, roundtrip_as, schema_name, schema_registrar, Column, Resource, Strategy};
+use crate::resource::{Subresource, NO_DELETECOLLECTION, STANDARD_VERBS};
 use crate::validation::{self, FieldError, NameRule};
 
-/// One served resource (a plural under a group-version).
-pub struct Resource {
-    pub group: &'static str,
-    pub version: &'static str,
-    pub kind: &'static str,
-    pub plural: &'static str,
-    pub singular: &'static str,
-    pub namespaced: bool,
-    pub short_names: &'static [&'static str],
-    pub categories: &'static [&'static str],
-    pub name_rule: NameRule,
-    /// Fields besides metadata.name and metadata.namespace that field selectors may use.
-    pub selectable_fields: &'static [&'static str],
-    pub strategy: &'static dyn Strategy,
-    /// Registers the kind's OpenAPI schema (from k8s-openapi) with a schema generator.
-    pub register_schema: fn(&mut schemars::SchemaGenerator),
-    /// A create-only kind that is computed, never stored (access reviews, token reviews).
-    pub virtual_create: bool,
-}
-
-/// Registers `T`'s schema, and every schema it references, with the generator.
-pub fn register<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) {
-    g.subschema_for::<T>();
-}
-
-/// The name of a kind's schema, as Kubernetes names it (`io.k8s.api.core.v1.ConfigMap`).
-pub fn schema_name(r: &Resource) -> String {
-    let group = if r.group.is_empty() { "core".to_string() } else { r.group.split('.').next().unwrap_or_default().to_string() };
-    format!("io.k8s.api.{group}.{}.{}", r.version, r.kind)
-}
-
-pub fn schema_registrar(r: &Resource) -> fn(&mut schemars::SchemaGenerator) {
-    r.register_schema
-}
-
-impl Resource {
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_string()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
-    }
-
-    pub fn list_kind(&self) -> String {
-        format!("{}List", self.kind)
-    }
-
-    /// The storage key prefix, kube-apiserver's layout: `/registry/<resource>/` (with the
-    /// group for non-core groups other than the legacy ones).
-    pub fn key_prefix(&self) -> String {
-        format!("/registry/{}/", self.plural)
-    }
-
-    pub fn key(&self, namespace: &str, name: &str) -> String {
-        if self.namespaced {
-            format!("{}{}/{}", self.key_prefix(), namespace, name)
-        } else {
-            format!("{}{}", self.key_prefix(), name)
-        }
-    }
-
-    /// The value of a field for field selectors; None when the field is not selectable.
-    pub fn field_value(&self, obj: &Value, field: &str) -> Option<String> {
-        match field {
-            "metadata.name" => Some(crate::object::name(obj).to_string()),
-            "metadata.namespace" if self.namespaced => Some(crate::object::namespace(obj).to_string()),
-            f if self.selectable_fields.contains(&f) => Some(self.strategy.field_value(obj, f)),
-            _ => None,
-        }
-    }
-}
-
-/// Per-kind behaviour. Every method has a sensible default for simple kinds.
-pub trait Strategy: Sync {
-    /// Type-checks the body and drops fields the kind does not have, returning their paths.
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String>;
-    /// Defaulting and normalisation on create (after roundtrip, before validation).
-    fn prepare_create(&self, _obj: &mut Value) -> ApiResult<()> {
-        Ok(())
-    }
-    /// Normalisation on update; `old` is the stored object.
-    fn prepare_update(&self, new: &mut Value, old: &Value) -> ApiResult<()> {
-        self.prepare_create(new)?;
-        let _ = old;
-        Ok(())
-    }
-    fn validate(&self, _obj: &Value, _errs: &mut Vec<FieldError>) {}
-    fn validate_update(&self, new: &Value, _old: &Value, errs: &mut Vec<FieldError>) {
-        self.validate(new, errs)
-    }
-    /// Does a change outside metadata bump metadata.generation?
-    fn tracks_generation(&self) -> bool {
-        false
-    }
-    fn columns(&self) -> &'static [Column] {
-        &crate::table::DEFAULT_COLUMNS
-    }
-    fn cells(&self, obj: &Value) -> Vec<Value> {
-        vec![json!(crate::object::name(obj)), json!(crate::object::age(obj))]
-    }
-    fn field_value(&self, _obj: &Value, _field: &str) -> String {
-        String::new()
-    }
-}
-
-/// Deserialises into the k8s-openapi type and back: type errors surface here, and fields the
-/// type does not have are dropped and reported (for fieldValidation).
-pub(crate) fn roundtrip_as<T: serde::de::DeserializeOwned + serde::Serialize>(obj: Value) -> Result<(Value, Vec<String>), String> {
-    let typed: T = serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
-    let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
-    let mut unknown = Vec::new();
-    unknown_fields(&obj, &back, "", &mut unknown);
-    Ok((back, unknown))
-}
-
-fn unknown_fields(input: &Value, kept: &Value, path: &str, out: &mut Vec<String>) {
-    match (input, kept) {
-        (Value::Object(i), Value::Object(k)) => {
-            for (key, v) in i {
-                let p = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-                match k.get(key) {
-                    Some(kv) => unknown_fields(v, kv, &p, out),
-                    None if !v.is_null() && !is_empty_container(v) => out.push(p),
-                    None => {}
-                }
-            }
-        }
-        (Value::Array(i), Value::Array(k)) => {
-            for (idx, (a, b)) in i.iter().zip(k.iter()).enumerate() {
-                unknown_fields(a, b, &format!("{path}[{idx}]"), out);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn is_empty_container(v: &Value) -> bool {
-    matches!(v, Value::Object(m) if m.is_empty()) || matches!(v, Value::Array(a) if a.is_empty())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Namespace
@@ -181,6 +40,17 @@ impl Strategy for NamespaceStrategy {
         new["status"] = old.get("status").cloned().unwrap_or(json!({}));
         name_label(new);
         Ok(())
+    }
+    /// NamespaceLifecycle's immortal namespaces.
+    fn undeletable(&self, name: &str) -> bool {
+        ["default", "kube-system", "kube-public"].contains(&name)
+    }
+    /// The namespace controller empties a namespace and removes spec.finalizers first.
+    fn deletion_waits(&self, current: &Value) -> bool {
+        current["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
+    }
+    fn mark_deleting(&self, obj: &mut Value) {
+        *crate::object::member_at(obj, &["status", "phase"]) = json!("Terminating");
     }
     fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
         // validateFinalizerName: qualified, and without a prefix only the standard names.
@@ -438,7 +308,11 @@ pub static NAMESPACES: Resource = Resource {
     selectable_fields: &["status.phase"],
     strategy: &NamespaceStrategy,
     register_schema: register::<k8s_openapi::api::core::v1::Namespace>,
-    virtual_create: false,
+    verbs: NO_DELETECOLLECTION,
+    subresources: &[Subresource::Finalize, Subresource::Status],
+    admission: &[],
+    grants: None,
+    computed: None,
 };
 
 pub static CONFIGMAPS: Resource = Resource {
@@ -454,7 +328,11 @@ pub static CONFIGMAPS: Resource = Resource {
     selectable_fields: &[],
     strategy: &ConfigMapStrategy,
     register_schema: register::<k8s_openapi::api::core::v1::ConfigMap>,
-    virtual_create: false,
+    verbs: STANDARD_VERBS,
+    subresources: &[],
+    admission: &[],
+    grants: None,
+    computed: None,
 };
 
 pub static SECRETS: Resource = Resource {
@@ -470,7 +348,11 @@ pub static SECRETS: Resource = Resource {
     selectable_fields: &["type"],
     strategy: &SecretStrategy,
     register_schema: register::<k8s_openapi::api::core::v1::Secret>,
-    virtual_create: false,
+    verbs: STANDARD_VERBS,
+    subresources: &[],
+    admission: &[],
+    grants: None,
+    computed: None,
 };
 
 /// Every served resource, in discovery order.
@@ -487,7 +369,11 @@ pub static SERVICEACCOUNTS: Resource = Resource {
     selectable_fields: &[],
     strategy: &ServiceAccountStrategy,
     register_schema: register::<k8s_openapi::api::core::v1::ServiceAccount>,
-    virtual_create: false,
+    verbs: STANDARD_VERBS,
+    subresources: &[Subresource::Token],
+    admission: &[],
+    grants: None,
+    computed: None,
 };
 
 pub struct ServiceAccountStrategy;
@@ -533,7 +419,7 @@ pub static ALL: &[&Resource] = &[
 
 /// Resources that are stored (everything but the computed reviews).
 pub fn stored() -> impl Iterator<Item = &'static Resource> {
-    ALL.iter().copied().filter(|r| !r.virtual_create)
+    ALL.iter().copied().filter(|r| r.computed.is_none())
 }
 
 /// Looks a resource up by group, version and plural.

@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod rbac_kinds;
+pub mod resource;
 pub mod review_kinds;
 pub mod selector;
 pub mod status;

@@ -85,7 +85,7 @@ fn paths_for(group: &str, version: &str, resources: &[&Resource]) -> Map<String,
         };
         let k = r.kind;
         let scope = if r.namespaced { "Namespaced" } else { "" };
-        if r.virtual_create {
+        if r.computed.is_some() {
             paths.insert(collection, json!({"post": operation(r, "post", format!("create{scope}{k}"), true, true)}));
             continue;
         }

@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
-use crate::kinds::{register, roundtrip_as, Resource, Strategy};
-use crate::table::Column;
+use crate::resource::{Grants, STANDARD_VERBS, register, roundtrip_as, Resource, Strategy};
+use crate::resource::Column;
 use crate::validation::{FieldError, NameRule};
 
 fn strings(v: &Value) -> Vec<String> {
@@ -186,7 +186,11 @@ pub static ROLES: Resource = Resource {
     selectable_fields: &[],
     strategy: &RoleStrategy { namespaced: true },
     register_schema: register::<k8s_openapi::api::rbac::v1::Role>,
-    virtual_create: false,
+    verbs: STANDARD_VERBS,
+    subresources: &[],
+    admission: &[],
+    grants: Some(Grants::Rules { aggregation: false }),
+    computed: None,
 };
 
 pub static CLUSTERROLES: Resource = Resource {
@@ -202,7 +206,11 @@ pub static CLUSTERROLES: Resource = Resource {
     selectable_fields: &[],
     strategy: &RoleStrategy { namespaced: false },
     register_schema: register::<k8s_openapi::api::rbac::v1::ClusterRole>,
-    virtual_create: false,
+    verbs: STANDARD_VERBS,
+    subresources: &[],
+    admission: &[],
+    grants: Some(Grants::Rules { aggregation: true }),
+    computed: None,
 };
 
 pub static ROLEBINDINGS: Resource = Resource {
@@ -218,7 +226,11 @@ pub static ROLEBINDINGS: Resource = Resource {
     selectable_fields: &[],
     strategy: &BindingStrategy { namespaced: true },
     register_schema: register::<k8s_openapi::api::rbac::v1::RoleBinding>,
-    virtual_create: false,
+    verbs: STANDARD_VERBS,
+    subresources: &[],
+    admission: &[],
+    grants: Some(Grants::RoleRef),
+    computed: None,
 };
 
 pub static CLUSTERROLEBINDINGS: Resource = Resource {
@@ -234,5 +246,9 @@ pub static CLUSTERROLEBINDINGS: Resource = Resource {
     selectable_fields: &[],
     strategy: &BindingStrategy { namespaced: false },
     register_schema: register::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>,
-    virtual_create: false,
+    verbs: STANDARD_VERBS,
+    subresources: &[],
+    admission: &[],
+    grants: Some(Grants::RoleRef),
+    computed: None,
 };

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::kinds::{register, roundtrip_as, Resource, Strategy};
+use crate::resource::{Computed, CREATE_ONLY, register, roundtrip_as, Resource, Strategy};
 use crate::validation::NameRule;
 
 pub struct ReviewStrategy<T>(std::marker::PhantomData<T>);
@@ -15,11 +15,11 @@ impl<T: serde::de::DeserializeOwned + serde::Serialize + Sync> Strategy for Revi
 }
 
 macro_rules! review {
-    ($name:ident, $group:expr, $kind:expr, $plural:expr, $singular:expr, $namespaced:expr, $ty:ty) => {
+    ($name:ident, $group:expr, $kind:ident, $plural:expr, $singular:expr, $namespaced:expr, $ty:ty) => {
         pub static $name: Resource = Resource {
             group: $group,
             version: "v1",
-            kind: $kind,
+            kind: stringify!($kind),
             plural: $plural,
             singular: $singular,
             namespaced: $namespaced,
@@ -29,7 +29,11 @@ macro_rules! review {
             selectable_fields: &[],
             strategy: &ReviewStrategy::<$ty>(std::marker::PhantomData),
             register_schema: register::<$ty>,
-            virtual_create: true,
+            verbs: CREATE_ONLY,
+            subresources: &[],
+            admission: &[],
+            grants: None,
+            computed: Some(Computed::$kind),
         };
     };
 }
@@ -40,7 +44,7 @@ use k8s_openapi::api::authorization::v1 as authz;
 review!(
     SELF_SUBJECT_ACCESS_REVIEWS,
     "authorization.k8s.io",
-    "SelfSubjectAccessReview",
+    SelfSubjectAccessReview,
     "selfsubjectaccessreviews",
     "selfsubjectaccessreview",
     false,
@@ -49,7 +53,7 @@ review!(
 review!(
     SUBJECT_ACCESS_REVIEWS,
     "authorization.k8s.io",
-    "SubjectAccessReview",
+    SubjectAccessReview,
     "subjectaccessreviews",
     "subjectaccessreview",
     false,
@@ -58,7 +62,7 @@ review!(
 review!(
     LOCAL_SUBJECT_ACCESS_REVIEWS,
     "authorization.k8s.io",
-    "LocalSubjectAccessReview",
+    LocalSubjectAccessReview,
     "localsubjectaccessreviews",
     "localsubjectaccessreview",
     true,
@@ -67,11 +71,11 @@ review!(
 review!(
     SELF_SUBJECT_RULES_REVIEWS,
     "authorization.k8s.io",
-    "SelfSubjectRulesReview",
+    SelfSubjectRulesReview,
     "selfsubjectrulesreviews",
     "selfsubjectrulesreview",
     false,
     authz::SelfSubjectRulesReview
 );
-review!(TOKEN_REVIEWS, "authentication.k8s.io", "TokenReview", "tokenreviews", "tokenreview", false, authn::TokenReview);
-review!(SELF_SUBJECT_REVIEWS, "authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", false, authn::SelfSubjectReview);
+review!(TOKEN_REVIEWS, "authentication.k8s.io", TokenReview, "tokenreviews", "tokenreview", false, authn::TokenReview);
+review!(SELF_SUBJECT_REVIEWS, "authentication.k8s.io", SelfSubjectReview, "selfsubjectreviews", "selfsubjectreview", false, authn::SelfSubjectReview);

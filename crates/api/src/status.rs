@@ -169,6 +169,11 @@ impl ApiError {
             .with_details(group, resource, name)
     }
 
+    /// A delete's precondition (uid, resourceVersion) did not hold: final, never retried.
+    pub fn precondition_failed(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        Self::conflict(group, resource, name, why)
+    }
+
     pub fn stale_update(group: &str, resource: &str, name: &str) -> Self {
         Self::conflict(group, resource, name, "the object has been modified; please apply your changes to the latest version and try again")
     }

@@ -6,23 +6,10 @@
 
 use serde_json::{json, Value};
 
-use crate::kinds::Resource;
+use crate::resource::Resource;
 
-pub struct Column {
-    pub name: &'static str,
-    pub kind: &'static str,
-    pub format: &'static str,
-    pub description: &'static str,
-    pub priority: u32,
-}
-
-const NAME_DESC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
-const AGE_DESC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
-
-const NAME: Column = Column { name: "Name", kind: "string", format: "name", description: NAME_DESC, priority: 0 };
-const AGE: Column = Column { name: "Age", kind: "string", format: "", description: AGE_DESC, priority: 0 };
-
-pub static DEFAULT_COLUMNS: [Column; 2] = [NAME, AGE];
+pub use crate::resource::{Column, DEFAULT_COLUMNS};
+use crate::resource::{AGE_COLUMN as AGE, AGE_DESC, NAME_COLUMN as NAME, NAME_DESC};
 
 pub static CONFIGMAP_COLUMNS: [Column; 3] = [
     NAME,

@@ -7,9 +7,9 @@
 
 use serde_json::{json, Value};
 
-use crate::kinds::{register, roundtrip_as, Resource, Strategy};
+use crate::resource::{Admission, Subresource, STANDARD_VERBS, register, roundtrip_as, Resource, Strategy};
 use crate::selector::LabelSelector;
-use crate::table::Column;
+use crate::resource::Column;
 use crate::validation::{FieldError, NameRule};
 use crate::ApiResult;
 
@@ -270,6 +270,22 @@ impl Strategy for DeploymentStrategy {
     fn tracks_generation(&self) -> bool {
         true
     }
+    fn validate_status_update(&self, new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+        let status = &new["status"];
+        validate_replica_counts(
+            status,
+            &["replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas"],
+            &["updatedReplicas", "readyReplicas", "availableReplicas"],
+            errs,
+        );
+        // ValidateDeploymentStatusUpdate: the collision count only grows.
+        let (was, now) = (old["status"]["collisionCount"].as_i64(), status["collisionCount"].as_i64());
+        if let (Some(was), now) = (was, now) {
+            if now.unwrap_or(0) < was {
+                errs.push(FieldError::invalid_raw("status.collisionCount", now.unwrap_or(0).to_string(), "cannot be decremented"));
+            }
+        }
+    }
     fn columns(&self) -> &'static [Column] {
         &crate::table::DEPLOYMENT_COLUMNS
     }
@@ -305,6 +321,27 @@ fn selector_string(sel: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// ValidateNonnegativeField and the "cannot be greater than" checks of the apps kinds'
+/// status validation (ValidateDeploymentStatus, ValidateReplicaSetStatus): `counts` are the
+/// status fields counted in replicas; each listed in `within_replicas` may not exceed
+/// status.replicas, and availableReplicas may not exceed readyReplicas.
+fn validate_replica_counts(status: &Value, counts: &[&str], within_replicas: &[&str], errs: &mut Vec<FieldError>) {
+    let n = |f: &str| status[f].as_i64().unwrap_or(0);
+    for f in counts.iter().chain(["observedGeneration", "collisionCount"].iter()) {
+        if status.get(*f).is_some_and(|v| !v.is_null()) && n(f) < 0 {
+            errs.push(FieldError::invalid_raw(format!("status.{f}"), n(f).to_string(), "must be greater than or equal to 0"));
+        }
+    }
+    for f in within_replicas {
+        if n(f) > n("replicas") {
+            errs.push(FieldError::invalid_raw(format!("status.{f}"), n(f).to_string(), "cannot be greater than status.replicas"));
+        }
+    }
+    if n("availableReplicas") > n("readyReplicas") {
+        errs.push(FieldError::invalid_raw("status.availableReplicas", n("availableReplicas").to_string(), "cannot be greater than readyReplicas"));
+    }
+}
+
 pub struct ReplicaSetStrategy;
 
 impl Strategy for ReplicaSetStrategy {
@@ -329,6 +366,14 @@ impl Strategy for ReplicaSetStrategy {
     }
     fn tracks_generation(&self) -> bool {
         true
+    }
+    fn validate_status_update(&self, new: &Value, _old: &Value, errs: &mut Vec<FieldError>) {
+        validate_replica_counts(
+            &new["status"],
+            &["replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas"],
+            &["fullyLabeledReplicas", "readyReplicas", "availableReplicas"],
+            errs,
+        );
     }
     fn columns(&self) -> &'static [Column] {
         &crate::table::REPLICASET_COLUMNS
@@ -365,6 +410,15 @@ impl Strategy for PodStrategy {
     fn prepare_update(&self, new: &mut Value, old: &Value) -> ApiResult<()> {
         keep_status(new, old);
         Ok(())
+    }
+    fn graceful_deletion(&self) -> bool {
+        true
+    }
+    /// A pod on a node stops gracefully: the requested period, else its
+    /// terminationGracePeriodSeconds, else 30 s. One never scheduled is deleted at once.
+    fn deletion_grace(&self, current: &Value, requested: Option<i64>) -> Option<i64> {
+        let scheduled = current["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+        scheduled.then(|| requested.unwrap_or_else(|| current["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30))).filter(|g| *g > 0)
     }
     fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
         validate_pod_spec(&obj["spec"], "spec", errs);
@@ -534,7 +588,7 @@ impl Strategy for LeaseStrategy {
 }
 
 macro_rules! resource {
-    ($name:ident, $group:expr, $kind:expr, $plural:expr, $singular:expr, $namespaced:expr, $short:expr, $cats:expr, $rule:expr, $fields:expr, $strategy:expr, $ty:ty) => {
+    ($name:ident, $group:expr, $kind:expr, $plural:expr, $singular:expr, $namespaced:expr, $short:expr, $cats:expr, $rule:expr, $fields:expr, $strategy:expr, $ty:ty, $subs:expr, $admission:expr) => {
         pub static $name: Resource = Resource {
             group: $group,
             version: "v1",
@@ -548,7 +602,11 @@ macro_rules! resource {
             selectable_fields: $fields,
             strategy: &$strategy,
             register_schema: register::<$ty>,
-            virtual_create: false,
+            verbs: STANDARD_VERBS,
+            subresources: $subs,
+            admission: $admission,
+            grants: None,
+            computed: None,
         };
     };
 }
@@ -565,7 +623,8 @@ resource!(
     NameRule::Dns1123Subdomain,
     &[],
     DeploymentStrategy,
-    k8s_openapi::api::apps::v1::Deployment
+    k8s_openapi::api::apps::v1::Deployment,
+    &[Subresource::Scale, Subresource::Status], &[]
 );
 resource!(
     REPLICASETS,
@@ -579,7 +638,8 @@ resource!(
     NameRule::Dns1123Subdomain,
     &[],
     ReplicaSetStrategy,
-    k8s_openapi::api::apps::v1::ReplicaSet
+    k8s_openapi::api::apps::v1::ReplicaSet,
+    &[Subresource::Scale, Subresource::Status], &[]
 );
 resource!(
     PODS,
@@ -593,7 +653,8 @@ resource!(
     NameRule::Dns1123Subdomain,
     &["spec.nodeName", "spec.serviceAccountName", "status.phase", "status.podIP", "spec.restartPolicy"],
     PodStrategy,
-    k8s_openapi::api::core::v1::Pod
+    k8s_openapi::api::core::v1::Pod,
+    &[Subresource::Attach, Subresource::Binding, Subresource::Exec, Subresource::Log, Subresource::Status], &[Admission::ServiceAccount]
 );
 resource!(
     EVENTS,
@@ -618,9 +679,10 @@ resource!(
         "source"
     ],
     EventStrategy,
-    k8s_openapi::api::core::v1::Event
+    k8s_openapi::api::core::v1::Event,
+    &[], &[]
 );
-resource!(NODES, "", "Node", "nodes", "node", false, &["no"], &[], NameRule::Dns1123Subdomain, &[], NodeStrategy, k8s_openapi::api::core::v1::Node);
+resource!(NODES, "", "Node", "nodes", "node", false, &["no"], &[], NameRule::Dns1123Subdomain, &[], NodeStrategy, k8s_openapi::api::core::v1::Node, &[Subresource::Status], &[]);
 resource!(
     LEASES,
     "coordination.k8s.io",
@@ -633,7 +695,8 @@ resource!(
     NameRule::Dns1123Subdomain,
     &[],
     LeaseStrategy,
-    k8s_openapi::api::coordination::v1::Lease
+    k8s_openapi::api::coordination::v1::Lease,
+    &[], &[]
 );
 
 #[cfg(test)]

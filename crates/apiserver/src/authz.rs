@@ -9,11 +9,12 @@ use axum::http::{HeaderMap, Method};
 use serde_json::Value;
 
 use api::kinds::Resource;
+use api::resource::Grants;
 use api::selector::FieldSelector;
 use api::status::Details;
 use api::{ApiError, ApiResult};
 
-use crate::handler::{Query, Target};
+use crate::request::{Query, Target, Verb};
 use crate::rest::Registry;
 
 /// RBAC objects straight from the watch cache.
@@ -43,26 +44,11 @@ impl RbacSource for CacheRbac {
     }
 }
 
-/// The attributes of a resource request.
-pub fn resource_attributes(user: &UserInfo, method: &Method, t: &Target, q: &Query) -> Attributes {
-    let watch = t.watch_path || matches!(q.get("watch"), Some(w) if w != "false" && w != "0");
+/// The attributes of a resource request, with the verb the request was parsed with.
+pub fn resource_attributes(user: &UserInfo, method: &Method, verb: Verb, t: &Target, q: &Query) -> Attributes {
     let mut name = t.name.clone().unwrap_or_default();
-    let verb = match (method.as_str(), t.name.is_some()) {
-        ("GET" | "HEAD", true) if t.watch_path => "watch",
-        ("GET" | "HEAD", true) => "get",
-        ("GET" | "HEAD", false) if watch => "watch",
-        ("GET" | "HEAD", false) => "list",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        ("DELETE", true) => "delete",
-        ("DELETE", false) => "deletecollection",
-        (m, _) => {
-            return Attributes { user: user.clone(), verb: m.to_lowercase(), resource_request: true, resource: t.res.plural.into(), ..Default::default() }
-        }
-    };
-    // Streaming into a container is a create, whatever the method (WebSocket uses GET).
-    let verb = if matches!(t.subresource.as_deref(), Some("exec" | "attach" | "portforward")) { "create" } else { verb };
+    let verb = verb.as_str(method);
+    let verb = verb.as_str();
     // A list or watch pinned to one name by a field selector is authorized as that name.
     if matches!(verb, "list" | "watch") {
         if let Ok(fs) = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")) {
@@ -73,7 +59,7 @@ pub fn resource_attributes(user: &UserInfo, method: &Method, t: &Target, q: &Que
             }
         }
     }
-    let namespace = if t.res.kind == "Namespace" { name.clone() } else { t.namespace.clone() };
+    let namespace = if t.res.names_namespaces() { name.clone() } else { t.namespace.clone() };
     Attributes {
         user: user.clone(),
         verb: verb.into(),
@@ -186,16 +172,16 @@ pub fn impersonate(src: &dyn RbacSource, user: UserInfo, headers: &HeaderMap) ->
 
 /// Whether writes of `res` by `user` go through the escalation check.
 pub fn escalation_checked(res: &Resource, user: &UserInfo) -> bool {
-    res.group == "rbac.authorization.k8s.io" && !user.groups.iter().any(|g| g == "system:masters")
+    res.grants.is_some() && !user.groups.iter().any(|g| g == "system:masters")
 }
 
 /// Escalation prevention for writes of roles and bindings (pkg/registry/rbac): allowed for
 /// `system:masters`, with `escalate` (roles) or `bind` (bindings) on the role, or when the user
 /// already holds every permission being granted.
 pub fn check_escalation(src: &dyn RbacSource, res: &Resource, user: &UserInfo, namespace: &str, obj: &Value) -> ApiResult<()> {
-    if !escalation_checked(res, user) {
+    let Some(grants) = res.grants.filter(|_| escalation_checked(res, user)) else {
         return Ok(());
-    }
+    };
     let name = api::object::name(obj).to_string();
     let attrs = |verb: &str, resource: &str, role_name: &str| Attributes {
         user: user.clone(),
@@ -207,9 +193,9 @@ pub fn check_escalation(src: &dyn RbacSource, res: &Resource, user: &UserInfo, n
         resource_request: true,
         ..Default::default()
     };
-    let granted: Vec<rbac::PolicyRule> = match res.kind {
-        "Role" | "ClusterRole" => {
-            if res.kind == "ClusterRole" && obj.get("aggregationRule").is_some_and(|a| !a.is_null()) {
+    let granted: Vec<rbac::PolicyRule> = match grants {
+        Grants::Rules { aggregation } => {
+            if aggregation && obj.get("aggregationRule").is_some_and(|a| !a.is_null()) {
                 let (held, _) = rbac::rules_for(src, user, "");
                 let full = vec![
                     serde_json::from_value::<rbac::PolicyRule>(serde_json::json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]})).unwrap_or_default(),
@@ -225,7 +211,7 @@ pub fn check_escalation(src: &dyn RbacSource, res: &Resource, user: &UserInfo, n
             }
             rbac::PolicyRule::from_value(obj)
         }
-        _ => {
+        Grants::RoleRef => {
             let rr: rbac::RoleRef = serde_json::from_value(obj["roleRef"].clone()).unwrap_or_default();
             let role_resource = if rr.kind == "ClusterRole" { "clusterroles" } else { "roles" };
             if rbac::authorize(src, &attrs("bind", role_resource, &rr.name)).allowed() {

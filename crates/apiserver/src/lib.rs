@@ -2,24 +2,31 @@
 //! the generic REST verbs over the store, the watch cache, and the housekeeping loops.
 
 pub mod admission;
+pub mod app;
 pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod cache;
 pub mod connection;
 pub mod controllers;
+pub mod decode;
 pub mod fairness;
 pub mod handler;
 pub mod health;
 pub mod lifecycle;
 pub mod negotiate;
+pub mod options;
 pub mod pki;
 pub mod proxy;
+pub mod request;
+pub mod respond;
 pub mod rest;
 pub mod reviews;
+pub mod routes;
 pub mod server;
 pub mod storage_admin;
 pub mod subresources;
+pub mod verbs;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -224,7 +231,7 @@ pub async fn start(cfg: Config) -> Result<Started> {
     let authn = authn::Authenticator { token_file, signer, registry: registry.clone() };
     let (kc_cert, kc_key) = pki.issue("kube-apiserver-kubelet-client", &["system:masters"], vec![], rcgen::ExtendedKeyUsagePurpose::ClientAuth)?;
     let agents = proxy::AgentClient::new(&pki.ca_cert_pem, &kc_cert, &kc_key)?;
-    let app = Arc::new(handler::App {
+    let app = Arc::new(app::App {
         registry,
         openapi: api::openapi::OpenApi::build(),
         health: health::Health::new(encryption.clone(), &cfg.metrics),

@@ -16,7 +16,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use api::kinds;
 use api::{ApiError, ApiResult, Reason};
 
-use crate::handler::{App, Query};
+use crate::app::App;
+use crate::request::Query;
 
 pub struct AgentClient {
     tls: Arc<rustls::ClientConfig>,

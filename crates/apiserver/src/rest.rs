@@ -52,6 +52,37 @@ impl ConflictRetry {
     }
 }
 
+/// How one attempt of a read-modify-write ended.
+enum Attempt<T> {
+    Done(T),
+    /// Lost to a concurrent writer (a stale revision, or a create another create beat): read
+    /// again and retry, until the deadline.
+    Lost(ApiError),
+}
+
+impl ConflictRetry {
+    /// The end of one attempt of a read-modify-write (kube-apiserver's GuaranteedUpdate):
+    /// its result when done; `None` to try again after losing to another writer (having
+    /// waited); the loss as the error once the deadline has passed.
+    async fn settle<T>(&mut self, attempt: ApiResult<Attempt<T>>) -> Option<ApiResult<T>> {
+        match attempt {
+            Ok(Attempt::Done(t)) => Some(Ok(t)),
+            Ok(Attempt::Lost(e)) if self.again(&e).await => None,
+            Ok(Attempt::Lost(e)) | Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// An error that a fresh read may cure is a lost race, unless `pinned` (the client named the
+/// revision it expects).
+fn lost_unless_pinned<T>(result: ApiResult<T>, pinned: bool) -> ApiResult<Attempt<T>> {
+    match result {
+        Ok(t) => Ok(Attempt::Done(t)),
+        Err(e) if !pinned && e.is_write_conflict() => Ok(Attempt::Lost(e)),
+        Err(e) => Err(e),
+    }
+}
+
 pub struct Registry {
     pub store: Arc<dyn Store>,
     pub cache: Arc<WatchCache>,
@@ -344,7 +375,7 @@ impl Registry {
         }
         if !opts.ownership_recorded {
             object::meta_mut(&mut obj).remove("managedFields");
-            api::fieldmanager::record_update(None, &mut obj, &opts.field_manager, res);
+            api::fieldmanager::record_update(None, &mut obj, &opts.field_manager, "", res);
         }
         object::drop_empty_meta(&mut obj);
         if opts.dry_run {
@@ -412,7 +443,7 @@ impl Registry {
         }
         self.validate(res, &new, Some(current))?;
         if !opts.ownership_recorded {
-            api::fieldmanager::record_update(Some(current), &mut new, &opts.field_manager, res);
+            api::fieldmanager::record_update(Some(current), &mut new, &opts.field_manager, "", res);
         }
         object::drop_empty_meta(&mut new);
         // A no-op update writes nothing, unless the stored bytes are stale (not encrypted with
@@ -450,13 +481,16 @@ impl Registry {
     {
         let mut retry = ConflictRetry::new();
         loop {
-            let current = self.get(res, ns, name).await?;
-            let new = mutate(&current)?;
-            // A resourceVersion the patch itself names is a precondition: its conflict is final.
-            let pinned = !object::resource_version(&new).is_empty() && object::resource_version(&new) != object::resource_version(&current);
-            match self.update_from(res, ns, &current, new, opts).await {
-                Err(e) if e.is_write_conflict() && !pinned && retry.again(&e).await => {}
-                other => return other,
+            let attempt = async {
+                let current = self.get(res, ns, name).await?;
+                let new = mutate(&current)?;
+                // A resourceVersion the patch itself names is a precondition: its conflict is final.
+                let pinned = !object::resource_version(&new).is_empty() && object::resource_version(&new) != object::resource_version(&current);
+                lost_unless_pinned(self.update_from(res, ns, &current, new, opts).await, pinned)
+            }
+            .await;
+            if let Some(result) = retry.settle(attempt).await {
+                return result;
             }
         }
     }
@@ -464,95 +498,163 @@ impl Registry {
     /// Server-side apply: creates the object when missing. Returns (object, created).
     pub async fn apply(&self, res: &Resource, ns: &str, name: &str, applied: &Value, force: bool, opts: &WriteOptions) -> ApiResult<(Value, bool)> {
         let opts = WriteOptions { ownership_recorded: true, ..opts.clone() };
+        // Lost to a concurrent writer (a stale update, or a create that another create beat):
+        // apply again on what is there now, unless the applied object names a version.
+        let pinned = !object::resource_version(applied).is_empty();
         let mut retry = ConflictRetry::new();
         loop {
-            let current = match self.get(res, ns, name).await {
-                Ok(c) => Some(c),
-                Err(e) if e.is_not_found() => None,
-                Err(e) => return Err(e),
-            };
-            let new = api::fieldmanager::apply(current.as_deref(), applied, &opts.field_manager, force, res)?;
-            let result = match &current {
-                None => self.create(res, ns, new, &opts).await.map(|o| (o, true)),
-                Some(cur) => {
-                    let mut new = new;
-                    if object::resource_version(applied).is_empty() {
-                        object::set_meta(&mut new, "resourceVersion", object::resource_version(cur).to_string());
+            let attempt = async {
+                let current = match self.get(res, ns, name).await {
+                    Ok(c) => Some(c),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => return Err(e),
+                };
+                let new = api::fieldmanager::apply(current.as_deref(), applied, &opts.field_manager, "", force, res)?;
+                match &current {
+                    None => match self.create(res, ns, new, &opts).await {
+                        Err(e) if e.is_already_exists() && !pinned => Ok(Attempt::Lost(e)),
+                        other => other.map(|o| Attempt::Done((o, true))),
+                    },
+                    Some(cur) => {
+                        let mut new = new;
+                        if object::resource_version(applied).is_empty() {
+                            object::set_meta(&mut new, "resourceVersion", object::resource_version(cur).to_string());
+                        }
+                        lost_unless_pinned(self.update_from(res, ns, cur, new, &opts).await.map(|o| (o, false)), pinned)
                     }
-                    self.update_from(res, ns, cur, new, &opts).await.map(|o| (o, false))
                 }
-            };
-            // Lost to a concurrent writer (a stale update, or a create that another create beat):
-            // apply again on what is there now, unless the applied object names a version.
-            let pinned = !object::resource_version(applied).is_empty();
-            match result {
-                Err(e) if !pinned && (e.is_write_conflict() || (e.is_already_exists() && current.is_none())) && retry.again(&e).await => {}
-                other => return other,
+            }
+            .await;
+            if let Some(result) = retry.settle(attempt).await {
+                return result;
             }
         }
     }
 
+    /// A write through the kind's status strategy (the `status` subresource): `incoming`
+    /// makes the wanted object from the stored one (a PUT's body, or the patched object); only
+    /// its status is taken. Type-checked by the caller; validated here (metadata and the
+    /// kind's status rules); the resourceVersion, when given, is a precondition; the write is
+    /// recorded in managedFields as the manager's through `status`.
+    pub async fn update_status<F>(&self, res: &Resource, ns: &str, name: &str, opts: &WriteOptions, mut incoming: F) -> ApiResult<Value>
+    where
+        F: FnMut(&Value) -> ApiResult<Value>,
+    {
+        let mut retry = ConflictRetry::new();
+        loop {
+            let attempt = async {
+                let current = self.get(res, ns, name).await?;
+                let new = incoming(&current)?;
+                let pinned = !object::resource_version(&new).is_empty();
+                lost_unless_pinned(self.write_status(res, ns, &current, new, opts).await, pinned)
+            }
+            .await;
+            if let Some(result) = retry.settle(attempt).await {
+                return result;
+            }
+        }
+    }
+
+    /// Server-side apply to the `status` subresource: the applied status is merged with field
+    /// ownership of its own (managedFields entries with `subresource: status`); the object
+    /// must exist.
+    pub async fn apply_status(&self, res: &Resource, ns: &str, name: &str, applied: &Value, force: bool, opts: &WriteOptions) -> ApiResult<Value> {
+        let opts = WriteOptions { ownership_recorded: true, ..opts.clone() };
+        let pinned = !object::resource_version(applied).is_empty();
+        // Only the status is applied: spec and metadata in the body are not this manager's
+        // through `status` (kube's reset-fields strategy for status).
+        let mut status_only = json!({"apiVersion": applied["apiVersion"], "kind": applied["kind"], "metadata": {"name": name}});
+        if let Some(st) = applied.get("status") {
+            status_only["status"] = st.clone();
+        }
+        let mut retry = ConflictRetry::new();
+        loop {
+            let attempt = async {
+                let current = self.get(res, ns, name).await?;
+                let mut new = api::fieldmanager::apply(Some(&current), &status_only, &opts.field_manager, "status", force, res)?;
+                let rv = if pinned { object::resource_version(applied) } else { object::resource_version(&current) };
+                object::set_meta(&mut new, "resourceVersion", rv.to_string());
+                lost_unless_pinned(self.write_status(res, ns, &current, new, &opts).await, pinned)
+            }
+            .await;
+            if let Some(result) = retry.settle(attempt).await {
+                return result;
+            }
+        }
+    }
+
+    /// One status write of `new` over `current`: the status strategy's preparation and
+    /// validation, ownership, then the compare-and-swap.
+    async fn write_status(&self, res: &Resource, ns: &str, current: &Value, mut new: Value, opts: &WriteOptions) -> ApiResult<Value> {
+        let name = object::name(current).to_string();
+        let requested_rv = object::resource_version(&new).to_string();
+        if !requested_rv.is_empty() && requested_rv != object::resource_version(current) {
+            return Err(ApiError::stale_update(res.group, res.plural, &name));
+        }
+        let owned = new["metadata"]["managedFields"].clone();
+        res.strategy.prepare_status_update(&mut new, current);
+        object::set_meta(&mut new, "resourceVersion", object::resource_version(current).to_string());
+        if opts.ownership_recorded {
+            object::set_meta(&mut new, "managedFields", owned);
+        } else {
+            api::fieldmanager::record_update(Some(current), &mut new, &opts.field_manager, "status", res);
+        }
+        let mut errs = Vec::new();
+        validation::validate_object_meta_update(&new, current, &mut errs);
+        res.strategy.validate_status_update(&new, current, &mut errs);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(res.group, res.kind, &name, &errs));
+        }
+        object::drop_empty_meta(&mut new);
+        if api::fieldmanager::same_ignoring_timestamps(current, &new) || opts.dry_run {
+            return Ok(if opts.dry_run { new } else { current.clone() });
+        }
+        let revision = self.write_raw(res, ns, &name, current, Some(&new)).await?;
+        object::set_meta(&mut new, "resourceVersion", revision.to_string());
+        Ok(new)
+    }
+
     pub async fn delete(&self, res: &Resource, ns: &str, name: &str, opts: &DeleteOptions) -> ApiResult<DeleteOutcome> {
-        // The NamespaceLifecycle admission plugin's immortal namespaces.
-        if res.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
-            let mut e = ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"));
-            e.details = Some(api::status::Details { name: name.into(), kind: "namespaces".into(), ..Default::default() });
+        if res.strategy.undeletable(name) {
+            let mut e = ApiError::forbidden(format!("{} \"{name}\" is forbidden: this {} may not be deleted", res.plural, res.singular));
+            e.details = Some(api::status::Details { name: name.into(), kind: res.plural.into(), ..Default::default() });
             return Err(e);
         }
         let mut retry = ConflictRetry::new();
         loop {
-            let current = self.get(res, ns, name).await?;
-            if let Some(uid) = &opts.precondition_uid {
-                if uid != object::uid(&current) {
-                    return Err(ApiError::conflict(
-                        res.group,
-                        res.plural,
-                        name,
-                        &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&current)),
-                    ));
+            let attempt = async {
+                let current = self.get(res, ns, name).await?;
+                check_delete_preconditions(res, name, &current, opts)?;
+                let mut extra_finalizers: Vec<&str> = Vec::new();
+                match opts.propagation.as_deref() {
+                    Some("Orphan") => extra_finalizers.push("orphan"),
+                    Some("Foreground") => extra_finalizers.push("foregroundDeletion"),
+                    _ => {}
                 }
-            }
-            if let Some(rv) = &opts.precondition_rv {
-                if rv != object::resource_version(&current) {
-                    return Err(ApiError::conflict(
-                        res.group,
-                        res.plural,
-                        name,
-                        &format!(
-                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                            object::resource_version(&current)
-                        ),
-                    ));
-                }
-            }
-            let mut extra_finalizers: Vec<&str> = Vec::new();
-            match opts.propagation.as_deref() {
-                Some("Orphan") => extra_finalizers.push("orphan"),
-                Some("Foreground") => extra_finalizers.push("foregroundDeletion"),
-                _ => {}
-            }
-            let pod_grace = (res.kind == "Pod" && current["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()))
-                .then(|| opts.grace_period.unwrap_or_else(|| current["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30)))
-                .filter(|g| *g > 0);
-            let graceful = !object::finalizers(&current).is_empty()
-                || !extra_finalizers.is_empty()
-                || pod_grace.is_some()
-                || (res.kind == "Namespace" && current["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()));
-            if graceful {
-                if object::is_deleting(&current) {
-                    // A pod already terminating is deleted at once when asked with grace 0.
-                    if res.kind == "Pod" && opts.grace_period == Some(0) && object::finalizers(&current).is_empty() {
-                        if opts.dry_run {
-                            return Ok(DeleteOutcome::Deleted(current));
+                let grace = res.strategy.deletion_grace(&current, opts.grace_period);
+                let graceful =
+                    !object::finalizers(&current).is_empty() || !extra_finalizers.is_empty() || grace.is_some() || res.strategy.deletion_waits(&current);
+                if !graceful
+                    || (object::is_deleting(&current)
+                        && res.strategy.graceful_deletion()
+                        && opts.grace_period == Some(0)
+                        && object::finalizers(&current).is_empty())
+                {
+                    // Nothing to wait for; or an object already terminating, deleted at once when
+                    // asked with grace 0.
+                    if !opts.dry_run {
+                        if let Err(e) = self.write_raw(res, ns, name, &current, None).await {
+                            return lost_unless_pinned(Err(e), false);
                         }
-                        self.write_raw(res, ns, name, &current, None).await?;
-                        return Ok(DeleteOutcome::Deleted(current));
                     }
-                    return Ok(DeleteOutcome::Pending(current));
+                    return Ok(Attempt::Done(DeleteOutcome::Deleted(current)));
+                }
+                if object::is_deleting(&current) {
+                    return Ok(Attempt::Done(DeleteOutcome::Pending(current)));
                 }
                 let mut marked = (*current).clone();
                 object::set_meta(&mut marked, "deletionTimestamp", object::now_rfc3339());
-                object::set_meta(&mut marked, "deletionGracePeriodSeconds", pod_grace.unwrap_or(0));
+                object::set_meta(&mut marked, "deletionGracePeriodSeconds", grace.unwrap_or(0));
                 let mut fins = object::finalizers(&marked);
                 for f in &extra_finalizers {
                     if !fins.iter().any(|x| x == f) {
@@ -562,29 +664,18 @@ impl Registry {
                 if !fins.is_empty() {
                     object::set_meta(&mut marked, "finalizers", fins);
                 }
-                if res.kind == "Namespace" {
-                    *object::member_at(&mut marked, &["status", "phase"]) = json!("Terminating");
-                }
-                if opts.dry_run {
-                    return Ok(DeleteOutcome::Pending(Arc::new(marked)));
-                }
-                match self.write_raw(res, ns, name, &current, Some(&marked)).await {
-                    Ok(rev) => {
-                        object::set_meta(&mut marked, "resourceVersion", rev.to_string());
-                        return Ok(DeleteOutcome::Pending(Arc::new(marked)));
+                res.strategy.mark_deleting(&mut marked);
+                if !opts.dry_run {
+                    match self.write_raw(res, ns, name, &current, Some(&marked)).await {
+                        Ok(rev) => object::set_meta(&mut marked, "resourceVersion", rev.to_string()),
+                        Err(e) => return lost_unless_pinned(Err(e), false),
                     }
-                    Err(e) if retry.again(&e).await => {}
-                    Err(e) => return Err(e),
                 }
-                continue;
+                Ok(Attempt::Done(DeleteOutcome::Pending(Arc::new(marked))))
             }
-            if opts.dry_run {
-                return Ok(DeleteOutcome::Deleted(current));
-            }
-            match self.write_raw(res, ns, name, &current, None).await {
-                Ok(_) => return Ok(DeleteOutcome::Deleted(current)),
-                Err(e) if retry.again(&e).await => {}
-                Err(e) => return Err(e),
+            .await;
+            if let Some(result) = retry.settle(attempt).await {
+                return result;
             }
         }
     }
@@ -603,6 +694,20 @@ impl Registry {
             TxnResult::Failed { .. } => Err(ApiError::stale_update(res.group, res.plural, name)),
         }
     }
+}
+
+/// DeleteOptions.preconditions: a uid or resourceVersion that must match; a mismatch is a
+/// final 409.
+fn check_delete_preconditions(res: &Resource, name: &str, current: &Value, opts: &DeleteOptions) -> ApiResult<()> {
+    if let Some(uid) = opts.precondition_uid.as_deref().filter(|u| *u != object::uid(current)) {
+        let why = format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(current));
+        return Err(ApiError::precondition_failed(res.group, res.plural, name, &why));
+    }
+    if let Some(rv) = opts.precondition_rv.as_deref().filter(|rv| *rv != object::resource_version(current)) {
+        let why = format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", object::resource_version(current));
+        return Err(ApiError::precondition_failed(res.group, res.plural, name, &why));
+    }
+    Ok(())
 }
 
 fn spec_changed(old: &Value, new: &Value) -> bool {

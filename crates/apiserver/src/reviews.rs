@@ -10,7 +10,14 @@ use api::validation::FieldError;
 use api::{object, ApiError, ApiResult};
 
 use crate::authz::CacheRbac;
-use crate::handler::App;
+use axum::body::Body;
+use axum::http::{Response, StatusCode};
+
+use api::resource::Computed;
+
+use crate::app::App;
+use crate::negotiate::{self, Negotiated};
+use crate::request::ResourceRequest;
 
 fn s(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
@@ -58,15 +65,25 @@ fn answer(mut obj: Value, status: Value) -> Value {
     obj
 }
 
-/// Answers a POST to one of the computed kinds; `obj` is decoded and type-checked.
-pub async fn create(app: &App, res: &Resource, ns: &str, user: &UserInfo, obj: Value) -> ApiResult<Value> {
+/// Answers a POST to one of the computed kinds (201, never stored).
+pub async fn serve(app: &App, mut req: ResourceRequest, n: Negotiated) -> ApiResult<Response<Body>> {
+    let res = req.res();
+    let Some(computed) = res.computed else { return Err(ApiError::method_not_allowed()) };
+    let decoded = req.decode_body(res.kind).await?;
+    let (obj, _) = crate::decode::type_check(res, decoded.value)?;
+    let out = create(app, res, computed, req.namespace(), &req.user, obj).await?;
+    Ok(negotiate::respond(StatusCode::CREATED, &out, n.format))
+}
+
+/// The answer of `computed` to `obj` (decoded and type-checked).
+async fn create(app: &App, res: &Resource, computed: Computed, ns: &str, user: &UserInfo, obj: Value) -> ApiResult<Value> {
     let src = CacheRbac(app.registry.clone());
-    match res.kind {
-        "SelfSubjectAccessReview" => {
+    match computed {
+        Computed::SelfSubjectAccessReview => {
             let a = attributes_from_spec(user, &obj["spec"])?;
             Ok(answer(obj, access_status(rbac::authorize(&src, &a))))
         }
-        "SubjectAccessReview" | "LocalSubjectAccessReview" => {
+        Computed::SubjectAccessReview | Computed::LocalSubjectAccessReview => {
             let spec = &obj["spec"];
             let subject = UserInfo {
                 name: s(&spec["user"]),
@@ -83,7 +100,7 @@ pub async fn create(app: &App, res: &Resource, ns: &str, user: &UserInfo, obj: V
                 ));
             }
             let mut a = attributes_from_spec(&subject, spec)?;
-            if res.kind == "LocalSubjectAccessReview" {
+            if computed == Computed::LocalSubjectAccessReview {
                 if !a.resource_request {
                     return Err(ApiError::bad_request("spec.nonResourceAttributes: Invalid value: disallowed on this kind of request"));
                 }
@@ -95,7 +112,7 @@ pub async fn create(app: &App, res: &Resource, ns: &str, user: &UserInfo, obj: V
             }
             Ok(answer(obj, access_status(rbac::authorize(&src, &a))))
         }
-        "SelfSubjectRulesReview" => {
+        Computed::SelfSubjectRulesReview => {
             let namespace = s(&obj["spec"]["namespace"]);
             if namespace.is_empty() {
                 return Err(ApiError::bad_request("no namespace on request"));
@@ -137,8 +154,8 @@ pub async fn create(app: &App, res: &Resource, ns: &str, user: &UserInfo, obj: V
             }
             Ok(answer(obj, status))
         }
-        "SelfSubjectReview" => Ok(answer(obj, json!({"userInfo": user.to_json()}))),
-        "TokenReview" => {
+        Computed::SelfSubjectReview => Ok(answer(obj, json!({"userInfo": user.to_json()}))),
+        Computed::TokenReview => {
             let token = s(&obj["spec"]["token"]);
             if token.is_empty() {
                 return Err(ApiError::bad_request("token is required for TokenReview in authentication"));
@@ -158,7 +175,6 @@ pub async fn create(app: &App, res: &Resource, ns: &str, user: &UserInfo, obj: V
             };
             Ok(answer(obj, status))
         }
-        other => Err(ApiError::method_not_supported(res.group, res.plural, &format!("create {other}"))),
     }
 }
 

@@ -18,8 +18,8 @@ use crypt::Transformer;
 use serde::{Deserialize, Serialize};
 use store::{Compare, Op, Store, Txn, TxnResult};
 
-use crate::handler::Query;
 use crate::negotiate;
+use crate::request::Query;
 use crate::rest::Registry;
 
 #[derive(Debug, Default, Serialize, Deserialize)]

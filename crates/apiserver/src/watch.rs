@@ -21,8 +21,8 @@ use api::kinds::Resource;
 use api::{ApiError, ApiResult};
 
 use crate::cache::{CacheEvent, EventType};
-use crate::handler::Query;
 use crate::negotiate::{Negotiated, Transform};
+use crate::request::Query;
 use crate::rest::{ListOptions, Registry};
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);

@@ -157,8 +157,8 @@ pub fn server_side_apply(data: &[u8]) {
     let current = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "p", "managedFields": [{"manager": "m", "operation": "Apply", "apiVersion": "v1",
         "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:k": {}}}}]}, "data": {"k": "v"}});
     for force in [false, true] {
-        let _ = api::fieldmanager::apply(Some(&current), &decoded.value, "fuzz", force, &api::kinds::CONFIGMAPS);
-        let _ = api::fieldmanager::apply(None, &decoded.value, "fuzz", force, &api::kinds::CONFIGMAPS);
+        let _ = api::fieldmanager::apply(Some(&current), &decoded.value, "fuzz", "", force, &api::kinds::CONFIGMAPS);
+        let _ = api::fieldmanager::apply(None, &decoded.value, "fuzz", "", force, &api::kinds::CONFIGMAPS);
     }
 }
 
