@@ -127,7 +127,8 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         resources.push(v);
         for sub in r.subresources {
             let (_, _, k) = sub.response_kind(r);
-            resources.push(json!({"name": format!("{}/{}", r.plural, sub.name()), "singularName": "", "namespaced": r.namespaced, "kind": k, "verbs": sub.verbs()}));
+            resources
+                .push(json!({"name": format!("{}/{}", r.plural, sub.name()), "singularName": "", "namespaced": r.namespaced, "kind": k, "verbs": sub.verbs()}));
         }
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };

@@ -8,8 +8,8 @@ use std::borrow::Cow;
 
 use serde_json::{json, Value};
 
-use crate::resource::{Subresource, STANDARD_VERBS, Resource, Strategy};
 use crate::resource::Column;
+use crate::resource::{Resource, Strategy, Subresource, STANDARD_VERBS};
 use crate::validation::{FieldError, NameRule};
 use crate::ApiResult;
 

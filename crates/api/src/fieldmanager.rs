@@ -54,8 +54,24 @@ pub fn fields_of(obj: &Value) -> FieldSet {
 /// The fields an object sets, each with its value: found in one walk, so that comparing two
 /// objects field by field is not a lookup (a scan of a keyed list) per field.
 pub fn fields_with_values(obj: &Value) -> BTreeMap<FieldPath, &Value> {
+    fields_through(obj, "")
+}
+
+/// The fields a write through `subresource` can own: through the object itself everything
+/// but the status; through `status` the status only (kube-apiserver's reset fields).
+fn fields_through<'a>(obj: &'a Value, subresource: &str) -> BTreeMap<FieldPath, &'a Value> {
     let mut out = BTreeMap::new();
-    walk(obj, &mut Vec::new(), &mut Vec::new(), &mut out);
+    match (subresource, obj.get("status")) {
+        ("status", Some(status)) => {
+            let mut path = vec!["f:status".to_string()];
+            if status.as_object().is_some_and(|m| m.is_empty()) {
+                out.insert(path.clone(), status);
+            }
+            walk(status, &mut vec!["status".to_string()], &mut path, &mut out);
+        }
+        ("status", None) => {}
+        _ => walk(obj, &mut Vec::new(), &mut Vec::new(), &mut out),
+    }
     out
 }
 
@@ -265,12 +281,12 @@ fn store_entries(obj: &mut Value, list: Vec<Entry>) {
     crate::object::set_meta(obj, "managedFields", Value::Array(arr));
 }
 
-fn changed_fields(old: Option<&Value>, new: &Value) -> (FieldSet, FieldSet) {
-    let new_fields = fields_with_values(new);
+fn changed_fields(old: Option<&Value>, new: &Value, subresource: &str) -> (FieldSet, FieldSet) {
+    let new_fields = fields_through(new, subresource);
     let Some(old) = old else {
         return (new_fields.into_keys().collect(), FieldSet::new());
     };
-    let old_fields = fields_with_values(old);
+    let old_fields = fields_through(old, subresource);
     let changed = new_fields
         .iter()
         .filter(|(p, v)| match old_fields.get(*p) {
@@ -295,7 +311,7 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, subres
     let mut list = old.map(entries).unwrap_or_default();
     // A client that sends managedFields (e.g. PUT of a read object) keeps what it sent only if
     // it is well formed; lockbox always recomputes ownership from the stored entries.
-    let (changed, removed) = changed_fields(old, new);
+    let (changed, removed) = changed_fields(old, new, subresource);
     for e in list.iter_mut() {
         e.fields.retain(|p| !changed.contains(p) && !self_or_ancestor_in(&removed, p));
     }
@@ -396,12 +412,12 @@ fn merge_applied(target: &mut Value, applied: &Value, names: &mut Vec<String>) {
 /// subresource, as in kube-apiserver.
 pub fn apply(current: Option<&Value>, applied: &Value, manager: &str, subresource: &str, force: bool, res: &Resource) -> Result<Value, ApiError> {
     let mine = |e: &Entry| e.manager == manager && e.operation == "Apply" && e.subresource == subresource;
-    let applied_fields = fields_with_values(applied);
+    let applied_fields = fields_through(applied, subresource);
     let applied_set: FieldSet = applied_fields.keys().cloned().collect();
     let mut list = current.map(entries).unwrap_or_default();
     let mut conflicts: Vec<(String, String, FieldPath)> = Vec::new();
     if let Some(cur) = current {
-        let current_fields = fields_with_values(cur);
+        let current_fields = fields_through(cur, subresource);
         for e in list.iter().filter(|e| !mine(e)) {
             for p in e.fields.intersection(&applied_set) {
                 let Some(wanted) = applied_fields.get(p) else { continue };
@@ -532,5 +548,24 @@ mod tests {
         let first = apply(None, &json!({"metadata": {"name": "a"}, "data": {"a": "1", "b": "2"}}), "m", "", false, &CONFIGMAPS).unwrap();
         let second = apply(Some(&first), &json!({"metadata": {"name": "a"}, "data": {"a": "1"}}), "m", "", false, &CONFIGMAPS).unwrap();
         assert_eq!(second["data"], json!({"a": "1"}));
+    }
+
+    #[test]
+    fn status_writes_own_the_status_only() {
+        use crate::workload_kinds::DEPLOYMENTS;
+        let old = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1}, "status": {"replicas": 0}});
+        let mut new = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1}, "status": {"replicas": 1, "readyReplicas": 1}});
+        record_update(Some(&old), &mut new, "ctl", "status", &DEPLOYMENTS);
+        let entry = &new["metadata"]["managedFields"][0];
+        assert_eq!((entry["manager"].as_str(), entry["subresource"].as_str()), (Some("ctl"), Some("status")));
+        assert_eq!(entry["fieldsV1"], json!({"f:status": {"f:readyReplicas": {}, "f:replicas": {}}}));
+        // Apply through status: the body's spec is not the manager's.
+        let applied = json!({"metadata": {"name": "d"}, "spec": {"replicas": 5}, "status": {"replicas": 2}});
+        let out = apply(Some(&new), &applied, "ssa", "status", false, &DEPLOYMENTS).unwrap_err();
+        assert_eq!(out.reason, crate::Reason::FieldConflict, "ctl owns status.replicas: {}", out.message);
+        let out = apply(Some(&new), &applied, "ssa", "status", true, &DEPLOYMENTS).unwrap();
+        let ssa = out["metadata"]["managedFields"].as_array().unwrap().iter().find(|e| e["manager"] == "ssa").unwrap().clone();
+        assert_eq!((ssa["operation"].as_str(), ssa["subresource"].as_str()), (Some("Apply"), Some("status")));
+        assert_eq!(ssa["fieldsV1"], json!({"f:status": {"f:replicas": {}}}));
     }
 }

@@ -7,11 +7,10 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::status::{ApiError, ApiResult};
 pub use crate::resource::{register, roundtrip_as, schema_name, schema_registrar, Column, Resource, Strategy};
 use crate::resource::{Subresource, NO_DELETECOLLECTION, STANDARD_VERBS};
+use crate::status::{ApiError, ApiResult};
 use crate::validation::{self, FieldError, NameRule};
-
 
 // ---------------------------------------------------------------------------------------------
 // Namespace

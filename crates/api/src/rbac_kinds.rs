@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
-use crate::resource::{Grants, STANDARD_VERBS, register, roundtrip_as, Resource, Strategy};
 use crate::resource::Column;
+use crate::resource::{register, roundtrip_as, Grants, Resource, Strategy, STANDARD_VERBS};
 use crate::validation::{FieldError, NameRule};
 
 fn strings(v: &Value) -> Vec<String> {

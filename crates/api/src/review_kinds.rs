@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::resource::{Computed, CREATE_ONLY, register, roundtrip_as, Resource, Strategy};
+use crate::resource::{register, roundtrip_as, Computed, Resource, Strategy, CREATE_ONLY};
 use crate::validation::NameRule;
 
 pub struct ReviewStrategy<T>(std::marker::PhantomData<T>);
@@ -50,15 +50,7 @@ review!(
     false,
     authz::SelfSubjectAccessReview
 );
-review!(
-    SUBJECT_ACCESS_REVIEWS,
-    "authorization.k8s.io",
-    SubjectAccessReview,
-    "subjectaccessreviews",
-    "subjectaccessreview",
-    false,
-    authz::SubjectAccessReview
-);
+review!(SUBJECT_ACCESS_REVIEWS, "authorization.k8s.io", SubjectAccessReview, "subjectaccessreviews", "subjectaccessreview", false, authz::SubjectAccessReview);
 review!(
     LOCAL_SUBJECT_ACCESS_REVIEWS,
     "authorization.k8s.io",

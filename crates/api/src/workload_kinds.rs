@@ -7,9 +7,9 @@
 
 use serde_json::{json, Value};
 
-use crate::resource::{Admission, Subresource, STANDARD_VERBS, register, roundtrip_as, Resource, Strategy};
-use crate::selector::LabelSelector;
 use crate::resource::Column;
+use crate::resource::{register, roundtrip_as, Admission, Resource, Strategy, Subresource, STANDARD_VERBS};
+use crate::selector::LabelSelector;
 use crate::validation::{FieldError, NameRule};
 use crate::ApiResult;
 
@@ -624,7 +624,8 @@ resource!(
     &[],
     DeploymentStrategy,
     k8s_openapi::api::apps::v1::Deployment,
-    &[Subresource::Scale, Subresource::Status], &[]
+    &[Subresource::Scale, Subresource::Status],
+    &[]
 );
 resource!(
     REPLICASETS,
@@ -639,7 +640,8 @@ resource!(
     &[],
     ReplicaSetStrategy,
     k8s_openapi::api::apps::v1::ReplicaSet,
-    &[Subresource::Scale, Subresource::Status], &[]
+    &[Subresource::Scale, Subresource::Status],
+    &[]
 );
 resource!(
     PODS,
@@ -654,7 +656,8 @@ resource!(
     &["spec.nodeName", "spec.serviceAccountName", "status.phase", "status.podIP", "spec.restartPolicy"],
     PodStrategy,
     k8s_openapi::api::core::v1::Pod,
-    &[Subresource::Attach, Subresource::Binding, Subresource::Exec, Subresource::Log, Subresource::Status], &[Admission::ServiceAccount]
+    &[Subresource::Attach, Subresource::Binding, Subresource::Exec, Subresource::Log, Subresource::Status],
+    &[Admission::ServiceAccount]
 );
 resource!(
     EVENTS,
@@ -680,9 +683,25 @@ resource!(
     ],
     EventStrategy,
     k8s_openapi::api::core::v1::Event,
-    &[], &[]
+    &[],
+    &[]
 );
-resource!(NODES, "", "Node", "nodes", "node", false, &["no"], &[], NameRule::Dns1123Subdomain, &[], NodeStrategy, k8s_openapi::api::core::v1::Node, &[Subresource::Status], &[]);
+resource!(
+    NODES,
+    "",
+    "Node",
+    "nodes",
+    "node",
+    false,
+    &["no"],
+    &[],
+    NameRule::Dns1123Subdomain,
+    &[],
+    NodeStrategy,
+    k8s_openapi::api::core::v1::Node,
+    &[Subresource::Status],
+    &[]
+);
 resource!(
     LEASES,
     "coordination.k8s.io",
@@ -696,7 +715,8 @@ resource!(
     &[],
     LeaseStrategy,
     k8s_openapi::api::coordination::v1::Lease,
-    &[], &[]
+    &[],
+    &[]
 );
 
 #[cfg(test)]
