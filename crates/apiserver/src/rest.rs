@@ -545,7 +545,9 @@ impl Registry {
             let attempt = async {
                 let current = self.get(res, ns, name).await?;
                 let new = incoming(&current)?;
-                let pinned = !object::resource_version(&new).is_empty();
+                // A resourceVersion other than the one read is the client's precondition (a
+                // patch carries the one read, which is no precondition).
+                let pinned = !object::resource_version(&new).is_empty() && object::resource_version(&new) != object::resource_version(&current);
                 lost_unless_pinned(self.write_status(res, ns, &current, new, opts).await, pinned)
             }
             .await;

@@ -5,12 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
-use crate::externalsecrets::{get, s, send};
-
-const API: &str = "/apis/external-secrets.io/v1";
+use crate::externalsecrets::{list_json, s, typed, EsoKind};
 
 /// A LabelSelector as the string form the API's `labelSelector` parameter takes.
 fn selector_string(sel: &Value) -> String {
@@ -34,10 +34,8 @@ fn owned_by(es: &Value, uid: &Value) -> bool {
 
 /// One pass over every ClusterExternalSecret.
 pub async fn pass(client: &Client) -> Result<(), String> {
-    let all = get(client, &format!("{API}/clusterexternalsecrets")).await?.unwrap_or_default();
-    let all = all["items"].as_array().cloned().unwrap_or_default();
-    let existing = get(client, &format!("{API}/externalsecrets")).await?.unwrap_or_default();
-    let existing = existing["items"].as_array().cloned().unwrap_or_default();
+    let all = list_json(&EsoKind::ClusterExternalSecret.api_all(client), &ListParams::default()).await?;
+    let existing = list_json(&EsoKind::ExternalSecret.api_all(client), &ListParams::default()).await?;
     // Where each ClusterExternalSecret wants its ExternalSecret: uid → (name, namespaces).
     let mut wanted: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
     for ces in &all {
@@ -48,9 +46,8 @@ pub async fn pass(client: &Client) -> Result<(), String> {
             selectors.push(spec["namespaceSelector"].clone());
         }
         for sel in selectors {
-            let q: String = url_encode(&selector_string(&sel));
-            let list = get(client, &format!("/api/v1/namespaces?labelSelector={q}")).await?.unwrap_or_default();
-            for ns in list["items"].as_array().into_iter().flatten() {
+            let list = list_json(&Api::<Namespace>::all(client.clone()), &ListParams::default().labels(&selector_string(&sel))).await?;
+            for ns in &list {
                 if ns["status"]["phase"] != "Terminating" {
                     namespaces.insert(s(&ns["metadata"]["name"]));
                 }
@@ -71,7 +68,7 @@ pub async fn pass(client: &Client) -> Result<(), String> {
         if ces["status"]["provisionedNamespaces"] != status["status"]["provisionedNamespaces"]
             || ces["status"]["failedNamespaces"] != status["status"]["failedNamespaces"]
         {
-            let _ = send(client, "PATCH", &format!("{API}/clusterexternalsecrets/{name}/status"), &status, "application/merge-patch+json").await;
+            let _ = EsoKind::ClusterExternalSecret.api_all(client).patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await;
         }
         wanted.insert(s(&ces["metadata"]["uid"]), (es_name, namespaces));
     }
@@ -81,9 +78,7 @@ pub async fn pass(client: &Client) -> Result<(), String> {
             let ns = s(&es["metadata"]["namespace"]);
             let keep = wanted.get(&s(&r["uid"])).is_some_and(|(n, nss)| *n == s(&es["metadata"]["name"]) && nss.contains(&ns));
             if !keep {
-                let _ =
-                    send(client, "DELETE", &format!("{API}/namespaces/{ns}/externalsecrets/{}", s(&es["metadata"]["name"])), &json!({}), "application/json")
-                        .await;
+                let _ = EsoKind::ExternalSecret.api(client, &ns).delete(&s(&es["metadata"]["name"]), &DeleteParams::default()).await;
             }
         }
     }
@@ -103,7 +98,7 @@ async fn ensure(client: &Client, ces: &Value, es_name: &str, ns: &str, existing:
         None => {
             let es = json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
                 "metadata": {"name": es_name, "namespace": ns, "labels": labels, "annotations": annotations, "ownerReferences": owner}, "spec": spec});
-            send(client, "POST", &format!("{API}/namespaces/{ns}/externalsecrets"), &es, "application/json").await.map(|_| ())
+            EsoKind::ExternalSecret.api(client, ns).create(&PostParams::default(), &typed(es)?).await.map(|_| ()).map_err(|e| crate::short(&e))
         }
         Some(es) if !owned_by(es, &ces["metadata"]["uid"]) => Err(format!("an ExternalSecret {es_name:?} not owned by this ClusterExternalSecret exists")),
         Some(es) => {
@@ -121,20 +116,9 @@ async fn ensure(client: &Client, ces: &Value, es_name: &str, ns: &str, existing:
             for (k, v) in annotations {
                 next["metadata"]["annotations"][k] = v;
             }
-            send(client, "PUT", &format!("{API}/namespaces/{ns}/externalsecrets/{es_name}"), &next, "application/json").await.map(|_| ())
+            EsoKind::ExternalSecret.api(client, ns).replace(es_name, &PostParams::default(), &typed(next)?).await.map(|_| ()).map_err(|e| crate::short(&e))
         }
     }
-}
-
-/// Percent-encodes a selector for a query string (selectors use only a few reserved characters,
-/// so this avoids a dependency for one call).
-fn url_encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -145,6 +129,5 @@ mod tests {
     fn selectors_in_query_form() {
         let sel = json!({"matchLabels": {"team": "a"}, "matchExpressions": [{"key": "env", "operator": "In", "values": ["dev", "qa"]}, {"key": "x", "operator": "DoesNotExist"}]});
         assert_eq!(selector_string(&sel), "team=a,env in (dev,qa),!x");
-        assert_eq!(url_encode("a=b,c in (d)"), "a%3Db%2Cc%20in%20%28d%29");
     }
 }

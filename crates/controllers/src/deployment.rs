@@ -1,16 +1,25 @@
 //! The deployment controller (pkg/controller/deployment): one ReplicaSet per pod template,
 //! labelled with its `pod-template-hash`; RollingUpdate within maxSurge and maxUnavailable, or
 //! Recreate; revision annotations for `kubectl rollout history|undo`; status for `kubectl
-//! rollout status`.
+//! rollout status`. A kube-runtime `Controller` over Deployments, woken by their ReplicaSets
+//! and those ReplicaSets' pods; both are looked up in stores.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::SelectorExt;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use crate::shared::Context;
 use crate::{benign, controlled_by, int_or_percent, MANAGER};
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -48,66 +57,63 @@ fn template_without_hash(rs: &ReplicaSet) -> serde_json::Value {
     t
 }
 
-/// Deployments whose last reconcile failed, and when to try each again: the workqueue's
-/// per-item exponential back-off (5 ms doubling to 1000 s), so that a Deployment that cannot
-/// progress (its ReplicaSet name is invalid, say) costs a retry and a log line ever more
-/// rarely instead of every pass. A new generation (the user changed the spec) retries at once.
-#[derive(Default)]
-pub struct Backoff(std::collections::HashMap<String, Failing>);
-
-struct Failing {
-    generation: i64,
-    delay: std::time::Duration,
-    next: std::time::Instant,
-}
-
-impl Backoff {
-    fn due(&self, uid: &str, generation: i64) -> bool {
-        self.0.get(uid).is_none_or(|f| f.generation != generation || std::time::Instant::now() >= f.next)
+/// Reconciles one Deployment. A failure is retried with the shared per-object back-off.
+pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> kube::Result<Action> {
+    let uid = d.uid().unwrap_or_default();
+    if d.metadata.deletion_timestamp.is_some() {
+        ctx.deployment_backoff.succeeded(&uid);
+        return Ok(Action::await_change());
     }
-    fn failed(&mut self, uid: &str, generation: i64) {
-        let delay = match self.0.get(uid) {
-            Some(f) if f.generation == generation => (f.delay * 2).min(std::time::Duration::from_secs(1000)),
-            _ => std::time::Duration::from_millis(5),
-        };
-        self.0.insert(uid.to_string(), Failing { generation, delay, next: std::time::Instant::now() + delay });
-    }
-    /// When the earliest waiting retry is due.
-    pub fn next_due(&self) -> Option<std::time::Instant> {
-        self.0.values().map(|f| f.next).min()
+    match sync(&ctx, &d).await {
+        Err(e) if !benign(&e) => Err(e),
+        _ => {
+            ctx.deployment_backoff.succeeded(&uid);
+            // A rollout in progress is looked at again for its progress deadline.
+            let complete = d
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("NewReplicaSetAvailable")));
+            Ok(Action::requeue(if complete { Duration::from_secs(300) } else { Duration::from_secs(3) }))
+        }
     }
 }
 
-pub async fn pass(client: &Client, backoff: &mut Backoff) -> kube::Result<()> {
-    let deployments = Api::<Deployment>::all(client.clone()).list(&ListParams::default()).await?;
-    let live: std::collections::HashSet<String> = deployments.items.iter().map(|d| d.uid().unwrap_or_default()).collect();
-    backoff.0.retain(|uid, _| live.contains(uid));
-    for d in deployments.items {
-        let (uid, generation) = (d.uid().unwrap_or_default(), d.metadata.generation.unwrap_or(0));
-        if d.metadata.deletion_timestamp.is_some() {
-            backoff.0.remove(&uid);
-            continue;
-        }
-        if !backoff.due(&uid, generation) {
-            continue;
-        }
-        match reconcile(client, &d).await {
-            Ok(()) => {
-                backoff.0.remove(&uid);
-            }
-            Err(e) if benign(&e) => {
-                backoff.0.remove(&uid);
-            }
-            Err(e) => {
-                backoff.failed(&uid, generation);
-                tracing::warn!(deployment = %d.name_any(), error = %e, "deployment reconcile failed");
-            }
-        }
-    }
-    Ok(())
+pub fn error_policy(d: Arc<Deployment>, e: &kube::Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(deployment = %d.name_any(), error = %crate::short(e), "deployment reconcile failed");
+    Action::requeue(ctx.deployment_backoff.failed(&d.uid().unwrap_or_default(), d.metadata.generation.unwrap_or(0)))
 }
 
-async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
+/// The Deployment a ReplicaSet's pod belongs to, for Recreate's wait on old pods.
+pub fn owner_of_pod(pod: &Pod, replicasets: &Store<ReplicaSet>) -> Option<ObjectRef<Deployment>> {
+    let ns = pod.namespace()?;
+    let rs_ref = pod.owner_references().iter().find(|r| r.controller == Some(true) && r.kind == "ReplicaSet")?;
+    let rs = replicasets.get(&ObjectRef::new(&rs_ref.name).within(&ns))?;
+    let d = rs.owner_references().iter().find(|r| r.controller == Some(true) && r.kind == "Deployment")?;
+    Some(ObjectRef::new(&d.name).within(&ns))
+}
+
+/// The Deployments a ReplicaSet change concerns: its controller, or for an orphan every
+/// Deployment of its namespace whose selector matches it (which may adopt it).
+pub fn owners_of_replicaset(rs: &ReplicaSet, deployments: &Store<Deployment>) -> Vec<ObjectRef<Deployment>> {
+    let ns = rs.namespace().unwrap_or_default();
+    if let Some(owner) = rs.owner_references().iter().find(|r| r.controller == Some(true)) {
+        return if owner.kind == "Deployment" { vec![ObjectRef::new(&owner.name).within(&ns)] } else { vec![] };
+    }
+    Context::in_namespace(deployments, &ns)
+        .iter()
+        .filter(|d| {
+            d.spec
+                .as_ref()
+                .and_then(|s| kube::core::Selector::try_from(s.selector.clone()).ok())
+                .is_some_and(|sel| !sel.selects_all() && sel.matches(rs.labels()))
+        })
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+async fn sync(ctx: &Context, d: &Deployment) -> kube::Result<()> {
+    let client = &ctx.client;
     let ns = d.namespace().unwrap_or_default();
     let name = d.name_any();
     let uid = d.uid().unwrap_or_default();
@@ -115,9 +121,10 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
     let desired = spec.replicas.unwrap_or(1);
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     let mut owned = Vec::new();
-    for rs in rs_api.list(&ListParams::default()).await?.items {
+    // The ReplicaSets of this namespace, from the store: not a list per Deployment.
+    for rs in Context::in_namespace(&ctx.replicasets, &ns) {
         if controlled_by(&rs.metadata, &uid) {
-            owned.push(rs);
+            owned.push((*rs).clone());
         } else if let Some(adopted) = crate::adopt(&rs_api, &rs.metadata, &spec.selector, crate::controller_ref(d, "apps/v1", "Deployment")).await? {
             owned.push(adopted);
         }
@@ -228,7 +235,7 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
             // The new pods wait until no old pod is left, terminating ones included
             // (recreate.go's oldPodsRunning).
             let old_uids: Vec<String> = olds.iter().filter_map(|rs| rs.uid()).collect();
-            let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?.items;
+            let pods = Context::in_namespace(&ctx.pods, &ns);
             let old_pods = pods
                 .iter()
                 .filter(|p| p.owner_references().iter().any(|r| old_uids.contains(&r.uid)))
@@ -278,9 +285,10 @@ async fn reconcile(client: &Client, d: &Deployment) -> kube::Result<()> {
             }
         }
     }
-    let refreshed: Vec<ReplicaSet> = rs_api.list(&ListParams::default()).await?.items.into_iter().filter(|rs| controlled_by(&rs.metadata, &uid)).collect();
-    let new_now = refreshed.iter().find(|rs| rs.name_any() == new_name).cloned();
-    update_status(client, d, &refreshed, new_now.as_ref(), unavailable).await
+    // The status counts what the store shows; the ReplicaSets just scaled report back through
+    // their events, which reconcile this Deployment again.
+    let new_now = owned.iter().find(|rs| rs.name_any() == new_name).cloned().or(Some(new_rs));
+    update_status(client, d, &owned, new_now.as_ref(), unavailable).await
 }
 
 async fn scale(client: &Client, d: &Deployment, api: &Api<ReplicaSet>, rs: &ReplicaSet, to: i32) -> kube::Result<()> {

@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -73,23 +75,73 @@ pub struct Syncer {
     state: HashMap<String, State>,
 }
 
-pub(crate) async fn get(client: &Client, path: &str) -> Result<Option<Value>, String> {
-    let req = http::Request::get(path).body(vec![]).map_err(|e| e.to_string())?;
-    match client.request::<Value>(req).await {
-        Ok(v) => Ok(Some(v)),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(None),
+/// The external-secrets.io/v1 kinds. No Rust types are generated for them, so they are
+/// reached through kube's dynamic API with their ApiResource, and read as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EsoKind {
+    ExternalSecret,
+    SecretStore,
+    ClusterSecretStore,
+    ClusterExternalSecret,
+}
+
+impl EsoKind {
+    pub const ALL: [EsoKind; 4] = [EsoKind::ExternalSecret, EsoKind::SecretStore, EsoKind::ClusterSecretStore, EsoKind::ClusterExternalSecret];
+
+    fn names(self) -> (&'static str, &'static str, bool) {
+        match self {
+            EsoKind::ExternalSecret => ("ExternalSecret", "externalsecrets", true),
+            EsoKind::SecretStore => ("SecretStore", "secretstores", true),
+            EsoKind::ClusterSecretStore => ("ClusterSecretStore", "clustersecretstores", false),
+            EsoKind::ClusterExternalSecret => ("ClusterExternalSecret", "clusterexternalsecrets", false),
+        }
+    }
+
+    pub fn resource(self) -> ApiResource {
+        let (kind, plural, _) = self.names();
+        ApiResource { group: GROUP.into(), version: "v1".into(), api_version: format!("{GROUP}/v1"), kind: kind.into(), plural: plural.into() }
+    }
+
+    /// Every object of the kind, in every namespace.
+    pub fn api_all(self, client: &Client) -> Api<DynamicObject> {
+        Api::all_with(client.clone(), &self.resource())
+    }
+
+    /// The objects of the kind in `ns` (for a cluster-scoped kind, all of them).
+    pub fn api(self, client: &Client, ns: &str) -> Api<DynamicObject> {
+        if self.names().2 {
+            Api::namespaced_with(client.clone(), ns, &self.resource())
+        } else {
+            self.api_all(client)
+        }
+    }
+}
+
+pub const GROUP: &str = "external-secrets.io";
+
+/// An object as JSON, or None when it does not exist.
+pub(crate) async fn get_json<K>(api: &Api<K>, name: &str) -> Result<Option<Value>, String>
+where
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.get_opt(name).await {
+        Ok(o) => Ok(o.map(|o| serde_json::to_value(o).unwrap_or_default())),
         Err(e) => Err(crate::short(&e)),
     }
 }
 
-pub(crate) async fn send(client: &Client, method: &str, path: &str, body: &Value, ct: &str) -> Result<Value, String> {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("Content-Type", ct)
-        .body(serde_json::to_vec(body).unwrap_or_default())
-        .map_err(|e| e.to_string())?;
-    client.request::<Value>(req).await.map_err(|e| crate::short(&e))
+/// Every object `api` lists, as JSON.
+pub(crate) async fn list_json<K>(api: &Api<K>, params: &ListParams) -> Result<Vec<Value>, String>
+where
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let list = api.list(params).await.map_err(|e| crate::short(&e))?;
+    Ok(list.items.into_iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect())
+}
+
+/// A JSON object as the typed value an API call takes.
+pub(crate) fn typed<K: serde::de::DeserializeOwned>(v: Value) -> Result<K, String> {
+    serde_json::from_value(v).map_err(|e| format!("invalid object: {e}"))
 }
 
 impl Syncer {
@@ -99,8 +151,7 @@ impl Syncer {
     }
 
     pub async fn pass(&mut self, client: &Client) -> Result<(), String> {
-        let list = get(client, "/apis/external-secrets.io/v1/externalsecrets").await?.unwrap_or_default();
-        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let items = list_json(&EsoKind::ExternalSecret.api_all(client), &ListParams::default()).await?;
         let mut keep = std::collections::BTreeSet::new();
         for es in items {
             let ns = s(&es["metadata"]["namespace"]);
@@ -172,22 +223,18 @@ async fn set_ready(client: &Client, es: &Value, ok: bool, reason: &str, message:
             json!(format!("{}-{}", es["metadata"]["generation"].as_i64().unwrap_or(0), s(&es["metadata"]["annotations"][FORCE_SYNC])));
         st["binding"] = json!({"name": es["spec"]["target"]["name"].as_str().filter(|n| !n.is_empty()).unwrap_or(&name)});
     }
-    let _ = send(
-        client,
-        "PATCH",
-        &format!("/apis/external-secrets.io/v1/namespaces/{ns}/externalsecrets/{name}/status"),
-        &json!({"status": st}),
-        "application/merge-patch+json",
-    )
-    .await;
+    let _ = EsoKind::ExternalSecret.api(client, &ns).patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": st}))).await;
     if prev["status"] != status || prev["reason"] != reason || !ok {
-        let ev = json!({
-            "metadata": {"generateName": format!("{name}."), "namespace": ns},
-            "involvedObject": {"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "name": name, "namespace": ns, "uid": es["metadata"]["uid"]},
-            "reason": if ok { "Updated" } else { "UpdateFailed" }, "message": message, "type": if ok { "Normal" } else { "Warning" },
-            "source": {"component": "external-secrets"}, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        });
-        let _ = send(client, "POST", &format!("/api/v1/namespaces/{ns}/events"), &ev, "application/json").await;
+        let involved = ObjectReference {
+            api_version: Some(format!("{GROUP}/v1")),
+            kind: Some("ExternalSecret".into()),
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            uid: es["metadata"]["uid"].as_str().map(String::from),
+            ..Default::default()
+        };
+        let (type_, reason) = if ok { ("Normal", "Updated") } else { ("Warning", "UpdateFailed") };
+        crate::record_event(client, involved, "external-secrets", type_, reason, message).await;
     }
 }
 
@@ -197,12 +244,10 @@ async fn sync(client: &Client, http: &reqwest::Client, es: &Value, kind: &mut Op
     let name = s(&es["metadata"]["name"]);
     let spec = &es["spec"];
     let store_ref = &spec["secretStoreRef"];
-    let store_path = if store_ref["kind"] == "ClusterSecretStore" {
-        format!("/apis/external-secrets.io/v1/clustersecretstores/{}", s(&store_ref["name"]))
-    } else {
-        format!("/apis/external-secrets.io/v1/namespaces/{ns}/secretstores/{}", s(&store_ref["name"]))
-    };
-    let store = get(client, &store_path).await?.ok_or_else(|| format!("could not get SecretStore {:?}", s(&store_ref["name"])))?;
+    let store_kind = if store_ref["kind"] == "ClusterSecretStore" { EsoKind::ClusterSecretStore } else { EsoKind::SecretStore };
+    let store = get_json(&store_kind.api(client, &ns), &s(&store_ref["name"]))
+        .await?
+        .ok_or_else(|| format!("could not get SecretStore {:?}", s(&store_ref["name"])))?;
     *kind = Provider::kind_of(&store);
     let provider = Provider::from_store(client, http, &store, &ns).await?;
     // deletionPolicy Delete or Merge: a secret gone at the source drops its keys instead of
@@ -237,10 +282,13 @@ async fn sync(client: &Client, http: &reqwest::Client, es: &Value, kind: &mut Op
 /// ExternalSecret manages it.
 async fn delete_target(client: &Client, es: &Value, ns: &str, name: &str) -> Result<(), String> {
     let secret_name = es["spec"]["target"]["name"].as_str().filter(|n| !n.is_empty()).unwrap_or(name).to_string();
-    let path = format!("/api/v1/namespaces/{ns}/secrets/{secret_name}");
-    match get(client, &path).await? {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    match get_json(&secrets, &secret_name).await? {
         Some(sec) if sec["metadata"]["labels"]["reconcile.external-secrets.io/managed"] == "true" => {
-            send(client, "DELETE", &path, &json!({}), "application/json").await.map(|_| ())
+            match secrets.delete(&secret_name, &DeleteParams::default()).await {
+                Err(e) if !crate::benign(&e) => Err(crate::short(&e)),
+                _ => Ok(()),
+            }
         }
         _ => Ok(()),
     }
@@ -266,8 +314,8 @@ async fn write_target(client: &Client, es: &Value, ns: &str, name: &str, data: B
     }
     let data = templated(&target["template"], data)?;
     let b64: serde_json::Map<String, Value> = data.iter().map(|(k, v)| (k.clone(), json!(base64::engine::general_purpose::STANDARD.encode(v)))).collect();
-    let path = format!("/api/v1/namespaces/{ns}/secrets/{secret_name}");
-    let existing = get(client, &path).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let existing = get_json(&secrets, &secret_name).await?;
     let mut labels = json!({"reconcile.external-secrets.io/managed": "true"});
     if let Some(l) = target["template"]["metadata"]["labels"].as_object() {
         for (k, v) in l {
@@ -282,7 +330,7 @@ async fn write_target(client: &Client, es: &Value, ns: &str, name: &str, data: B
             if policy == "Owner" {
                 secret["metadata"]["ownerReferences"] = json!([{"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "name": name, "uid": es["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]);
             }
-            send(client, "POST", &format!("/api/v1/namespaces/{ns}/secrets"), &secret, "application/json").await.map(|_| ())
+            secrets.create(&PostParams::default(), &typed(secret)?).await.map(|_| ()).map_err(|e| crate::short(&e))
         }
         (Some(current), _) => {
             let mut merged = if policy == "Merge" { current["data"].as_object().cloned().unwrap_or_default() } else { serde_json::Map::new() };
@@ -308,7 +356,7 @@ async fn write_target(client: &Client, es: &Value, ns: &str, name: &str, data: B
                     }
                 }
             }
-            send(client, "PATCH", &path, &full, "application/merge-patch+json").await.map(|_| ())
+            secrets.patch(&secret_name, &PatchParams::default(), &Patch::Merge(&full)).await.map(|_| ()).map_err(|e| crate::short(&e))
         }
     }
 }

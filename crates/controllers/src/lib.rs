@@ -1,9 +1,13 @@
 //! The workload controllers, as API clients only (they would run against any Kubernetes):
-//! deployments, replicasets, the garbage collector, the scheduler, and reload on change.
+//! deployments, replicasets, the scheduler, the garbage collector, reload on change, and the
+//! external-secrets sync.
 //!
-//! Each is level-triggered: a pass reads the current state and moves it one step toward the
-//! desired state. Passes run after any watched change (debounced by 50 ms) and every few
-//! seconds, so a missed event only delays convergence.
+//! The deployment, replicaset and scheduler controllers are kube-runtime `Controller`s: one
+//! reconcile per object, woken by changes to it and to what it owns or watches, with requeue
+//! and back-off, looking other objects up in reflector stores (`shared`). The garbage
+//! collector keeps its own graph from metadata watches (`gc`). Reload and external-secrets
+//! run as one loop woken by their own watches: reload is per Deployment but decides on the
+//! ConfigMaps and Secrets it references, and the sync keeps refresh timers per ExternalSecret.
 
 pub mod clusterexternalsecrets;
 pub mod deployment;
@@ -14,26 +18,84 @@ pub mod providers;
 pub mod reload;
 pub mod replicaset;
 pub mod scheduler;
+pub mod shared;
 pub mod template;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::core::PartialObjectMeta;
-use kube::runtime::watcher;
+use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client};
 
 pub const MANAGER: &str = "lockbox-controller-manager";
 
 /// Runs every controller until the process ends.
 pub async fn run(client: Client) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    // ConfigMap and Secret changes concern only the reloader: a stream of ordinary writes must
-    // not make every controller list everything.
-    let (config_tx, mut config_rx) = tokio::sync::mpsc::channel::<()>(1);
     let cfg = watcher::Config::default();
+    // The garbage collector keeps its own graph, from metadata watches of every kind.
+    tokio::spawn(gc::run(client.clone()));
+
+    // Each controller's primary store is also the lookup store of the others.
+    let scheduler = Controller::new(Api::<Pod>::all(client.clone()), cfg.clone());
+    let replicasets = Controller::new(Api::<ReplicaSet>::all(client.clone()), cfg.clone());
+    let deployments = Controller::new(Api::<Deployment>::all(client.clone()), cfg.clone());
+    let (nodes, node_writer) = reflector::store::<Node>();
+    tokio::spawn(watcher(Api::<Node>::all(client.clone()), cfg.clone()).default_backoff().reflect(node_writer).for_each(|_| futures::future::ready(())));
+    let ctx = Arc::new(shared::Context {
+        client: client.clone(),
+        pods: scheduler.store(),
+        replicasets: replicasets.store(),
+        deployments: deployments.store(),
+        nodes,
+        pod_expectations: Default::default(),
+        deployment_backoff: Default::default(),
+    });
+    let pods = ctx.pods.clone();
+    tokio::spawn(
+        scheduler
+            .watches(Api::<Node>::all(client.clone()), cfg.clone(), move |_| scheduler::unscheduled(&pods))
+            .run(scheduler::reconcile, scheduler::error_policy, ctx.clone())
+            .for_each(drain("scheduler")),
+    );
+    let rs_store = ctx.replicasets.clone();
+    tokio::spawn(
+        replicasets
+            .watches(Api::<Pod>::all(client.clone()), cfg.clone(), move |p| replicaset::owners_of(&p, &rs_store))
+            .run(replicaset::reconcile, replicaset::error_policy, ctx.clone())
+            .for_each(drain("replicaset")),
+    );
+    let (rs_store, dep_store) = (ctx.replicasets.clone(), ctx.deployments.clone());
+    tokio::spawn(
+        deployments
+            .watches(Api::<ReplicaSet>::all(client.clone()), cfg.clone(), move |rs| deployment::owners_of_replicaset(&rs, &dep_store))
+            .watches(Api::<Pod>::all(client.clone()), cfg.clone(), move |p| deployment::owner_of_pod(&p, &rs_store))
+            .run(deployment::reconcile, deployment::error_policy, ctx.clone())
+            .for_each(drain("deployment")),
+    );
+    reload_and_sync(client, cfg).await;
+}
+
+/// What a controller's stream says: reconciles that failed were logged by their error
+/// policy; this only traces them.
+fn drain<T, E: std::fmt::Display>(name: &'static str) -> impl FnMut(Result<T, E>) -> futures::future::Ready<()> {
+    move |r| {
+        if let Err(e) = r {
+            tracing::debug!(controller = name, error = %e, "controller event");
+        }
+        futures::future::ready(())
+    }
+}
+
+/// Reload on change and the external-secrets sync: passes after their watched changes
+/// (debounced by 50 ms), and when a refresh or a debounced reload is due.
+async fn reload_and_sync(client: Client, cfg: watcher::Config) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    // ConfigMap and Secret changes concern only the reloader.
+    let (config_tx, mut config_rx) = tokio::sync::mpsc::channel::<()>(1);
     let watch_into = |tx: &tokio::sync::mpsc::Sender<()>, s: futures::stream::BoxStream<'static, ()>| {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -43,62 +105,34 @@ pub async fn run(client: Client) {
             }
         })
     };
-    let watch = |s| watch_into(&tx, s);
-    watch(watcher(Api::<Deployment>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    watch(watcher(Api::<ReplicaSet>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    watch(watcher(Api::<Pod>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    watch(watcher(Api::<Node>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
+    watch_into(&config_tx, watcher(Api::<Deployment>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
     // Metadata only: these are triggers, and the reloader reads the data it hashes itself.
     watch_into(&config_tx, watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    watch_into(&config_tx, watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), cfg).map(|_| ()).boxed());
-    // The garbage collector keeps its own graph, from metadata watches of every kind.
-    tokio::spawn(gc::run(client.clone()));
+    watch_into(&config_tx, watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
+    for kind in externalsecrets::EsoKind::ALL {
+        watch_into(&tx, watcher(kind.api_all(&client), cfg.clone()).map(|_| ()).boxed());
+    }
     let mut reloader = reload::Reloader::default();
     let mut syncer = externalsecrets::Syncer::default();
-    let mut deployments = deployment::Backoff::default();
-    {
-        // ExternalSecrets and stores are watched without types: there are no generated ones.
-        for path in ["externalsecrets", "secretstores", "clustersecretstores", "clusterexternalsecrets"] {
-            let ar = kube::discovery::ApiResource {
-                group: "external-secrets.io".into(),
-                version: "v1".into(),
-                api_version: "external-secrets.io/v1".into(),
-                kind: String::new(),
-                plural: path.into(),
-            };
-            let api: Api<kube::core::DynamicObject> = Api::all_with(client.clone(), &ar);
-            watch(watcher(api, watcher::Config::default()).map(|_| ()).boxed());
-        }
-    }
     loop {
         // A debounced reload or a due refresh is waiting: look again soon even without news.
         let mut idle = if reloader.waiting() { Duration::from_millis(300) } else { Duration::from_secs(3) };
-        if let Some(due) = syncer.next_due().into_iter().chain(deployments.next_due()).min() {
+        if let Some(due) = syncer.next_due() {
             idle = idle.min(due.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(50)));
         }
-        let everything = tokio::select! {
+        let sync_too = tokio::select! {
             _ = rx.recv() => true,
             _ = config_rx.recv() => false,
             _ = tokio::time::sleep(idle) => true,
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let everything = everything | (std::iter::from_fn(|| rx.try_recv().ok()).count() > 0);
+        let sync_too = sync_too | (std::iter::from_fn(|| rx.try_recv().ok()).count() > 0);
         while config_rx.try_recv().is_ok() {}
-        if !everything {
-            if let Err(e) = reloader.pass(&client).await {
-                tracing::debug!(controller = "reloader", error = %e, "pass failed; will retry");
-            }
-            continue;
+        if let Err(e) = reloader.pass(&client).await {
+            tracing::debug!(controller = "reloader", error = %e, "pass failed; will retry");
         }
-        for (name, r) in [
-            ("scheduler", scheduler::pass(&client).await),
-            ("deployment", deployment::pass(&client, &mut deployments).await),
-            ("replicaset", replicaset::pass(&client).await),
-            ("reloader", reloader.pass(&client).await),
-        ] {
-            if let Err(e) = r {
-                tracing::debug!(controller = name, error = %e, "pass failed; will retry");
-            }
+        if !sync_too {
+            continue;
         }
         if let Err(e) = clusterexternalsecrets::pass(&client).await {
             tracing::debug!(controller = "clusterexternalsecrets", error = %e, "pass failed; will retry");

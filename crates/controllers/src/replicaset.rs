@@ -1,43 +1,76 @@
 //! The replicaset controller (pkg/controller/replicaset): keeps `spec.replicas` pods of the
-//! template, owned by the ReplicaSet, and reports how many are ready.
+//! template, owned by the ReplicaSet, and reports how many are ready. A kube-runtime
+//! `Controller` over ReplicaSets, woken by their pods; pods are looked up in the pod store.
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::SelectorExt;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use crate::shared::Context;
 use crate::{benign, controlled_by, pod_ready, MANAGER};
 
-pub async fn pass(client: &Client) -> kube::Result<()> {
-    let sets = Api::<ReplicaSet>::all(client.clone()).list(&ListParams::default()).await?;
-    for rs in sets.items {
-        if rs.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        if let Err(e) = reconcile(client, &rs).await {
-            if !benign(&e) {
-                tracing::warn!(replicaset = %rs.name_any(), error = %e, "replicaset reconcile failed");
-            }
-        }
+/// Reconciles one ReplicaSet: its pods from the pod store, orphans its selector matches
+/// adopted, pods created or deleted toward spec.replicas (unless earlier creations and
+/// deletions have not shown in the store yet), and its status.
+pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> kube::Result<Action> {
+    if rs.metadata.deletion_timestamp.is_some() {
+        ctx.pod_expectations.forget(&rs.uid().unwrap_or_default());
+        return Ok(Action::await_change());
     }
-    Ok(())
+    sync(&ctx, &rs).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// A failed reconcile is retried soon; a conflict or a vanished object is not an error.
+pub fn error_policy(rs: Arc<ReplicaSet>, e: &kube::Error, _ctx: Arc<Context>) -> Action {
+    if !benign(e) {
+        tracing::warn!(replicaset = %rs.name_any(), error = %crate::short(e), "replicaset reconcile failed");
+    }
+    Action::requeue(Duration::from_secs(1))
+}
+
+/// How often a ReplicaSet is looked at without news (a missed event only delays this long).
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// The ReplicaSets a pod change concerns: its controller, or for an orphan every ReplicaSet
+/// of its namespace whose selector matches it (which may adopt it).
+pub fn owners_of(pod: &Pod, replicasets: &Store<ReplicaSet>) -> Vec<ObjectRef<ReplicaSet>> {
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(owner) = pod.owner_references().iter().find(|r| r.controller == Some(true)) {
+        return if owner.kind == "ReplicaSet" { vec![ObjectRef::new(&owner.name).within(&ns)] } else { vec![] };
+    }
+    let labels = pod.labels();
+    Context::in_namespace(replicasets, &ns)
+        .iter()
+        .filter(|rs| {
+            rs.spec.as_ref().and_then(|s| kube::core::Selector::try_from(s.selector.clone()).ok()).is_some_and(|sel| !sel.selects_all() && sel.matches(labels))
+        })
+        .map(|rs| ObjectRef::from_obj(rs.as_ref()))
+        .collect()
 }
 
 /// The live (not terminating) pods this ReplicaSet controls, adopting orphans its selector
-/// matches.
-async fn owned_pods(api: &Api<Pod>, rs: &ReplicaSet) -> kube::Result<Vec<Pod>> {
+/// matches, from the pod store.
+async fn owned_pods(ctx: &Context, api: &Api<Pod>, rs: &ReplicaSet) -> kube::Result<Vec<Pod>> {
     let uid = rs.uid().unwrap_or_default();
     let selector = rs.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
     let owner = crate::controller_ref(rs, "apps/v1", "ReplicaSet");
     let mut out = Vec::new();
-    for p in api.list(&ListParams::default()).await?.items {
+    for p in Context::in_namespace(&ctx.pods, &rs.namespace().unwrap_or_default()) {
         if p.metadata.deletion_timestamp.is_some() {
             continue;
         }
         if controlled_by(&p.metadata, &uid) {
-            out.push(p);
+            out.push((*p).clone());
         } else if let Some(adopted) = crate::adopt(api, &p.metadata, &selector, owner.clone()).await? {
             out.push(adopted);
         }
@@ -47,14 +80,20 @@ async fn owned_pods(api: &Api<Pod>, rs: &ReplicaSet) -> kube::Result<Vec<Pod>> {
 
 const BURST_REPLICAS: i32 = 500;
 
-async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
+async fn sync(ctx: &Context, rs: &ReplicaSet) -> kube::Result<()> {
+    let client = &ctx.client;
     let ns = rs.namespace().unwrap_or_default();
+    let uid = rs.uid().unwrap_or_default();
     let spec = rs.spec.clone().unwrap_or_default();
     let desired = spec.replicas.unwrap_or(1);
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let mut pods = owned_pods(&pods_api, rs).await?;
+    let mut pods = owned_pods(ctx, &pods_api, rs).await?;
     let have = pods.len() as i32;
-    if have < desired {
+    let in_store = |name: &str| ctx.pods.get(&ObjectRef::new(name).within(&ns)).map(|p| p.metadata.deletion_timestamp.is_some());
+    let (mut created, mut deleted) = (Vec::new(), Vec::new());
+    if !ctx.pod_expectations.satisfied(&uid, in_store) {
+        // Earlier creations or deletions have not shown yet: their events reconcile again.
+    } else if have < desired {
         let template = spec.template.clone().unwrap_or_default();
         // The ReplicaSet controller's burstReplicas: at most 500 creations per sync, so that
         // `replicas: 2147483647` is a long series of passes, not one that never ends.
@@ -64,8 +103,15 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
             meta.namespace = Some(ns.clone());
             meta.owner_references = Some(vec![crate::controller_ref(rs, "apps/v1", "ReplicaSet")]);
             let pod = Pod { metadata: meta, spec: template.spec.clone(), status: None };
-            let created = pods_api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
-            event(client, rs, "SuccessfulCreate", &format!("Created pod: {}", created.name_any())).await;
+            let made = match pods_api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await {
+                Ok(made) => made,
+                Err(e) => {
+                    ctx.pod_expectations.expect(&uid, created, deleted);
+                    return Err(e);
+                }
+            };
+            event(client, rs, "SuccessfulCreate", &format!("Created pod: {}", made.name_any())).await;
+            created.push(made.name_any());
         }
     } else if have > desired {
         // Remove the least useful first: unscheduled, then not ready, then the newest.
@@ -74,13 +120,22 @@ async fn reconcile(client: &Client, rs: &ReplicaSet) -> kube::Result<()> {
         });
         for p in pods.iter().take((have - desired) as usize) {
             match pods_api.delete(&p.name_any(), &DeleteParams::default()).await {
-                Ok(_) => event(client, rs, "SuccessfulDelete", &format!("Deleted pod: {}", p.name_any())).await,
+                Ok(_) => {
+                    event(client, rs, "SuccessfulDelete", &format!("Deleted pod: {}", p.name_any())).await;
+                    deleted.push(p.name_any());
+                }
                 Err(e) if benign(&e) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    ctx.pod_expectations.expect(&uid, created, deleted);
+                    return Err(e);
+                }
             }
         }
     }
-    let live = owned_pods(&pods_api, rs).await?;
+    ctx.pod_expectations.expect(&uid, created, deleted);
+    // The status counts what the store shows; the pods just created or deleted update it
+    // when their events arrive.
+    let live = pods;
     let ready = live.iter().filter(|p| pod_ready(p)).count() as i32;
     let status = ReplicaSetStatus {
         replicas: live.len() as i32,

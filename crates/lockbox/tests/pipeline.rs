@@ -90,7 +90,7 @@ async fn status_writes_go_through_the_status_strategy() {
     // An update through /status is recorded under `status` too.
     let (_, _, obj) =
         raw(&c, "PATCH", &format!("{path}?fieldManager=patcher"), "application/merge-patch+json", br#"{"status":{"observedGeneration":2}}"#).await;
-    let entry = obj["metadata"]["managedFields"].as_array().unwrap().iter().find(|e| e["manager"] == "patcher").cloned().expect("patcher's entry");
+    let entry = obj["metadata"]["managedFields"].as_array().unwrap().iter().find(|e| e["manager"] == "patcher").cloned().unwrap_or_else(|| panic!("{obj}"));
     assert_eq!((entry["operation"].as_str(), entry["subresource"].as_str()), (Some("Update"), Some("status")), "{entry}");
 }
 

@@ -18,7 +18,7 @@ use base64::Engine;
 use kube::Client;
 use serde_json::Value;
 
-use crate::externalsecrets::{get, s};
+use crate::externalsecrets::{get_json, s};
 
 /// How every provider reports a remote secret that does not exist (ESO's wording).
 pub const NOT_FOUND: &str = "Secret does not exist: ";
@@ -173,7 +173,8 @@ impl Credentials<'_> {
         let ns = self.namespace(r);
         let name = s(&r["name"]);
         let key = r["key"].as_str().filter(|k| !k.is_empty()).unwrap_or(default_key);
-        let sec = get(self.client, &format!("/api/v1/namespaces/{ns}/secrets/{name}")).await?.ok_or_else(|| format!("could not get the secret {ns}/{name}"))?;
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(self.client.clone(), &ns);
+        let sec = get_json(&secrets, &name).await?.ok_or_else(|| format!("could not get the secret {ns}/{name}"))?;
         let v = sec["data"][key]
             .as_str()
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())

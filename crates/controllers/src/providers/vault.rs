@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::{Credentials, Remote, NOT_FOUND};
-use crate::externalsecrets::{s, send};
+use crate::externalsecrets::{s, typed};
 
 pub struct Vault {
     http: reqwest::Client,
@@ -112,9 +112,11 @@ async fn service_account_token(k: &Value, creds: &Credentials<'_>) -> Result<Str
     if let Some(aud) = sa["audiences"].as_array().filter(|a| !a.is_empty()) {
         spec["audiences"] = json!(aud);
     }
-    let req = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
-    let out = send(creds.client, "POST", &format!("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token"), &req, "application/json")
+    let req = typed(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}))?;
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::namespaced(creds.client.clone(), &ns);
+    let out = accounts
+        .create_token_request(&name, &Default::default(), &req)
         .await
-        .map_err(|e| format!("vault: cannot request a token for service account {ns}/{name}: {e}"))?;
-    out["status"]["token"].as_str().map(String::from).ok_or_else(|| "vault: the token request returned no token".into())
+        .map_err(|e| format!("vault: cannot request a token for service account {ns}/{name}: {}", crate::short(&e)))?;
+    out.status.map(|s| s.token).filter(|t| !t.is_empty()).ok_or_else(|| "vault: the token request returned no token".into())
 }
