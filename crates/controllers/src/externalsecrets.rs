@@ -10,11 +10,14 @@
 //! conditions, events or logs.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -60,19 +63,6 @@ pub fn parse_duration(d: &str) -> Option<Duration> {
     }
     // Go's Duration is int64 nanoseconds: a longer one is "invalid duration" there too.
     Duration::try_from_secs_f64(total).ok().filter(|d| d.as_nanos() <= i64::MAX as u128)
-}
-
-#[derive(Default)]
-struct State {
-    next: Option<Instant>,
-    backoff: Duration,
-    seen: (i64, String),
-}
-
-#[derive(Default)]
-pub struct Syncer {
-    http: Option<reqwest::Client>,
-    state: HashMap<String, State>,
 }
 
 /// The external-secrets.io/v1 kinds. No Rust types are generated for them, so they are
@@ -144,69 +134,138 @@ pub(crate) fn typed<K: serde::de::DeserializeOwned>(v: Value) -> Result<K, Strin
     serde_json::from_value(v).map_err(|e| format!("invalid object: {e}"))
 }
 
-impl Syncer {
-    /// The earliest time a pass is needed again.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.state.values().filter_map(|s| s.next).min()
-    }
+/// What the sync remembers of each ExternalSecret: when it is due again, its back-off, and
+/// the generation and force-sync annotation it last synced.
+#[derive(Default)]
+struct State {
+    next: Option<Instant>,
+    backoff: Duration,
+    seen: (i64, String),
+}
 
-    pub async fn pass(&mut self, client: &Client) -> Result<(), String> {
-        let items = list_json(&EsoKind::ExternalSecret.api_all(client), &ListParams::default()).await?;
-        let mut keep = std::collections::BTreeSet::new();
-        for es in items {
-            let ns = s(&es["metadata"]["namespace"]);
-            let name = s(&es["metadata"]["name"]);
-            let key = format!("{ns}/{name}");
-            keep.insert(key.clone());
-            let generation = es["metadata"]["generation"].as_i64().unwrap_or(0);
-            let force = s(&es["metadata"]["annotations"][FORCE_SYNC]);
-            let st = self.state.entry(key.clone()).or_default();
-            let changed = st.seen != (generation, force.clone());
-            if !changed && st.next.is_none_or(|t| Instant::now() < t) {
-                continue;
-            }
-            st.seen = (generation, force);
-            let refresh = parse_duration(&s(&es["spec"]["refreshInterval"])).unwrap_or(Duration::from_secs(3600));
-            let http = self.http.get_or_insert_with(|| reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default()).clone();
-            let started = Instant::now();
-            let mut provider = None;
-            let result = sync(client, &http, &es, &mut provider).await;
-            let store = &es["spec"]["secretStoreRef"];
-            let store_kind = store["kind"].as_str().filter(|k| !k.is_empty()).unwrap_or("SecretStore");
-            let store_ns = if store_kind == "ClusterSecretStore" { "" } else { ns.as_str() };
-            crate::metrics::sync(
-                &ns,
-                &name,
-                Some((store_kind, store_ns, store["name"].as_str().unwrap_or_default())),
-                provider,
-                started.elapsed(),
-                result.is_ok(),
-            );
-            let st = self.state.get_mut(&key).expect("present");
-            match result {
-                Ok(()) => {
-                    st.backoff = Duration::ZERO;
-                    st.next = (!refresh.is_zero()).then(|| Instant::now().checked_add(refresh)).flatten();
-                    set_ready(client, &es, true, "SecretSynced", "secret synced").await;
-                }
-                Err(e) => {
-                    st.backoff = if st.backoff.is_zero() { Duration::from_secs(1) } else { (st.backoff * 2).min(MAX_BACKOFF) };
-                    st.next = Instant::now().checked_add(st.backoff);
-                    tracing::info!(externalsecret = %key, error = %e, "sync failed");
-                    set_ready(client, &es, false, "SecretSyncedError", &e).await;
-                }
-            }
+/// The context of the ExternalSecret controller.
+pub struct Sync {
+    client: Client,
+    http: reqwest::Client,
+    state: std::sync::Mutex<HashMap<String, State>>,
+}
+
+/// Runs the ExternalSecret controller: a kube-runtime `Controller` over ExternalSecrets,
+/// woken by their Secrets and by the SecretStores and ClusterSecretStores they reference;
+/// each reconcile syncs one ExternalSecret when it changed or its refresh is due, and
+/// requeues itself for the next refresh or retry.
+pub async fn run(client: Client, cfg: kube::runtime::watcher::Config) {
+    use futures::StreamExt;
+    use kube::runtime::Controller;
+    let es = EsoKind::ExternalSecret.resource();
+    let controller = Controller::new_with(EsoKind::ExternalSecret.api_all(&client), cfg.clone(), es.clone());
+    let store = controller.store();
+    let ctx = Arc::new(Sync {
+        client: client.clone(),
+        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default(),
+        state: Default::default(),
+    });
+    tokio::spawn(forget_deleted(ctx.clone(), store.clone()));
+    let referencing = |store: Store<DynamicObject>, kind: &'static str| {
+        move |changed: DynamicObject| {
+            let (name, ns) = (changed.metadata.name.clone().unwrap_or_default(), changed.metadata.namespace.clone());
+            store
+                .state()
+                .iter()
+                .filter(|e| {
+                    let r = &e.data["spec"]["secretStoreRef"];
+                    r["name"] == name.as_str()
+                        && r["kind"].as_str().filter(|k| !k.is_empty()).unwrap_or("SecretStore") == kind
+                        && (ns.is_none() || e.metadata.namespace == ns)
+                })
+                .map(|e| ObjectRef::from_obj_with(e.as_ref(), EsoKind::ExternalSecret.resource()))
+                .collect::<Vec<_>>()
         }
-        self.state.retain(|k, _| {
-            let kept = keep.contains(k);
+    };
+    controller
+        .owns(Api::<Secret>::all(client.clone()), cfg.clone())
+        .watches_with(EsoKind::SecretStore.api_all(&client), EsoKind::SecretStore.resource(), cfg.clone(), referencing(store.clone(), "SecretStore"))
+        .watches_with(EsoKind::ClusterSecretStore.api_all(&client), EsoKind::ClusterSecretStore.resource(), cfg, referencing(store, "ClusterSecretStore"))
+        .run(reconcile, |_, _: &std::convert::Infallible, _| Action::await_change(), ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+/// Drops the state and metrics of ExternalSecrets that are gone (a reconcile never runs for
+/// a deleted object).
+async fn forget_deleted(ctx: Arc<Sync>, store: Store<DynamicObject>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let live: std::collections::HashSet<String> = store
+            .state()
+            .iter()
+            .map(|e| format!("{}/{}", e.metadata.namespace.as_deref().unwrap_or_default(), e.metadata.name.as_deref().unwrap_or_default()))
+            .collect();
+        ctx.state.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| {
+            let kept = live.contains(k);
             if !kept {
                 let (ns, name) = k.split_once('/').unwrap_or_default();
                 crate::metrics::forget(ns, name);
             }
             kept
         });
-        Ok(())
     }
+}
+
+/// One ExternalSecret: synced when its generation or force-sync annotation changed or its
+/// refresh (or retry) is due; otherwise left until then.
+async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Sync>) -> Result<Action, std::convert::Infallible> {
+    let client = &ctx.client;
+    let es = serde_json::to_value(obj.as_ref()).unwrap_or_default();
+    let ns = s(&es["metadata"]["namespace"]);
+    let name = s(&es["metadata"]["name"]);
+    let key = format!("{ns}/{name}");
+    let generation = es["metadata"]["generation"].as_i64().unwrap_or(0);
+    let force = s(&es["metadata"]["annotations"][FORCE_SYNC]);
+    let until = |next: Option<Instant>| match next {
+        Some(t) => Action::requeue(t.saturating_duration_since(Instant::now()).max(Duration::from_millis(10))),
+        None => Action::await_change(),
+    };
+    {
+        let mut all = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = all.entry(key.clone()).or_default();
+        let changed = st.seen != (generation, force.clone());
+        if !changed && st.next.is_none_or(|t| Instant::now() < t) {
+            return Ok(until(st.next));
+        }
+        st.seen = (generation, force);
+    }
+    let refresh = parse_duration(&s(&es["spec"]["refreshInterval"])).unwrap_or(Duration::from_secs(3600));
+    let started = Instant::now();
+    let mut provider = None;
+    let result = sync(client, &ctx.http, &es, &mut provider).await;
+    let store = &es["spec"]["secretStoreRef"];
+    let store_kind = store["kind"].as_str().filter(|k| !k.is_empty()).unwrap_or("SecretStore");
+    let store_ns = if store_kind == "ClusterSecretStore" { "" } else { ns.as_str() };
+    crate::metrics::sync(&ns, &name, Some((store_kind, store_ns, store["name"].as_str().unwrap_or_default())), provider, started.elapsed(), result.is_ok());
+    let next = {
+        let mut all = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = all.entry(key.clone()).or_default();
+        match &result {
+            Ok(()) => {
+                st.backoff = Duration::ZERO;
+                st.next = (!refresh.is_zero()).then(|| Instant::now().checked_add(refresh)).flatten();
+            }
+            Err(_) => {
+                st.backoff = if st.backoff.is_zero() { Duration::from_secs(1) } else { (st.backoff * 2).min(MAX_BACKOFF) };
+                st.next = Instant::now().checked_add(st.backoff);
+            }
+        }
+        st.next
+    };
+    match result {
+        Ok(()) => set_ready(client, &es, true, "SecretSynced", "secret synced").await,
+        Err(e) => {
+            tracing::info!(externalsecret = %key, error = %e, "sync failed");
+            set_ready(client, &es, false, "SecretSyncedError", &e).await;
+        }
+    }
+    Ok(until(next))
 }
 
 async fn set_ready(client: &Client, es: &Value, ok: bool, reason: &str, message: &str) {

@@ -5,9 +5,10 @@
 //! The deployment, replicaset and scheduler controllers are kube-runtime `Controller`s: one
 //! reconcile per object, woken by changes to it and to what it owns or watches, with requeue
 //! and back-off, looking other objects up in reflector stores (`shared`). The garbage
-//! collector keeps its own graph from metadata watches (`gc`). Reload and external-secrets
-//! run as one loop woken by their own watches: reload is per Deployment but decides on the
-//! ConfigMaps and Secrets it references, and the sync keeps refresh timers per ExternalSecret.
+//! collector keeps its own graph from metadata watches (`gc`). The ExternalSecret sync is a
+//! `Controller` too, requeued for each one's refresh. Reload and ClusterExternalSecrets run as
+//! one loop woken by their own watches: reload decides per Deployment on the ConfigMaps and
+//! Secrets it references, and a ClusterExternalSecret on the namespaces it selects.
 
 pub mod clusterexternalsecrets;
 pub mod deployment;
@@ -76,7 +77,8 @@ pub async fn run(client: Client) {
             .run(deployment::reconcile, deployment::error_policy, ctx.clone())
             .for_each(drain("deployment")),
     );
-    reload_and_sync(client, cfg).await;
+    tokio::spawn(externalsecrets::run(client.clone(), cfg.clone()));
+    reload_and_cluster_sync(client, cfg).await;
 }
 
 /// What a controller's stream says: reconciles that failed were logged by their error
@@ -90,9 +92,9 @@ fn drain<T, E: std::fmt::Display>(name: &'static str) -> impl FnMut(Result<T, E>
     }
 }
 
-/// Reload on change and the external-secrets sync: passes after their watched changes
-/// (debounced by 50 ms), and when a refresh or a debounced reload is due.
-async fn reload_and_sync(client: Client, cfg: watcher::Config) {
+/// Reload on change and ClusterExternalSecrets: passes after their watched changes
+/// (debounced by 50 ms), and when a debounced reload is due.
+async fn reload_and_cluster_sync(client: Client, cfg: watcher::Config) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     // ConfigMap and Secret changes concern only the reloader.
     let (config_tx, mut config_rx) = tokio::sync::mpsc::channel::<()>(1);
@@ -109,17 +111,13 @@ async fn reload_and_sync(client: Client, cfg: watcher::Config) {
     // Metadata only: these are triggers, and the reloader reads the data it hashes itself.
     watch_into(&config_tx, watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
     watch_into(&config_tx, watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    for kind in externalsecrets::EsoKind::ALL {
+    for kind in [externalsecrets::EsoKind::ClusterExternalSecret, externalsecrets::EsoKind::ExternalSecret] {
         watch_into(&tx, watcher(kind.api_all(&client), cfg.clone()).map(|_| ()).boxed());
     }
     let mut reloader = reload::Reloader::default();
-    let mut syncer = externalsecrets::Syncer::default();
     loop {
-        // A debounced reload or a due refresh is waiting: look again soon even without news.
-        let mut idle = if reloader.waiting() { Duration::from_millis(300) } else { Duration::from_secs(3) };
-        if let Some(due) = syncer.next_due() {
-            idle = idle.min(due.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(50)));
-        }
+        // A debounced reload is waiting: look again soon even without news.
+        let idle = if reloader.waiting() { Duration::from_millis(300) } else { Duration::from_secs(3) };
         let sync_too = tokio::select! {
             _ = rx.recv() => true,
             _ = config_rx.recv() => false,
@@ -136,9 +134,6 @@ async fn reload_and_sync(client: Client, cfg: watcher::Config) {
         }
         if let Err(e) = clusterexternalsecrets::pass(&client).await {
             tracing::debug!(controller = "clusterexternalsecrets", error = %e, "pass failed; will retry");
-        }
-        if let Err(e) = syncer.pass(&client).await {
-            tracing::debug!(controller = "externalsecrets", error = %e, "pass failed; will retry");
         }
     }
 }
