@@ -14,7 +14,7 @@ pub struct App {
     pub encryption: Arc<crypt::reload::Reloading>,
     pub authn: crate::authn::Authenticator,
     pub audit: Option<crate::audit::AuditLog>,
-    pub agents: crate::proxy::AgentClient,
+    pub agents: crate::agents::AgentClient,
     pub fairness: crate::fairness::Fairness,
 }
 

@@ -2,6 +2,7 @@
 //! the generic REST verbs over the store, the watch cache, and the housekeeping loops.
 
 pub mod admission;
+pub mod agents;
 pub mod app;
 pub mod audit;
 pub mod authn;
@@ -230,7 +231,7 @@ pub async fn start(cfg: Config) -> Result<Started> {
     };
     let authn = authn::Authenticator { token_file, signer, registry: registry.clone() };
     let (kc_cert, kc_key) = pki.issue("kube-apiserver-kubelet-client", &["system:masters"], vec![], rcgen::ExtendedKeyUsagePurpose::ClientAuth)?;
-    let agents = proxy::AgentClient::new(&pki.ca_cert_pem, &kc_cert, &kc_key)?;
+    let agents = agents::AgentClient::new(&pki.ca_cert_pem, &kc_cert, &kc_key)?;
     let app = Arc::new(app::App {
         registry,
         openapi: api::openapi::OpenApi::build(),

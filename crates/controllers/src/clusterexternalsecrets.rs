@@ -10,7 +10,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
-use crate::externalsecrets::{list_json, s, typed, EsoKind};
+use crate::eso_api::{list_json, s, typed, EsoKind};
 
 /// A LabelSelector as the string form the API's `labelSelector` parameter takes.
 fn selector_string(sel: &Value) -> String {

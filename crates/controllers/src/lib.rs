@@ -12,6 +12,7 @@
 
 pub mod clusterexternalsecrets;
 pub mod deployment;
+pub mod eso_api;
 pub mod externalsecrets;
 pub mod gc;
 pub mod metrics;
@@ -111,7 +112,7 @@ async fn reload_and_cluster_sync(client: Client, cfg: watcher::Config) {
     // Metadata only: these are triggers, and the reloader reads the data it hashes itself.
     watch_into(&config_tx, watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
     watch_into(&config_tx, watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    for kind in [externalsecrets::EsoKind::ClusterExternalSecret, externalsecrets::EsoKind::ExternalSecret] {
+    for kind in [eso_api::EsoKind::ClusterExternalSecret, eso_api::EsoKind::ExternalSecret] {
         watch_into(&tx, watcher(kind.api_all(&client), cfg.clone()).map(|_| ()).boxed());
     }
     let mut reloader = reload::Reloader::default();

@@ -7,7 +7,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::{sigv4, Credentials, NOT_FOUND};
-use crate::externalsecrets::s;
+use crate::eso_api::s;
 
 pub struct Aws {
     http: reqwest::Client,

@@ -10,7 +10,7 @@
 use serde_json::Value;
 
 use super::{Credentials, NOT_FOUND};
-use crate::externalsecrets::s;
+use crate::eso_api::s;
 
 const API_VERSION: &str = "7.4";
 

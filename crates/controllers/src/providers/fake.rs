@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{Remote, NOT_FOUND};
-use crate::externalsecrets::s;
+use crate::eso_api::s;
 
 pub struct Fake(BTreeMap<String, String>);
 

@@ -18,7 +18,7 @@ use base64::Engine;
 use kube::Client;
 use serde_json::Value;
 
-use crate::externalsecrets::{get_json, s};
+use crate::eso_api::{get_json, s};
 
 /// How every provider reports a remote secret that does not exist (ESO's wording).
 pub const NOT_FOUND: &str = "Secret does not exist: ";

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::{Credentials, Remote, NOT_FOUND};
-use crate::externalsecrets::{s, typed};
+use crate::eso_api::{s, typed};
 
 pub struct Vault {
     http: reqwest::Client,
