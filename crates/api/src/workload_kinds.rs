@@ -274,7 +274,7 @@ impl Strategy for DeploymentStrategy {
         let status = &new["status"];
         validate_replica_counts(
             status,
-            &["replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas"],
+            &["observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas", "collisionCount"],
             &["updatedReplicas", "readyReplicas", "availableReplicas"],
             errs,
         );
@@ -322,12 +322,13 @@ fn selector_string(sel: &Value) -> String {
 }
 
 /// ValidateNonnegativeField and the "cannot be greater than" checks of the apps kinds'
-/// status validation (ValidateDeploymentStatus, ValidateReplicaSetStatus): `counts` are the
-/// status fields counted in replicas; each listed in `within_replicas` may not exceed
-/// status.replicas, and availableReplicas may not exceed readyReplicas.
-fn validate_replica_counts(status: &Value, counts: &[&str], within_replicas: &[&str], errs: &mut Vec<FieldError>) {
+/// status validation (ValidateDeploymentStatus, ValidateReplicaSetStatus): `nonnegative` are
+/// the fields that may not be negative, in the order kube checks them; each listed in
+/// `within_replicas` may not exceed status.replicas, and availableReplicas may not exceed
+/// readyReplicas.
+fn validate_replica_counts(status: &Value, nonnegative: &[&str], within_replicas: &[&str], errs: &mut Vec<FieldError>) {
     let n = |f: &str| status[f].as_i64().unwrap_or(0);
-    for f in counts.iter().chain(["observedGeneration", "collisionCount"].iter()) {
+    for f in nonnegative {
         if status.get(*f).is_some_and(|v| !v.is_null()) && n(f) < 0 {
             errs.push(FieldError::invalid_raw(format!("status.{f}"), n(f).to_string(), "must be greater than or equal to 0"));
         }
@@ -370,7 +371,7 @@ impl Strategy for ReplicaSetStrategy {
     fn validate_status_update(&self, new: &Value, _old: &Value, errs: &mut Vec<FieldError>) {
         validate_replica_counts(
             &new["status"],
-            &["replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas"],
+            &["replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas", "observedGeneration"],
             &["fullyLabeledReplicas", "readyReplicas", "availableReplicas"],
             errs,
         );
