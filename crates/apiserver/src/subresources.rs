@@ -18,6 +18,7 @@ use crate::negotiate::{self, Negotiated};
 use crate::options::{field_validation, write_options};
 use crate::request::ResourceRequest;
 use crate::respond::with_warnings;
+use crate::rest::Registry;
 use crate::verbs::patch::{applied_object, patch_type, patched};
 
 /// Serves `sub` of the request's object; a method the subresource has no verb for is 405.
@@ -33,10 +34,10 @@ pub async fn serve(app: &App, sub: Subresource, req: ResourceRequest, n: Negotia
         return Err(ApiError::method_not_allowed());
     }
     match sub {
-        Subresource::Status => status(app, req, n).await,
-        Subresource::Scale => scale(app, req, n).await,
-        Subresource::Binding => binding(app, req).await,
-        Subresource::Finalize => finalize(app, req, n).await,
+        Subresource::Status => status(&app.registry, req, n).await,
+        Subresource::Scale => scale(&app.registry, req, n).await,
+        Subresource::Binding => binding(&app.registry, req).await,
+        Subresource::Finalize => finalize(&app.registry, req, n).await,
         Subresource::Token => {
             let mut req = req;
             let decoded = req.decode_body("TokenRequest").await?;
@@ -55,8 +56,8 @@ pub async fn serve(app: &App, sub: Subresource, req: ResourceRequest, n: Negotia
 /// GET, PUT, PATCH and apply of `status`. Only the status changes; the write is
 /// type-checked, validated by the kind's status strategy, preconditioned on a
 /// resourceVersion it names, and recorded in managedFields under `status`.
-async fn status(app: &App, mut req: ResourceRequest, n: Negotiated) -> ApiResult<Response<Body>> {
-    let (res, reg) = (req.res(), &app.registry);
+async fn status(reg: &Registry, mut req: ResourceRequest, n: Negotiated) -> ApiResult<Response<Body>> {
+    let res = req.res();
     if req.method == Method::GET {
         let obj = reg.get(res, req.namespace(), req.name()).await?;
         return Ok(negotiate::respond(StatusCode::OK, &*obj, n.format));
@@ -110,8 +111,8 @@ fn scale_of(res: &Resource, obj: &Value) -> Value {
 }
 
 /// GET, PUT and PATCH of `scale`: spec.replicas through the kind's own update.
-async fn scale(app: &App, mut req: ResourceRequest, n: Negotiated) -> ApiResult<Response<Body>> {
-    let (res, reg) = (req.res(), &app.registry);
+async fn scale(reg: &Registry, mut req: ResourceRequest, n: Negotiated) -> ApiResult<Response<Body>> {
+    let res = req.res();
     if req.method == Method::GET {
         let obj = reg.get(res, req.namespace(), req.name()).await?;
         return Ok(negotiate::respond(StatusCode::OK, &scale_of(res, &obj), n.format));
@@ -152,8 +153,8 @@ async fn scale(app: &App, mut req: ResourceRequest, n: Negotiated) -> ApiResult<
 
 /// PUT namespaces/NAME/finalize: sets spec.finalizers; a terminating namespace whose
 /// finalizers are all gone is removed.
-async fn finalize(app: &App, mut req: ResourceRequest, n: Negotiated) -> ApiResult<Response<Body>> {
-    let (res, reg) = (req.res(), &app.registry);
+async fn finalize(reg: &Registry, mut req: ResourceRequest, n: Negotiated) -> ApiResult<Response<Body>> {
+    let res = req.res();
     let decoded = req.decode_body(res.kind).await?;
     let (mut obj, unknown) = type_check(res, decoded.value)?;
     let warnings = FieldProblems::new(&unknown, &decoded.duplicates).check_as(field_validation(&req.query)?, Some(res))?;
@@ -171,14 +172,13 @@ async fn finalize(app: &App, mut req: ResourceRequest, n: Negotiated) -> ApiResu
 }
 
 /// POST pods/NAME/binding: assigns the pod to a node, once.
-async fn binding(app: &App, mut req: ResourceRequest) -> ApiResult<Response<Body>> {
+async fn binding(reg: &Registry, mut req: ResourceRequest) -> ApiResult<Response<Body>> {
     let b = req.decode_body("Binding").await?.value;
     let (res, ns, name) = (req.res(), req.namespace(), req.name());
     let node = b["target"]["name"].as_str().unwrap_or_default().to_string();
     if node.is_empty() {
         return Err(ApiError::invalid("", "Binding", name, &[api::validation::FieldError::required("target.name", "")]));
     }
-    let reg = &app.registry;
     let current = reg.get(res, ns, name).await?;
     if let Some(existing) = current["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
         return Err(ApiError::conflict("", "pods", name, &format!("pod {name} is already assigned to node {existing:?}")));
@@ -191,4 +191,80 @@ async fn binding(app: &App, mut req: ResourceRequest) -> ApiResult<Response<Body
     *object::member_at(&mut new, &["status", "conditions"]) = json!(conditions);
     reg.write_raw(res, ns, name, &current, Some(&new)).await?;
     Ok(negotiate::json(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+    use serde_json::json;
+
+    use crate::verbs::testing::{answer, registry, request};
+
+    const RS: &str = "/apis/apps/v1/namespaces/default/replicasets";
+
+    fn replicaset() -> serde_json::Value {
+        json!({"metadata": {"name": "r"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
+    }
+
+    #[tokio::test]
+    async fn status_writes_change_the_status_only_and_are_validated() {
+        let f = registry().await;
+        let (req, n) = request(Method::POST, RS, "application/json", Some(&replicaset()));
+        assert_eq!(answer(crate::verbs::create::serve(&f.reg, req, n).await).await.0, 201);
+        let path = format!("{RS}/r/status");
+        let (req, n) = request(
+            Method::PATCH,
+            &path,
+            "application/merge-patch+json",
+            Some(&json!({"spec": {"replicas": 9}, "status": {"replicas": 2, "readyReplicas": 1}})),
+        );
+        let (code, obj) = answer(super::status(&f.reg, req, n).await).await;
+        assert_eq!((code, obj["spec"]["replicas"].as_i64(), obj["status"]["readyReplicas"].as_i64()), (200, Some(2), Some(1)), "{obj}");
+        let (req, n) = request(Method::PATCH, &path, "application/merge-patch+json", Some(&json!({"status": {"replicas": "many"}})));
+        let (code, e) = answer(super::status(&f.reg, req, n).await).await;
+        assert_eq!(code, 400, "{e}");
+        assert!(e["message"].as_str().unwrap().starts_with("ReplicaSet in version \"v1\" cannot be handled as a ReplicaSet"), "{e}");
+        let (req, n) = request(Method::PATCH, &path, "application/merge-patch+json", Some(&json!({"status": {"availableReplicas": 2}})));
+        let (code, e) = answer(super::status(&f.reg, req, n).await).await;
+        assert_eq!(
+            (code, e["message"].as_str()),
+            (422, Some("ReplicaSet.apps \"r\" is invalid: status.availableReplicas: Invalid value: 2: cannot be greater than readyReplicas"))
+        );
+    }
+
+    #[tokio::test]
+    async fn scale_reads_and_writes_spec_replicas() {
+        let f = registry().await;
+        let (req, n) = request(Method::POST, RS, "application/json", Some(&replicaset()));
+        answer(crate::verbs::create::serve(&f.reg, req, n).await).await;
+        let path = format!("{RS}/r/scale");
+        let (req, n) = request(Method::PATCH, &path, "application/merge-patch+json", Some(&json!({"spec": {"replicas": 5}})));
+        let (code, scale) = answer(super::scale(&f.reg, req, n).await).await;
+        assert_eq!((code, scale["kind"].as_str(), scale["spec"]["replicas"].as_i64()), (200, Some("Scale"), Some(5)), "{scale}");
+        assert_eq!(scale["status"]["selector"], "a=b");
+        let (req, n) = request(Method::PATCH, &path, "application/merge-patch+json", Some(&json!({"spec": {"replicas": -1}})));
+        let (code, e) = answer(super::scale(&f.reg, req, n).await).await;
+        assert_eq!(
+            (code, e["message"].as_str()),
+            (422, Some("Scale.autoscaling \"r\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pod_is_bound_once() {
+        let f = registry().await;
+        let pod = json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        f.reg.create(&api::workload_kinds::PODS, "default", pod, &Default::default()).await.unwrap();
+        let binding = json!({"metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}});
+        let path = "/api/v1/namespaces/default/pods/p/binding";
+        let (req, _) = request(Method::POST, path, "application/json", Some(&binding));
+        assert_eq!(answer(super::binding(&f.reg, req).await).await.0, 201);
+        let bound = f.reg.get(&api::workload_kinds::PODS, "default", "p").await.unwrap();
+        assert_eq!(bound["spec"]["nodeName"], "n1");
+        assert!(bound["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "PodScheduled" && c["status"] == "True"));
+        let (req, _) = request(Method::POST, path, "application/json", Some(&binding));
+        let (code, e) = answer(super::binding(&f.reg, req).await).await;
+        assert_eq!((code, e["message"].as_str()), (409, Some("Operation cannot be fulfilled on pods \"p\": pod p is already assigned to node \"n1\"")));
+    }
 }

@@ -1,5 +1,7 @@
 //! DELETE of one object, and of a collection (deletecollection).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{Response, StatusCode};
 use serde_json::json;
@@ -7,18 +9,18 @@ use serde_json::json;
 use api::status::success_status;
 use api::{object, ApiResult};
 
-use crate::app::App;
 use crate::negotiate::{self, Negotiated};
 use crate::options::{check_fields, delete_options, list_options};
 use crate::request::ResourceRequest;
 use crate::respond::{encode_one, ListItem};
+use crate::rest::Registry;
 use crate::rest::{DeleteOutcome, ListOptions};
 
-pub async fn serve(app: &App, mut req: ResourceRequest, n: Negotiated) -> ApiResult<Response<Body>> {
+pub async fn serve(reg: &Arc<Registry>, mut req: ResourceRequest, n: Negotiated) -> ApiResult<Response<Body>> {
     let bytes = req.body().await?;
     let opts = delete_options(&req.query, &bytes)?;
     let (res, name) = (req.res(), req.name());
-    match app.registry.delete(res, req.namespace(), name, &opts).await? {
+    match reg.delete(res, req.namespace(), name, &opts).await? {
         DeleteOutcome::Deleted(obj) => Ok(negotiate::json(StatusCode::OK, &success_status(res.group, res.plural, name, object::uid(&obj)))),
         DeleteOutcome::Pending(obj) => {
             // handlers/delete.go: 200 for a pending deletion, 202 only with orphanDependents=false.
@@ -29,13 +31,12 @@ pub async fn serve(app: &App, mut req: ResourceRequest, n: Negotiated) -> ApiRes
 }
 
 /// Deletes every object the selectors match; answers with the list of what was deleted.
-pub async fn collection(app: &App, mut req: ResourceRequest, _n: Negotiated) -> ApiResult<Response<Body>> {
+pub async fn collection(reg: &Arc<Registry>, mut req: ResourceRequest, _n: Negotiated) -> ApiResult<Response<Body>> {
     let res = req.res();
     let bytes = req.body().await?;
     let dopts = delete_options(&req.query, &bytes)?;
     let lopts = list_options(&req.query)?;
     check_fields(res, &lopts)?;
-    let reg = &app.registry;
     let list = reg.list(res, req.namespace(), &ListOptions { limit: 0, continue_token: None, ..lopts }).await?;
     let mut deleted = Vec::new();
     for obj in list.items {
@@ -47,4 +48,64 @@ pub async fn collection(app: &App, mut req: ResourceRequest, _n: Negotiated) -> 
     }
     let body = json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {"resourceVersion": reg.cache.current_revision().to_string()}, "items": deleted});
     Ok(negotiate::json(StatusCode::OK, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+    use serde_json::json;
+
+    use crate::verbs::testing::{answer, registry, request};
+
+    #[tokio::test]
+    async fn deletes_one_a_collection_and_never_an_immortal_namespace() {
+        let f = registry().await;
+        for (name, team) in [("a", "x"), ("b", "y"), ("c", "x")] {
+            let body = json!({"metadata": {"name": name, "labels": {"team": team}}});
+            let (req, n) = request(Method::POST, "/api/v1/namespaces/default/configmaps", "application/json", Some(&body));
+            assert_eq!(answer(crate::verbs::create::serve(&f.reg, req, n).await).await.0, 201);
+        }
+        let (req, n) = request(Method::DELETE, "/api/v1/namespaces/default/configmaps/b", "", None);
+        let (code, status) = answer(super::serve(&f.reg, req, n).await).await;
+        assert_eq!((code, status["status"].as_str(), status["details"]["name"].as_str()), (200, Some("Success"), Some("b")), "{status}");
+        let (req, n) = request(Method::DELETE, "/api/v1/namespaces/default/configmaps/b", "", None);
+        assert_eq!(answer(super::serve(&f.reg, req, n).await).await.0, 404);
+
+        let (req, n) = request(Method::DELETE, "/api/v1/namespaces/default/configmaps?labelSelector=team%3Dx", "", None);
+        let (code, list) = answer(super::collection(&f.reg, req, n).await).await;
+        assert_eq!((code, list["items"].as_array().map(Vec::len)), (200, Some(2)), "{list}");
+
+        let (req, n) = request(Method::DELETE, "/api/v1/namespaces/default", "", None);
+        let (code, status) = answer(super::serve(&f.reg, req, n).await).await;
+        assert_eq!((code, status["message"].as_str()), (403, Some("namespaces \"default\" is forbidden: this namespace may not be deleted")));
+
+        // A precondition that does not hold is a final conflict; a bad propagation policy is invalid.
+        let body = json!({"metadata": {"name": "p"}});
+        let (req, n) = request(Method::POST, "/api/v1/namespaces/default/configmaps", "application/json", Some(&body));
+        answer(crate::verbs::create::serve(&f.reg, req, n).await).await;
+        let (req, n) = request(Method::DELETE, "/api/v1/namespaces/default/configmaps/p", "application/json", Some(&json!({"preconditions": {"uid": "nope"}})));
+        let (code, status) = answer(super::serve(&f.reg, req, n).await).await;
+        assert_eq!(code, 409, "{status}");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Operation cannot be fulfilled on configmaps \"p\": Precondition failed: UID in precondition: nope, UID in object meta: "),
+            "{status}"
+        );
+        let (req, n) = request(Method::DELETE, "/api/v1/namespaces/default/configmaps/p?propagationPolicy=Sometimes", "", None);
+        let (code, status) = answer(super::serve(&f.reg, req, n).await).await;
+        assert_eq!(code, 422, "{status}");
+    }
+
+    #[tokio::test]
+    async fn a_namespace_deletion_waits_for_its_finalizers() {
+        let f = registry().await;
+        let (req, n) = request(Method::POST, "/api/v1/namespaces", "application/json", Some(&json!({"metadata": {"name": "gone"}})));
+        answer(crate::verbs::create::serve(&f.reg, req, n).await).await;
+        let (req, n) = request(Method::DELETE, "/api/v1/namespaces/gone", "", None);
+        let (code, ns) = answer(super::serve(&f.reg, req, n).await).await;
+        assert_eq!((code, ns["status"]["phase"].as_str()), (200, Some("Terminating")), "{ns}");
+        assert!(ns["metadata"]["deletionTimestamp"].is_string(), "{ns}");
+    }
 }

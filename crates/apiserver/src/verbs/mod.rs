@@ -9,6 +9,9 @@ pub mod list;
 pub mod patch;
 pub mod update;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 use axum::body::Body;
 use axum::http::{Method, Response};
 
@@ -43,15 +46,16 @@ pub async fn serve(app: &App, req: ResourceRequest) -> ApiResult<Response<Body>>
         return Err(ApiError::method_not_supported(res.group, res.plural, &req.verb.as_str(&req.method)));
     }
     let named = req.target.name.is_some();
+    let reg = &app.registry;
     match req.verb {
-        Verb::Get => get::serve(app, req, n).await,
-        Verb::List => list::serve(app, req, n).await,
-        Verb::Watch => list::watch(app, req, n).await,
-        Verb::Create if !named => create::serve(app, req, n).await,
-        Verb::Update if named => update::serve(app, req, n).await,
-        Verb::Patch if named => patch::serve(app, req, n).await,
-        Verb::Delete => delete::serve(app, req, n).await,
-        Verb::DeleteCollection => delete::collection(app, req, n).await,
+        Verb::Get => get::serve(reg, req, n).await,
+        Verb::List => list::serve(reg, req, n).await,
+        Verb::Watch => list::watch(reg, req, n).await,
+        Verb::Create if !named => create::serve(reg, req, n).await,
+        Verb::Update if named => update::serve(reg, req, n).await,
+        Verb::Patch if named => patch::serve(reg, req, n).await,
+        Verb::Delete => delete::serve(reg, req, n).await,
+        Verb::DeleteCollection => delete::collection(reg, req, n).await,
         _ => Err(ApiError::method_not_allowed()),
     }
 }
