@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde_json::{json, Value};
 
 use crate::resource::Column;
-use crate::resource::{Resource, Strategy, Subresource, STANDARD_VERBS};
+use crate::resource::{Resource, Strategy, Subresource, TypeError, STANDARD_VERBS};
 use crate::validation::{FieldError, NameRule};
 use crate::ApiResult;
 
@@ -57,7 +57,7 @@ fn s(v: &Value) -> String {
 }
 
 /// Objects must be JSON objects with an object `spec`; everything else is ESO's business.
-fn shape(obj: Value) -> Result<(Value, Vec<String>), String> {
+fn shape(obj: Value) -> Result<(Value, Vec<String>), TypeError> {
     if !obj.is_object() {
         return Err("expected an object".into());
     }
@@ -87,7 +87,7 @@ fn shape(obj: Value) -> Result<(Value, Vec<String>), String> {
             _ => false,
         };
         if !fits {
-            return Err(format!("json: cannot unmarshal into Go struct field .{} of type {want}", path.join(".")));
+            return Err(format!("json: cannot unmarshal into Go struct field .{} of type {want}", path.join(".")).into());
         }
     }
     Ok((obj, vec![]))
@@ -101,7 +101,7 @@ fn ready(obj: &Value) -> (String, String) {
 pub struct StoreStrategy;
 
 impl Strategy for StoreStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         shape(obj)
     }
     fn prepare_update(&self, new: &mut Value, old: &Value) -> ApiResult<()> {
@@ -128,7 +128,7 @@ impl Strategy for StoreStrategy {
 pub struct ExternalSecretStrategy;
 
 impl Strategy for ExternalSecretStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         shape(obj)
     }
     fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde_json::{json, Value};
 
-pub use crate::resource::{register, roundtrip_as, schema_name, schema_registrar, Column, Resource, Strategy};
+pub use crate::resource::{register, roundtrip_as, schema_name, schema_registrar, Column, Resource, Strategy, TypeError};
 use crate::resource::{Subresource, NO_DELETECOLLECTION, STANDARD_VERBS};
 use crate::status::{ApiError, ApiResult};
 use crate::validation::{self, FieldError, NameRule};
@@ -18,7 +18,7 @@ use crate::validation::{self, FieldError, NameRule};
 pub struct NamespaceStrategy;
 
 impl Strategy for NamespaceStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         roundtrip_as::<k8s_openapi::api::core::v1::Namespace>(obj)
     }
     fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {
@@ -145,9 +145,9 @@ fn check_base64(obj: &Value, field: &str, kind: &str) -> ApiResult<()> {
 }
 
 impl Strategy for ConfigMapStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         if let Some(problem) = base64_problem(&obj, "binaryData") {
-            return Err(problem);
+            return Err(problem.into());
         }
         roundtrip_as::<k8s_openapi::api::core::v1::ConfigMap>(obj)
     }
@@ -210,11 +210,11 @@ fn required_keys(secret_type: &str) -> &'static [&'static [&'static str]] {
 }
 
 impl Strategy for SecretStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         // Base64 first, for Go's words ("illegal base64 data at input byte N") rather than the
         // Rust decoder's.
         if let Some(problem) = base64_problem(&obj, "data") {
-            return Err(problem);
+            return Err(problem.into());
         }
         roundtrip_as::<k8s_openapi::api::core::v1::Secret>(obj)
     }
@@ -378,7 +378,7 @@ pub static SERVICEACCOUNTS: Resource = Resource {
 pub struct ServiceAccountStrategy;
 
 impl Strategy for ServiceAccountStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         roundtrip_as::<k8s_openapi::api::core::v1::ServiceAccount>(obj)
     }
     fn columns(&self) -> &'static [Column] {

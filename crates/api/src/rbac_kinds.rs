@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::resource::Column;
-use crate::resource::{register, roundtrip_as, Grants, Resource, Strategy, STANDARD_VERBS};
+use crate::resource::{register, roundtrip_as, Grants, Resource, Strategy, TypeError, STANDARD_VERBS};
 use crate::validation::{FieldError, NameRule};
 
 fn strings(v: &Value) -> Vec<String> {
@@ -48,7 +48,7 @@ pub struct RoleStrategy {
 }
 
 impl Strategy for RoleStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         if self.namespaced {
             roundtrip_as::<k8s_openapi::api::rbac::v1::Role>(obj)
         } else {
@@ -73,7 +73,7 @@ pub struct BindingStrategy {
 const SUBJECT_KINDS: &[&str] = &["ServiceAccount", "User", "Group"];
 
 impl Strategy for BindingStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         if self.namespaced {
             roundtrip_as::<k8s_openapi::api::rbac::v1::RoleBinding>(obj)
         } else {

@@ -229,7 +229,7 @@ impl Resource {
 /// Per-kind behaviour. Every method has a sensible default for simple kinds.
 pub trait Strategy: Sync {
     /// Type-checks the body and drops fields the kind does not have, returning their paths.
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String>;
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError>;
     /// Defaulting and normalisation on create (after roundtrip, before validation).
     fn prepare_create(&self, _obj: &mut Value) -> ApiResult<()> {
         Ok(())
@@ -298,11 +298,36 @@ pub trait Strategy: Sync {
     fn mark_deleting(&self, _obj: &mut Value) {}
 }
 
+/// A body that does not fit its kind's type (a string where a count belongs, say): what the
+/// type check found, which the API server answers as kube's decoder does.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct TypeError(pub String);
+
+impl From<&str> for TypeError {
+    fn from(s: &str) -> Self {
+        TypeError(s.into())
+    }
+}
+
+impl From<String> for TypeError {
+    fn from(s: String) -> Self {
+        TypeError(s)
+    }
+}
+
+impl TypeError {
+    /// kube's 400 for a body its decoder cannot read as `res`'s kind.
+    pub fn for_kind(&self, res: &Resource) -> crate::ApiError {
+        crate::ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {}", res.kind, res.version, res.kind, self.0))
+    }
+}
+
 /// Deserialises into the k8s-openapi type and back: type errors surface here, and fields the
 /// type does not have are dropped and reported (for fieldValidation).
-pub fn roundtrip_as<T: serde::de::DeserializeOwned + serde::Serialize>(obj: Value) -> Result<(Value, Vec<String>), String> {
-    let typed: T = serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
-    let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+pub fn roundtrip_as<T: serde::de::DeserializeOwned + serde::Serialize>(obj: Value) -> Result<(Value, Vec<String>), TypeError> {
+    let typed: T = serde_json::from_value(obj.clone()).map_err(|e| TypeError(e.to_string()))?;
+    let back = serde_json::to_value(&typed).map_err(|e| TypeError(e.to_string()))?;
     let mut unknown = Vec::new();
     unknown_fields(&obj, &back, "", &mut unknown);
     Ok((back, unknown))

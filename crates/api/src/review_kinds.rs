@@ -3,13 +3,13 @@
 
 use serde_json::Value;
 
-use crate::resource::{register, roundtrip_as, Computed, Resource, Strategy, CREATE_ONLY};
+use crate::resource::{register, roundtrip_as, Computed, Resource, Strategy, TypeError, CREATE_ONLY};
 use crate::validation::NameRule;
 
 pub struct ReviewStrategy<T>(std::marker::PhantomData<T>);
 
 impl<T: serde::de::DeserializeOwned + serde::Serialize + Sync> Strategy for ReviewStrategy<T> {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         roundtrip_as::<T>(obj)
     }
 }

@@ -99,8 +99,17 @@ fn describe(t: Option<&Token>) -> String {
     }
 }
 
+/// A selector that does not parse, with kube's words for why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct SelectorError(pub String);
+
 impl LabelSelector {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, SelectorError> {
+        Self::parse_requirements(s).map_err(SelectorError)
+    }
+
+    fn parse_requirements(s: &str) -> Result<Self, String> {
         let tokens = tokenize(s);
         let mut i = 0;
         let mut requirements = Vec::new();
@@ -202,7 +211,11 @@ impl LabelSelector {
     }
 
     /// Builds a selector from a metav1.LabelSelector object (matchLabels and matchExpressions).
-    pub fn from_object(sel: &Value) -> Result<Self, String> {
+    pub fn from_object(sel: &Value) -> Result<Self, SelectorError> {
+        Self::requirements_of(sel).map_err(SelectorError)
+    }
+
+    fn requirements_of(sel: &Value) -> Result<Self, String> {
         let mut requirements = Vec::new();
         if let Some(m) = sel["matchLabels"].as_object() {
             for (k, v) in m {
@@ -313,7 +326,11 @@ fn unescape(s: &str) -> Result<String, String> {
 }
 
 impl FieldSelector {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, SelectorError> {
+        Self::parse_terms(s).map_err(SelectorError)
+    }
+
+    fn parse_terms(s: &str) -> Result<Self, String> {
         let mut terms = Vec::new();
         if s.trim().is_empty() {
             return Ok(Self::default());

@@ -8,7 +8,7 @@
 use serde_json::{json, Value};
 
 use crate::resource::Column;
-use crate::resource::{register, roundtrip_as, Admission, Resource, Strategy, Subresource, STANDARD_VERBS};
+use crate::resource::{register, roundtrip_as, Admission, Resource, Strategy, Subresource, TypeError, STANDARD_VERBS};
 use crate::selector::LabelSelector;
 use crate::validation::{FieldError, NameRule};
 use crate::ApiResult;
@@ -236,12 +236,12 @@ fn validate_selector_matches_template(obj: &Value, errs: &mut Vec<FieldError>) {
             ));
         }
         Ok(_) => {}
-        Err(e) => errs.push(FieldError::invalid_raw("spec.selector", sel.to_string(), e)),
+        Err(e) => errs.push(FieldError::invalid_raw("spec.selector", sel.to_string(), e.0)),
     }
 }
 
 impl Strategy for DeploymentStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         roundtrip_as::<k8s_openapi::api::apps::v1::Deployment>(obj)
     }
     fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {
@@ -346,7 +346,7 @@ fn validate_replica_counts(status: &Value, nonnegative: &[&str], within_replicas
 pub struct ReplicaSetStrategy;
 
 impl Strategy for ReplicaSetStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         roundtrip_as::<k8s_openapi::api::apps::v1::ReplicaSet>(obj)
     }
     fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {
@@ -397,7 +397,7 @@ impl Strategy for ReplicaSetStrategy {
 pub struct PodStrategy;
 
 impl Strategy for PodStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         roundtrip_as::<k8s_openapi::api::core::v1::Pod>(obj)
     }
     fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {
@@ -502,7 +502,7 @@ pub fn pod_status_reason(pod: &Value) -> String {
 pub struct EventStrategy;
 
 impl Strategy for EventStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         roundtrip_as::<k8s_openapi::api::core::v1::Event>(obj)
     }
     fn columns(&self) -> &'static [Column] {
@@ -547,7 +547,7 @@ impl Strategy for EventStrategy {
 pub struct NodeStrategy;
 
 impl Strategy for NodeStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         roundtrip_as::<k8s_openapi::api::core::v1::Node>(obj)
     }
     fn columns(&self) -> &'static [Column] {
@@ -577,7 +577,7 @@ impl Strategy for NodeStrategy {
 pub struct LeaseStrategy;
 
 impl Strategy for LeaseStrategy {
-    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), String> {
+    fn roundtrip(&self, obj: Value) -> Result<(Value, Vec<String>), TypeError> {
         roundtrip_as::<k8s_openapi::api::coordination::v1::Lease>(obj)
     }
     fn columns(&self) -> &'static [Column] {

@@ -169,7 +169,8 @@ impl Identity {
     async fn token_secrets(&self) -> ApiResult<()> {
         let reg = &self.registry;
         let opts = ListOptions {
-            field_selector: api::selector::FieldSelector::parse("type=kubernetes.io/service-account-token").map_err(api::ApiError::bad_request)?,
+            field_selector: api::selector::FieldSelector::parse("type=kubernetes.io/service-account-token")
+                .map_err(|e| api::ApiError::bad_request(e.to_string()))?,
             ..Default::default()
         };
         let secrets = reg.list(&kinds::SECRETS, "", &opts).await?;

@@ -58,9 +58,7 @@ pub fn type_check(res: &Resource, mut obj: Value) -> ApiResult<(Value, Vec<Strin
         Some(k) if k == res.kind => {}
         Some(k) => return Err(ApiError::bad_request(format!("the object provided is unrecognized (must be of type {}): kind {k:?}", res.kind))),
     }
-    res.strategy
-        .roundtrip(obj)
-        .map_err(|e| ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind)))
+    res.strategy.roundtrip(obj).map_err(|e| e.for_kind(res))
 }
 
 /// The body's name must match the URL; its namespace must match or be empty (then filled in).

@@ -89,7 +89,7 @@ pub fn list_options(q: &Query) -> ApiResult<ListOptions> {
             format!("unable to parse requirement: {e}").replace("unable to parse requirement: unable to parse requirement: ", "unable to parse requirement: "),
         )
     })?;
-    let field_selector = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+    let field_selector = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let limit = match q.get("limit") {
         None | Some("") => 0,
         Some(l) => l.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?.max(0) as usize,

@@ -79,7 +79,7 @@ pub struct Sync {
 }
 
 /// Runs the ExternalSecret controller: a kube-runtime `Controller` over ExternalSecrets,
-/// woken by their Secrets and by the SecretStores and ClusterSecretStores they reference;
+/// woken by the SecretStores and ClusterSecretStores they reference;
 /// each reconcile syncs one ExternalSecret when it changed or its refresh is due, and
 /// requeues itself for the next refresh or retry.
 pub async fn run(client: Client, cfg: kube::runtime::watcher::Config) {
@@ -110,8 +110,9 @@ pub async fn run(client: Client, cfg: kube::runtime::watcher::Config) {
                 .collect::<Vec<_>>()
         }
     };
+    // Not woken by its Secrets: a reconcile acts only on a change of the ExternalSecret or a
+    // due refresh, and a watch of every Secret would cost each Secret write an event.
     controller
-        .owns(Api::<Secret>::all(client.clone()), cfg.clone())
         .watches_with(EsoKind::SecretStore.api_all(&client), EsoKind::SecretStore.resource(), cfg.clone(), referencing(store.clone(), "SecretStore"))
         .watches_with(EsoKind::ClusterSecretStore.api_all(&client), EsoKind::ClusterSecretStore.resource(), cfg, referencing(store, "ClusterSecretStore"))
         .run(reconcile, |_, _: &std::convert::Infallible, _| Action::await_change(), ctx)
