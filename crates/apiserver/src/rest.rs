@@ -73,6 +73,13 @@ impl ConflictRetry {
     }
 }
 
+/// Which strategy a read-modify-write goes through.
+#[derive(Clone, Copy)]
+enum Through {
+    Object,
+    Status,
+}
+
 /// An error that a fresh read may cure is a lost race, unless `pinned` (the client named the
 /// revision it expects).
 fn lost_unless_pinned<T>(result: ApiResult<T>, pinned: bool) -> ApiResult<Attempt<T>> {
@@ -475,7 +482,18 @@ impl Registry {
 
     /// Reads the object, applies `mutate` and writes it back, retrying on conflicts as
     /// kube-apiserver does for patches that carry no resourceVersion precondition.
-    pub async fn guaranteed_update<F>(&self, res: &Resource, ns: &str, name: &str, opts: &WriteOptions, mut mutate: F) -> ApiResult<Value>
+    pub async fn guaranteed_update<F>(&self, res: &Resource, ns: &str, name: &str, opts: &WriteOptions, mutate: F) -> ApiResult<Value>
+    where
+        F: FnMut(&Value) -> ApiResult<Value>,
+    {
+        self.read_modify_write(res, ns, name, opts, Through::Object, mutate).await
+    }
+
+    /// The one read-modify-write: read, `mutate`, write through the object's strategy or its
+    /// status strategy, and on a lost compare-and-swap read again, until the deadline. A
+    /// resourceVersion other than the one read is the client's precondition, and its
+    /// conflict is final (a patch carries the one read, which is no precondition).
+    async fn read_modify_write<F>(&self, res: &Resource, ns: &str, name: &str, opts: &WriteOptions, through: Through, mut mutate: F) -> ApiResult<Value>
     where
         F: FnMut(&Value) -> ApiResult<Value>,
     {
@@ -484,9 +502,12 @@ impl Registry {
             let attempt = async {
                 let current = self.get(res, ns, name).await?;
                 let new = mutate(&current)?;
-                // A resourceVersion the patch itself names is a precondition: its conflict is final.
                 let pinned = !object::resource_version(&new).is_empty() && object::resource_version(&new) != object::resource_version(&current);
-                lost_unless_pinned(self.update_from(res, ns, &current, new, opts).await, pinned)
+                let written = match through {
+                    Through::Object => self.update_from(res, ns, &current, new, opts).await,
+                    Through::Status => self.write_status(res, ns, &current, new, opts).await,
+                };
+                lost_unless_pinned(written, pinned)
             }
             .await;
             if let Some(result) = retry.settle(attempt).await {
@@ -536,25 +557,11 @@ impl Registry {
     /// its status is taken. Type-checked by the caller; validated here (metadata and the
     /// kind's status rules); the resourceVersion, when given, is a precondition; the write is
     /// recorded in managedFields as the manager's through `status`.
-    pub async fn update_status<F>(&self, res: &Resource, ns: &str, name: &str, opts: &WriteOptions, mut incoming: F) -> ApiResult<Value>
+    pub async fn update_status<F>(&self, res: &Resource, ns: &str, name: &str, opts: &WriteOptions, incoming: F) -> ApiResult<Value>
     where
         F: FnMut(&Value) -> ApiResult<Value>,
     {
-        let mut retry = ConflictRetry::new();
-        loop {
-            let attempt = async {
-                let current = self.get(res, ns, name).await?;
-                let new = incoming(&current)?;
-                // A resourceVersion other than the one read is the client's precondition (a
-                // patch carries the one read, which is no precondition).
-                let pinned = !object::resource_version(&new).is_empty() && object::resource_version(&new) != object::resource_version(&current);
-                lost_unless_pinned(self.write_status(res, ns, &current, new, opts).await, pinned)
-            }
-            .await;
-            if let Some(result) = retry.settle(attempt).await {
-                return result;
-            }
-        }
+        self.read_modify_write(res, ns, name, opts, Through::Status, incoming).await
     }
 
     /// Server-side apply to the `status` subresource: the applied status is merged with field

@@ -198,7 +198,7 @@ mod tests {
     use axum::http::Method;
     use serde_json::json;
 
-    use crate::verbs::testing::{answer, registry, request};
+    use crate::verbs::testing::{answer, create, registry, request};
 
     const RS: &str = "/apis/apps/v1/namespaces/default/replicasets";
 
@@ -210,8 +210,7 @@ mod tests {
     #[tokio::test]
     async fn status_writes_change_the_status_only_and_are_validated() {
         let f = registry().await;
-        let (req, n) = request(Method::POST, RS, "application/json", Some(&replicaset()));
-        assert_eq!(answer(crate::verbs::create::serve(&f.reg, req, n).await).await.0, 201);
+        create(&f.reg, RS, replicaset()).await;
         let path = format!("{RS}/r/status");
         let (req, n) = request(
             Method::PATCH,
@@ -236,8 +235,7 @@ mod tests {
     #[tokio::test]
     async fn scale_reads_and_writes_spec_replicas() {
         let f = registry().await;
-        let (req, n) = request(Method::POST, RS, "application/json", Some(&replicaset()));
-        answer(crate::verbs::create::serve(&f.reg, req, n).await).await;
+        create(&f.reg, RS, replicaset()).await;
         let path = format!("{RS}/r/scale");
         let (req, n) = request(Method::PATCH, &path, "application/merge-patch+json", Some(&json!({"spec": {"replicas": 5}})));
         let (code, scale) = answer(super::scale(&f.reg, req, n).await).await;

@@ -112,7 +112,8 @@ pub fn owners_of_replicaset(rs: &ReplicaSet, deployments: &Store<Deployment>) ->
         .collect()
 }
 
-async fn sync(ctx: &Context, d: &Deployment) -> kube::Result<()> {
+/// Moves the Deployment one step toward its spec; whether its rollout is complete.
+async fn sync(ctx: &Context, d: &Deployment) -> kube::Result<bool> {
     let client = &ctx.client;
     let ns = d.namespace().unwrap_or_default();
     let name = d.name_any();
@@ -122,7 +123,7 @@ async fn sync(ctx: &Context, d: &Deployment) -> kube::Result<()> {
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     let mut owned = Vec::new();
     // The ReplicaSets of this namespace, from the store: not a list per Deployment.
-    for rs in Context::in_namespace(&ctx.replicasets, &ns) {
+    for rs in Context::in_namespace(&ctx.deployment_replicasets, &ns) {
         if controlled_by(&rs.metadata, &uid) {
             owned.push((*rs).clone());
         } else if let Some(adopted) = crate::adopt(&rs_api, &rs.metadata, &spec.selector, crate::controller_ref(d, "apps/v1", "Deployment")).await? {
@@ -235,7 +236,7 @@ async fn sync(ctx: &Context, d: &Deployment) -> kube::Result<()> {
             // The new pods wait until no old pod is left, terminating ones included
             // (recreate.go's oldPodsRunning).
             let old_uids: Vec<String> = olds.iter().filter_map(|rs| rs.uid()).collect();
-            let pods = Context::in_namespace(&ctx.pods, &ns);
+            let pods = Context::in_namespace(&ctx.deployment_pods, &ns);
             let old_pods = pods
                 .iter()
                 .filter(|p| p.owner_references().iter().any(|r| old_uids.contains(&r.uid)))
@@ -304,7 +305,8 @@ async fn scale(client: &Client, d: &Deployment, api: &Api<ReplicaSet>, rs: &Repl
     Ok(())
 }
 
-async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], new_rs: Option<&ReplicaSet>, max_unavailable: i32) -> kube::Result<()> {
+/// Writes the status the ReplicaSets add up to; whether the rollout is complete.
+async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], new_rs: Option<&ReplicaSet>, max_unavailable: i32) -> kube::Result<bool> {
     let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let sum = |f: &dyn Fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> i32| {
         owned.iter().map(|rs| rs.status.as_ref().map(f).unwrap_or(0)).fold(0, i32::saturating_add)
@@ -400,7 +402,7 @@ async fn update_status(client: &Client, d: &Deployment, owned: &[ReplicaSet], ne
             api.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {REVISION: rev}}}))).await?;
         }
     }
-    Ok(())
+    Ok(complete)
 }
 
 /// Sets one condition of a Deployment's status, keeping the others (and the transition time

@@ -30,7 +30,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::core::PartialObjectMeta;
-use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
+use kube::runtime::{watcher, Controller};
 use kube::{Api, Client};
 
 pub const MANAGER: &str = "lockbox-controller-manager";
@@ -41,40 +41,42 @@ pub async fn run(client: Client) {
     // The garbage collector keeps its own graph, from metadata watches of every kind.
     tokio::spawn(gc::run(client.clone()));
 
-    // Each controller's primary store is also the lookup store of the others.
     let scheduler = Controller::new(Api::<Pod>::all(client.clone()), cfg.clone());
     let replicasets = Controller::new(Api::<ReplicaSet>::all(client.clone()), cfg.clone());
     let deployments = Controller::new(Api::<Deployment>::all(client.clone()), cfg.clone());
-    let (nodes, node_writer) = reflector::store::<Node>();
-    tokio::spawn(watcher(Api::<Node>::all(client.clone()), cfg.clone()).default_backoff().reflect(node_writer).for_each(|_| futures::future::ready(())));
+    let (nodes, node_changes) = shared::reflected(Api::<Node>::all(client.clone()), cfg.clone());
+    let (replicaset_pods, replicaset_pod_changes) = shared::reflected(Api::<Pod>::all(client.clone()), cfg.clone());
+    let (deployment_replicasets, deployment_rs_changes) = shared::reflected(Api::<ReplicaSet>::all(client.clone()), cfg.clone());
+    let (deployment_pods, deployment_pod_changes) = shared::reflected(Api::<Pod>::all(client.clone()), cfg.clone());
     let ctx = Arc::new(shared::Context {
         client: client.clone(),
-        pods: scheduler.store(),
-        replicasets: replicasets.store(),
-        deployments: deployments.store(),
+        scheduler_pods: scheduler.store(),
         nodes,
+        replicaset_pods,
+        deployment_replicasets,
+        deployment_pods,
         pod_expectations: Default::default(),
         deployment_backoff: Default::default(),
     });
-    let pods = ctx.pods.clone();
+    let pods = ctx.scheduler_pods.clone();
     tokio::spawn(
         scheduler
-            .watches(Api::<Node>::all(client.clone()), cfg.clone(), move |_| scheduler::unscheduled(&pods))
+            .watches_stream(node_changes, move |_| scheduler::unscheduled(&pods))
             .run(scheduler::reconcile, scheduler::error_policy, ctx.clone())
             .for_each(drain("scheduler")),
     );
-    let rs_store = ctx.replicasets.clone();
+    let rs_store = replicasets.store();
     tokio::spawn(
         replicasets
-            .watches(Api::<Pod>::all(client.clone()), cfg.clone(), move |p| replicaset::owners_of(&p, &rs_store))
+            .watches_stream(replicaset_pod_changes, move |p| replicaset::owners_of(&p, &rs_store))
             .run(replicaset::reconcile, replicaset::error_policy, ctx.clone())
             .for_each(drain("replicaset")),
     );
-    let (rs_store, dep_store) = (ctx.replicasets.clone(), ctx.deployments.clone());
+    let (rs_store, dep_store) = (ctx.deployment_replicasets.clone(), deployments.store());
     tokio::spawn(
         deployments
-            .watches(Api::<ReplicaSet>::all(client.clone()), cfg.clone(), move |rs| deployment::owners_of_replicaset(&rs, &dep_store))
-            .watches(Api::<Pod>::all(client.clone()), cfg.clone(), move |p| deployment::owner_of_pod(&p, &rs_store))
+            .watches_stream(deployment_rs_changes, move |rs| deployment::owners_of_replicaset(&rs, &dep_store))
+            .watches_stream(deployment_pod_changes, move |p| deployment::owner_of_pod(&p, &rs_store))
             .run(deployment::reconcile, deployment::error_policy, ctx.clone())
             .for_each(drain("deployment")),
     );

@@ -65,7 +65,7 @@ async fn owned_pods(ctx: &Context, api: &Api<Pod>, rs: &ReplicaSet) -> kube::Res
     let selector = rs.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
     let owner = crate::controller_ref(rs, "apps/v1", "ReplicaSet");
     let mut out = Vec::new();
-    for p in Context::in_namespace(&ctx.pods, &rs.namespace().unwrap_or_default()) {
+    for p in Context::in_namespace(&ctx.replicaset_pods, &rs.namespace().unwrap_or_default()) {
         if p.metadata.deletion_timestamp.is_some() {
             continue;
         }
@@ -89,7 +89,7 @@ async fn sync(ctx: &Context, rs: &ReplicaSet) -> kube::Result<()> {
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let mut pods = owned_pods(ctx, &pods_api, rs).await?;
     let have = pods.len() as i32;
-    let in_store = |name: &str| ctx.pods.get(&ObjectRef::new(name).within(&ns)).map(|p| p.metadata.deletion_timestamp.is_some());
+    let in_store = |name: &str| ctx.replicaset_pods.get(&ObjectRef::new(name).within(&ns)).map(|p| p.metadata.deletion_timestamp.is_some());
     let (mut created, mut deleted) = (Vec::new(), Vec::new());
     if !ctx.pod_expectations.satisfied(&uid, in_store) {
         // Earlier creations or deletions have not shown yet: their events reconcile again.

@@ -25,7 +25,7 @@ pub async fn reconcile(p: Arc<Pod>, ctx: Arc<Context>) -> kube::Result<Action> {
     if !unscheduled || p.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let pods = ctx.pods.state();
+    let pods = ctx.scheduler_pods.state();
     let load = |node: &str| pods.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)).count();
     let Some(node) = ctx.nodes.state().into_iter().filter(|n| node_ready(n)).map(|n| n.name_any()).min_by_key(|n| load(n)) else {
         // No ready node: a node turning ready wakes every unscheduled pod.

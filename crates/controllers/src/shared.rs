@@ -7,22 +7,40 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use futures::Stream;
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::runtime::reflector::Store;
-use kube::{Client, ResourceExt};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
 
-/// The context every reconcile gets.
+/// The context every reconcile gets. Each controller looks objects up in the store of the
+/// very watch that wakes it (`reflected`), so a reconcile woken by a change finds that change.
 pub struct Context {
     pub client: Client,
-    pub pods: Store<Pod>,
-    pub replicasets: Store<ReplicaSet>,
-    pub deployments: Store<Deployment>,
+    /// The scheduler's own pods (its primary store), for the load of each node.
+    pub scheduler_pods: Store<Pod>,
+    /// The nodes whose changes wake the scheduler.
     pub nodes: Store<Node>,
+    /// The pods whose changes wake the ReplicaSet controller.
+    pub replicaset_pods: Store<Pod>,
+    /// The ReplicaSets and pods whose changes wake the Deployment controller.
+    pub deployment_replicasets: Store<ReplicaSet>,
+    pub deployment_pods: Store<Pod>,
     /// Pods created or deleted by the ReplicaSet controller that the pod store has not shown.
     pub pod_expectations: Expectations,
     /// Failed Deployments, retried ever more rarely.
     pub deployment_backoff: Backoff,
+}
+
+/// A watch of `api` whose objects reach the returned store before they reach the controller
+/// they wake.
+pub fn reflected<K>(api: Api<K>, cfg: watcher::Config) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    (reader, watcher(api, cfg).default_backoff().reflect(writer).touched_objects())
 }
 
 impl Context {

@@ -55,16 +55,12 @@ mod tests {
     use axum::http::Method;
     use serde_json::json;
 
-    use crate::verbs::testing::{answer, registry, request};
+    use crate::verbs::testing::{answer, create, registry, request, three_configmaps};
 
     #[tokio::test]
     async fn deletes_one_a_collection_and_never_an_immortal_namespace() {
         let f = registry().await;
-        for (name, team) in [("a", "x"), ("b", "y"), ("c", "x")] {
-            let body = json!({"metadata": {"name": name, "labels": {"team": team}}});
-            let (req, n) = request(Method::POST, "/api/v1/namespaces/default/configmaps", "application/json", Some(&body));
-            assert_eq!(answer(crate::verbs::create::serve(&f.reg, req, n).await).await.0, 201);
-        }
+        three_configmaps(&f.reg).await;
         let (req, n) = request(Method::DELETE, "/api/v1/namespaces/default/configmaps/b", "", None);
         let (code, status) = answer(super::serve(&f.reg, req, n).await).await;
         assert_eq!((code, status["status"].as_str(), status["details"]["name"].as_str()), (200, Some("Success"), Some("b")), "{status}");
@@ -80,9 +76,7 @@ mod tests {
         assert_eq!((code, status["message"].as_str()), (403, Some("namespaces \"default\" is forbidden: this namespace may not be deleted")));
 
         // A precondition that does not hold is a final conflict; a bad propagation policy is invalid.
-        let body = json!({"metadata": {"name": "p"}});
-        let (req, n) = request(Method::POST, "/api/v1/namespaces/default/configmaps", "application/json", Some(&body));
-        answer(crate::verbs::create::serve(&f.reg, req, n).await).await;
+        create(&f.reg, "/api/v1/namespaces/default/configmaps", json!({"metadata": {"name": "p"}})).await;
         let (req, n) = request(Method::DELETE, "/api/v1/namespaces/default/configmaps/p", "application/json", Some(&json!({"preconditions": {"uid": "nope"}})));
         let (code, status) = answer(super::serve(&f.reg, req, n).await).await;
         assert_eq!(code, 409, "{status}");
@@ -101,8 +95,7 @@ mod tests {
     #[tokio::test]
     async fn a_namespace_deletion_waits_for_its_finalizers() {
         let f = registry().await;
-        let (req, n) = request(Method::POST, "/api/v1/namespaces", "application/json", Some(&json!({"metadata": {"name": "gone"}})));
-        answer(crate::verbs::create::serve(&f.reg, req, n).await).await;
+        create(&f.reg, "/api/v1/namespaces", json!({"metadata": {"name": "gone"}})).await;
         let (req, n) = request(Method::DELETE, "/api/v1/namespaces/gone", "", None);
         let (code, ns) = answer(super::serve(&f.reg, req, n).await).await;
         assert_eq!((code, ns["status"]["phase"].as_str()), (200, Some("Terminating")), "{ns}");

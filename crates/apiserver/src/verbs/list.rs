@@ -65,16 +65,12 @@ mod tests {
     use axum::http::Method;
     use serde_json::json;
 
-    use crate::verbs::testing::{answer, registry, request};
+    use crate::verbs::testing::{answer, registry, request, three_configmaps};
 
     #[tokio::test]
     async fn lists_with_selectors_and_refuses_bad_options() {
         let f = registry().await;
-        for (name, team) in [("a", "x"), ("b", "y"), ("c", "x")] {
-            let body = json!({"metadata": {"name": name, "labels": {"team": team}}});
-            let (req, n) = request(Method::POST, "/api/v1/namespaces/default/configmaps", "application/json", Some(&body));
-            assert_eq!(answer(crate::verbs::create::serve(&f.reg, req, n).await).await.0, 201);
-        }
+        three_configmaps(&f.reg).await;
         let (req, n) = request(Method::GET, "/api/v1/namespaces/default/configmaps?labelSelector=team%3Dx&limit=1", "", None);
         let (code, list) = answer(super::serve(&f.reg, req, n).await).await;
         assert_eq!((code, list["kind"].as_str()), (200, Some("ConfigMapList")));

@@ -57,3 +57,18 @@ pub async fn answer(r: api::ApiResult<Response<Body>>) -> (u16, Value) {
         Err(e) => (e.code, e.to_json()),
     }
 }
+
+/// Creates `body` in the collection at `path` through the create verb; the created object.
+pub async fn create(reg: &Arc<Registry>, path: &str, body: Value) -> Value {
+    let (req, n) = request(Method::POST, path, "application/json", Some(&body));
+    let (code, obj) = answer(crate::verbs::create::serve(reg, req, n).await).await;
+    assert_eq!(code, 201, "{obj}");
+    obj
+}
+
+/// ConfigMaps `a`, `b` and `c` in `default`, labelled team x, y and x.
+pub async fn three_configmaps(reg: &Arc<Registry>) {
+    for (name, team) in [("a", "x"), ("b", "y"), ("c", "x")] {
+        create(reg, "/api/v1/namespaces/default/configmaps", serde_json::json!({"metadata": {"name": name, "labels": {"team": team}}})).await;
+    }
+}

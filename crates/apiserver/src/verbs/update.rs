@@ -34,16 +34,14 @@ mod tests {
     use axum::http::Method;
     use serde_json::json;
 
-    use crate::verbs::testing::{answer, registry, request};
+    use crate::verbs::testing::{answer, create, registry, request};
 
     const CM: &str = "/api/v1/namespaces/default/configmaps/a";
 
     #[tokio::test]
     async fn updates_with_the_path_and_the_revision_checked() {
         let f = registry().await;
-        let (req, n) =
-            request(Method::POST, "/api/v1/namespaces/default/configmaps", "application/json", Some(&json!({"metadata": {"name": "a"}, "data": {"k": "1"}})));
-        let (_, created) = answer(crate::verbs::create::serve(&f.reg, req, n).await).await;
+        let created = create(&f.reg, "/api/v1/namespaces/default/configmaps", json!({"metadata": {"name": "a"}, "data": {"k": "1"}})).await;
         let rv = created["metadata"]["resourceVersion"].as_str().unwrap().to_string();
 
         let (req, n) = request(Method::PUT, CM, "application/json", Some(&json!({"metadata": {"name": "a", "resourceVersion": rv}, "data": {"k": "2"}})));
