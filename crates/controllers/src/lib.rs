@@ -5,10 +5,10 @@
 //! The deployment, replicaset and scheduler controllers are kube-runtime `Controller`s: one
 //! reconcile per object, woken by changes to it and to what it owns or watches, with requeue
 //! and back-off, looking other objects up in reflector stores (`shared`). The garbage
-//! collector keeps its own graph from metadata watches (`gc`). The ExternalSecret sync is a
-//! `Controller` too, requeued for each one's refresh. Reload and ClusterExternalSecrets run as
-//! one loop woken by their own watches: reload decides per Deployment on the ConfigMaps and
-//! Secrets it references, and a ClusterExternalSecret on the namespaces it selects.
+//! collector keeps its own graph from metadata watches (`gc`). The ExternalSecret sync and
+//! reload on change are `Controller`s too: one requeued for each ExternalSecret's refresh, the
+//! other per Deployment, woken by metadata changes of what it follows. ClusterExternalSecrets
+//! run as passes woken by their own watches, and every 3 s for namespace selectors.
 
 pub mod clusterexternalsecrets;
 pub mod deployment;
@@ -28,8 +28,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
-use kube::core::PartialObjectMeta;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client};
 
@@ -81,7 +80,8 @@ pub async fn run(client: Client) {
             .for_each(drain("deployment")),
     );
     tokio::spawn(externalsecrets::run(client.clone(), cfg.clone()));
-    reload_and_cluster_sync(client, cfg).await;
+    tokio::spawn(reload::run(client.clone(), cfg.clone()));
+    cluster_external_secrets(client, cfg).await;
 }
 
 /// What a controller's stream says: reconciles that failed were logged by their error
@@ -95,49 +95,27 @@ fn drain<T, E: std::fmt::Display>(name: &'static str) -> impl FnMut(Result<T, E>
     }
 }
 
-/// Reload on change and ClusterExternalSecrets: passes after their watched changes
-/// (debounced by 50 ms), and when a debounced reload is due.
-async fn reload_and_cluster_sync(client: Client, cfg: watcher::Config) {
+/// ClusterExternalSecrets: a pass after changes of ClusterExternalSecrets and
+/// ExternalSecrets (debounced by 50 ms), and every 3 s for namespaces that start or stop
+/// matching a selector.
+async fn cluster_external_secrets(client: Client, cfg: watcher::Config) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    // ConfigMap and Secret changes concern only the reloader.
-    let (config_tx, mut config_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let watch_into = |tx: &tokio::sync::mpsc::Sender<()>, s: futures::stream::BoxStream<'static, ()>| {
+    for kind in [eso_api::EsoKind::ClusterExternalSecret, eso_api::EsoKind::ExternalSecret] {
         let tx = tx.clone();
+        let mut changes = watcher(kind.api_all(&client), cfg.clone()).boxed();
         tokio::spawn(async move {
-            let mut s = s;
-            while s.next().await.is_some() {
+            while changes.next().await.is_some() {
                 let _ = tx.try_send(());
             }
-        })
-    };
-    watch_into(&config_tx, watcher(Api::<Deployment>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    // Metadata only: these are triggers, and the reloader reads the data it hashes itself.
-    watch_into(&config_tx, watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    watch_into(&config_tx, watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), cfg.clone()).map(|_| ()).boxed());
-    for kind in [eso_api::EsoKind::ClusterExternalSecret, eso_api::EsoKind::ExternalSecret] {
-        watch_into(&tx, watcher(kind.api_all(&client), cfg.clone()).map(|_| ()).boxed());
+        });
     }
-    let mut reloader = reload::Reloader::default();
     loop {
-        // A debounced reload is waiting: look again soon even without news.
-        let idle = if reloader.waiting() { Duration::from_millis(300) } else { Duration::from_secs(3) };
-        let sync_too = tokio::select! {
-            _ = rx.recv() => true,
-            _ = config_rx.recv() => false,
-            _ = tokio::time::sleep(idle) => true,
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let sync_too = sync_too | (std::iter::from_fn(|| rx.try_recv().ok()).count() > 0);
-        while config_rx.try_recv().is_ok() {}
-        if let Err(e) = reloader.pass(&client).await {
-            tracing::debug!(controller = "reloader", error = %e, "pass failed; will retry");
-        }
-        if !sync_too {
-            continue;
-        }
         if let Err(e) = clusterexternalsecrets::pass(&client).await {
             tracing::debug!(controller = "clusterexternalsecrets", error = %e, "pass failed; will retry");
         }
+        let _ = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while rx.try_recv().is_ok() {}
     }
 }
 

@@ -9,13 +9,21 @@
 //! Deployment is seen with is only recorded (no rollout), as is the creation or deletion of a
 //! referenced object (Reloader's defaults); changes are debounced: a burst of
 //! edits settles for a second before one rollout. Paused Deployments are left alone until resumed.
+//! A kube-runtime `Controller` over Deployments, woken by metadata changes of what they follow.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -121,121 +129,150 @@ fn hash(refs: &References, cms: &HashMap<String, BTreeMap<String, Vec<u8>>>, sec
     format!("{:016x}{}", h.finish(), if absent { ABSENT } else { "" })
 }
 
-/// Remembers, per Deployment, a changed hash and since when, for debouncing.
-#[derive(Default)]
-pub struct Reloader {
-    pending: HashMap<String, (String, Instant)>,
+/// The references a Deployment's reload follows: what its template reads, narrowed to the
+/// annotated names unless `auto`; None for a Deployment without reload annotations.
+fn followed(d: &Deployment) -> Option<References> {
+    let a = d.annotations();
+    let auto = a.get(AUTO).is_some_and(|v| v == "true");
+    if !auto && !a.contains_key(CONFIGMAPS) && !a.contains_key(SECRETS) {
+        return None;
+    }
+    let template = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let mut refs = references(&template);
+    if !auto {
+        let (want_cm, want_s) = (list(a.get(CONFIGMAPS)), list(a.get(SECRETS)));
+        refs.configmaps.retain(|n, _| want_cm.contains(n));
+        refs.secrets.retain(|n, _| want_s.contains(n));
+        // Named but not referenced by the template: the whole object counts.
+        for n in want_cm {
+            refs.configmaps.entry(n).or_insert(None);
+        }
+        for n in want_s {
+            refs.secrets.entry(n).or_insert(None);
+        }
+    }
+    Some(refs)
 }
 
-impl Reloader {
-    pub async fn pass(&mut self, client: &Client) -> kube::Result<()> {
-        let deployments = Api::<Deployment>::all(client.clone()).list(&ListParams::default()).await?.items;
-        let watched: Vec<Deployment> = deployments
-            .into_iter()
-            .filter(|d| {
-                let a = d.annotations();
-                a.get(AUTO).is_some_and(|v| v == "true") || a.contains_key(CONFIGMAPS) || a.contains_key(SECRETS)
-            })
-            .collect();
-        if watched.is_empty() {
-            self.pending.clear();
-            return Ok(());
-        }
-        let mut cms: HashMap<String, HashMap<String, BTreeMap<String, Vec<u8>>>> = HashMap::new();
-        let mut secrets: HashMap<String, HashMap<String, BTreeMap<String, Vec<u8>>>> = HashMap::new();
-        for d in &watched {
-            let ns = d.namespace().unwrap_or_default();
-            if !cms.contains_key(&ns) {
-                let list = Api::<ConfigMap>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?.items;
-                cms.insert(
-                    ns.clone(),
-                    list.into_iter()
-                        .map(|c| {
-                            let mut m: BTreeMap<String, Vec<u8>> = c.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-                            m.extend(c.binary_data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
-                            (c.name_any(), m)
-                        })
-                        .collect(),
-                );
-                let list = Api::<Secret>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?.items;
-                secrets.insert(
-                    ns.clone(),
-                    list.into_iter().map(|s| (s.name_any(), s.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect())).collect(),
-                );
-            }
-        }
-        let mut seen = BTreeSet::new();
-        for d in watched {
-            let ns = d.namespace().unwrap_or_default();
-            let key = format!("{ns}/{}", d.name_any());
-            seen.insert(key.clone());
-            let a = d.annotations().clone();
-            let template = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
-            let mut refs = references(&template);
-            if a.get(AUTO).map(String::as_str) != Some("true") {
-                let (want_cm, want_s) = (list(a.get(CONFIGMAPS)), list(a.get(SECRETS)));
-                refs.configmaps.retain(|n, _| want_cm.contains(n));
-                refs.secrets.retain(|n, _| want_s.contains(n));
-                // Named but not referenced by the template: the whole object counts.
-                for n in want_cm {
-                    refs.configmaps.entry(n).or_insert(None);
-                }
-                for n in want_s {
-                    refs.secrets.entry(n).or_insert(None);
-                }
-            }
-            let now = hash(&refs, &cms[&ns], &secrets[&ns]);
-            let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-            match a.get(HASH) {
-                // First sight, or an object that appears or disappears: record, do not roll.
-                // Pods cannot start without what they reference, so a creation needs no restart,
-                // and Reloader by default reloads on neither creation nor deletion.
-                None => {
-                    api.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {HASH: now}}}))).await?;
-                    self.pending.remove(&key);
-                }
-                Some(old) if *old == now => {
-                    self.pending.remove(&key);
-                }
-                Some(old) if old.ends_with(ABSENT) || now.ends_with(ABSENT) => {
-                    api.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {HASH: now}}}))).await?;
-                    self.pending.remove(&key);
-                }
-                Some(_) => {
-                    if d.spec.as_ref().and_then(|s| s.paused) == Some(true) {
-                        continue;
-                    }
-                    // Debounce: roll once the hash has held still for SETTLE.
-                    let entry = self.pending.entry(key.clone()).or_insert_with(|| (now.clone(), Instant::now()));
-                    if entry.0 != now {
-                        *entry = (now.clone(), Instant::now());
-                    }
-                    if entry.1.elapsed() < SETTLE {
-                        continue;
-                    }
-                    let from = refs
-                        .configmaps
-                        .keys()
-                        .map(|n| format!("configmap/{n}"))
-                        .chain(refs.secrets.keys().map(|n| format!("secret/{n}")))
-                        .collect::<Vec<_>>()
-                        .join(",");
-                    let stamp = format!("{from} at {}", jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"));
-                    let patch = json!({"metadata": {"annotations": {HASH: now}}, "spec": {"template": {"metadata": {"annotations": {STAMP: stamp}}}}});
-                    api.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-                    crate::deployment::event(client, &d, "Reloaded", &format!("Rolling out because referenced configuration changed: {from}")).await;
-                    self.pending.remove(&key);
-                }
-            }
-        }
-        self.pending.retain(|k, _| seen.contains(k));
-        Ok(())
-    }
+/// What the reload controller keeps: per Deployment, a changed hash and since when (the
+/// debounce).
+pub struct Reload {
+    client: Client,
+    pending: std::sync::Mutex<HashMap<String, (String, Instant)>>,
+}
 
-    /// Whether a debounced change is waiting (so the caller wakes up again soon).
-    pub fn waiting(&self) -> bool {
-        !self.pending.is_empty()
+/// Runs reload on change: a kube-runtime `Controller` over Deployments, woken by metadata
+/// changes of the ConfigMaps and Secrets a Deployment of the same namespace follows (found in
+/// the controller's Deployment store); each reconcile reads only the objects its Deployment
+/// references.
+pub async fn run(client: Client, cfg: watcher::Config) {
+    let controller = Controller::new(Api::<Deployment>::all(client.clone()), cfg.clone());
+    let store = controller.store();
+    let configmap_followers = {
+        let store = store.clone();
+        move |changed: PartialObjectMeta<ConfigMap>| followers_of(&store, &changed.metadata, false)
+    };
+    let secret_followers = move |changed: PartialObjectMeta<Secret>| followers_of(&store, &changed.metadata, true);
+    let ctx = Arc::new(Reload { client: client.clone(), pending: Default::default() });
+    controller
+        // Metadata only: the values are read by the reconcile of a Deployment that follows them.
+        .watches(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), cfg.clone(), configmap_followers)
+        .watches(Api::<PartialObjectMeta<Secret>>::all(client.clone()), cfg, secret_followers)
+        .run(
+            reconcile,
+            |_, e: &kube::Error, _| {
+                tracing::debug!(controller = "reloader", error = %crate::short(e), "reconcile failed; will retry");
+                Action::requeue(Duration::from_secs(1))
+            },
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+/// The Deployments of `meta`'s namespace that follow the ConfigMap (or Secret) it names.
+fn followers_of(store: &Store<Deployment>, meta: &ObjectMeta, secret: bool) -> Vec<ObjectRef<Deployment>> {
+    let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else { return vec![] };
+    crate::shared::Context::in_namespace(store, ns)
+        .iter()
+        .filter(|d| followed(d).is_some_and(|r| if secret { r.secrets.contains_key(name) } else { r.configmaps.contains_key(name) }))
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+/// One Deployment: the hash of what it follows; recorded at first sight (and when a followed
+/// object appears or disappears), rolled out once it has held still for a second.
+async fn reconcile(d: Arc<Deployment>, ctx: Arc<Reload>) -> kube::Result<Action> {
+    let ns = d.namespace().unwrap_or_default();
+    let key = format!("{ns}/{}", d.name_any());
+    let forget = |ctx: &Reload| ctx.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    let Some(refs) = followed(&d).filter(|_| d.metadata.deletion_timestamp.is_none()) else {
+        forget(&ctx);
+        return Ok(Action::await_change());
+    };
+    let client = &ctx.client;
+    let (cm_api, secret_api) = (Api::<ConfigMap>::namespaced(client.clone(), &ns), Api::<Secret>::namespaced(client.clone(), &ns));
+    let mut cms = HashMap::new();
+    for name in refs.configmaps.keys() {
+        if let Some(c) = cm_api.get_opt(name).await? {
+            let mut m: BTreeMap<String, Vec<u8>> = c.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+            m.extend(c.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+            cms.insert(name.clone(), m);
+        }
     }
+    let mut secrets = HashMap::new();
+    for name in refs.secrets.keys() {
+        if let Some(s) = secret_api.get_opt(name).await? {
+            secrets.insert(name.clone(), s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect());
+        }
+    }
+    let now = hash(&refs, &cms, &secrets);
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let record = |hash: String| json!({"metadata": {"annotations": {HASH: hash}}});
+    match d.annotations().get(HASH) {
+        // First sight, or an object that appears or disappears: record, do not roll. Pods
+        // cannot start without what they reference, so a creation needs no restart, and
+        // Reloader by default reloads on neither creation nor deletion.
+        None => {
+            api.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&record(now))).await?;
+            forget(&ctx);
+        }
+        Some(old) if *old == now => {
+            forget(&ctx);
+        }
+        Some(old) if old.ends_with(ABSENT) || now.ends_with(ABSENT) => {
+            api.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&record(now))).await?;
+            forget(&ctx);
+        }
+        Some(_) if d.spec.as_ref().and_then(|s| s.paused) == Some(true) => {}
+        Some(_) => {
+            // Debounce: roll once the hash has held still for SETTLE.
+            let waited = {
+                let mut pending = ctx.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let entry = pending.entry(key.clone()).or_insert_with(|| (now.clone(), Instant::now()));
+                if entry.0 != now {
+                    *entry = (now.clone(), Instant::now());
+                }
+                entry.1.elapsed()
+            };
+            if waited < SETTLE {
+                return Ok(Action::requeue(SETTLE - waited));
+            }
+            let from = refs
+                .configmaps
+                .keys()
+                .map(|n| format!("configmap/{n}"))
+                .chain(refs.secrets.keys().map(|n| format!("secret/{n}")))
+                .collect::<Vec<_>>()
+                .join(",");
+            let stamp = format!("{from} at {}", jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"));
+            let patch = json!({"metadata": {"annotations": {HASH: now}}, "spec": {"template": {"metadata": {"annotations": {STAMP: stamp}}}}});
+            api.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            crate::deployment::event(client, &d, "Reloaded", &format!("Rolling out because referenced configuration changed: {from}")).await;
+            forget(&ctx);
+        }
+    }
+    Ok(Action::await_change())
 }
 
 #[cfg(test)]

@@ -432,8 +432,16 @@ async fn provider_down_bad_credentials_and_malformed_json_are_reported() {
             }
         })
         .await;
-        let (_, _, events) = raw(&c, "GET", &format!("/api/v1/namespaces/errs/events?fieldSelector=involvedObject.name%3D{name}"), "", b"").await;
-        assert!(events["items"].as_array().unwrap().iter().any(|e| e["reason"] == "UpdateFailed"), "{name}: {events}");
+        // The event follows the condition (two writes, as in ESO): wait for it too.
+        until(&format!("{name}: UpdateFailed event"), 10, async || {
+            let (_, _, events) = raw(&cc, "GET", &format!("/api/v1/namespaces/errs/events?fieldSelector=involvedObject.name%3D{name}"), "", b"").await;
+            if events["items"].as_array().is_some_and(|items| items.iter().any(|e| e["reason"] == "UpdateFailed")) {
+                Ok(())
+            } else {
+                Err(events.to_string())
+            }
+        })
+        .await;
         assert_eq!(raw(&c, "GET", &format!("/api/v1/namespaces/errs/secrets/{name}"), "", b"").await.0, 404, "no Secret from a failed sync");
     }
     let log = std::fs::read_to_string(&s.log).unwrap();
