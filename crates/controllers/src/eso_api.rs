@@ -79,3 +79,15 @@ where
 pub(crate) fn typed<K: serde::de::DeserializeOwned>(v: Value) -> Result<K, String> {
     serde_json::from_value(v).map_err(|e| format!("invalid object: {e}"))
 }
+
+/// A failed sync step, as its message (which names objects and failures, never values).
+#[derive(Debug)]
+pub struct SyncError(pub String);
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SyncError {}

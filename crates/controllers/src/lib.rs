@@ -7,8 +7,8 @@
 //! and back-off, looking other objects up in reflector stores (`shared`). The garbage
 //! collector keeps its own graph from metadata watches (`gc`). The ExternalSecret sync and
 //! reload on change are `Controller`s too: one requeued for each ExternalSecret's refresh, the
-//! other per Deployment, woken by metadata changes of what it follows. ClusterExternalSecrets
-//! run as passes woken by their own watches, and every 3 s for namespace selectors.
+//! other per Deployment, woken by metadata changes of what it follows; and ClusterExternalSecrets,
+//! woken by the ExternalSecrets they own and by namespace changes.
 
 pub mod clusterexternalsecrets;
 pub mod deployment;
@@ -24,7 +24,6 @@ pub mod shared;
 pub mod template;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -81,7 +80,7 @@ pub async fn run(client: Client) {
     );
     tokio::spawn(externalsecrets::run(client.clone(), cfg.clone()));
     tokio::spawn(reload::run(client.clone(), cfg.clone()));
-    cluster_external_secrets(client, cfg).await;
+    clusterexternalsecrets::run(client, cfg).await;
 }
 
 /// What a controller's stream says: reconciles that failed were logged by their error
@@ -92,30 +91,6 @@ fn drain<T, E: std::fmt::Display>(name: &'static str) -> impl FnMut(Result<T, E>
             tracing::debug!(controller = name, error = %e, "controller event");
         }
         futures::future::ready(())
-    }
-}
-
-/// ClusterExternalSecrets: a pass after changes of ClusterExternalSecrets and
-/// ExternalSecrets (debounced by 50 ms), and every 3 s for namespaces that start or stop
-/// matching a selector.
-async fn cluster_external_secrets(client: Client, cfg: watcher::Config) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    for kind in [eso_api::EsoKind::ClusterExternalSecret, eso_api::EsoKind::ExternalSecret] {
-        let tx = tx.clone();
-        let mut changes = watcher(kind.api_all(&client), cfg.clone()).boxed();
-        tokio::spawn(async move {
-            while changes.next().await.is_some() {
-                let _ = tx.try_send(());
-            }
-        });
-    }
-    loop {
-        if let Err(e) = clusterexternalsecrets::pass(&client).await {
-            tracing::debug!(controller = "clusterexternalsecrets", error = %e, "pass failed; will retry");
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        while rx.try_recv().is_ok() {}
     }
 }
 
