@@ -5,10 +5,6 @@ use serde_json::{json, Value};
 
 use crate::kinds::{self, Resource};
 
-pub fn verbs(r: &Resource) -> &'static [&'static str] {
-    r.verbs
-}
-
 fn scope(r: &Resource) -> &'static str {
     if r.namespaced {
         "Namespaced"
@@ -23,7 +19,7 @@ fn aggregated_resource(r: &Resource) -> Value {
         "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
         "scope": scope(r),
         "singularResource": r.singular,
-        "verbs": verbs(r),
+        "verbs": r.verbs,
     });
     if !r.short_names.is_empty() {
         v["shortNames"] = json!(r.short_names);
@@ -114,7 +110,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let (_, _, rs) = kinds::group_versions().into_iter().find(|(g, v, _)| *g == group && *v == version)?;
     let mut resources = Vec::new();
     for r in rs {
-        let mut v = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs(r)});
+        let mut v = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": r.verbs});
         if !r.short_names.is_empty() {
             v["shortNames"] = json!(r.short_names);
         }

@@ -261,14 +261,12 @@ pub trait Strategy: Sync {
     // Status (kube's status strategies: PrepareForUpdate and ValidateUpdate of `/status`).
 
     /// What a status write makes of the stored object: by default the stored object with the
-    /// incoming status and nothing else of it (spec, metadata but for the resourceVersion
-    /// precondition are the stored ones).
+    /// incoming status and nothing else of it (the registry has checked the resourceVersion
+    /// precondition before).
     fn prepare_status_update(&self, new: &mut Value, old: &Value) {
         let status = new.get("status").cloned().unwrap_or_else(|| json!({}));
-        let rv = crate::object::resource_version(new).to_string();
         *new = old.clone();
         new["status"] = status;
-        crate::object::set_meta(new, "resourceVersion", rv);
     }
     fn validate_status_update(&self, _new: &Value, _old: &Value, _errs: &mut Vec<FieldError>) {}
 

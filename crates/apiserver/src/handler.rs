@@ -115,9 +115,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
             match (admitted, target, verb) {
                 (Err(e), _, _) => Err(e),
                 (Ok(_admitted), Some(Ok(t)), Some(verb)) => {
-                    let mut req =
-                        ResourceRequest::new(parts.method.clone(), verb, t, query.clone(), parts.headers.clone(), body, Upgrade { on_upgrade, raw_query });
-                    req.user = acting;
+                    let req = ResourceRequest::new(parts.method, verb, t, query, parts.headers, acting, body, Upgrade { on_upgrade, raw_query });
                     crate::verbs::serve(&app, req).await
                 }
                 (Ok(_admitted), Some(Err(e)), _) => Err(e),

@@ -192,8 +192,9 @@ pub struct ResourceRequest {
 }
 
 impl ResourceRequest {
-    pub fn new(method: Method, verb: Verb, target: Target, query: Query, headers: HeaderMap, body: Body, upgrade: Upgrade) -> Self {
-        ResourceRequest { method, verb, target, query, headers, user: auth::UserInfo::default(), upgrade, body: Some(body) }
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(method: Method, verb: Verb, target: Target, query: Query, headers: HeaderMap, user: auth::UserInfo, body: Body, upgrade: Upgrade) -> Self {
+        ResourceRequest { method, verb, target, query, headers, user, upgrade, body: Some(body) }
     }
 
     pub fn res(&self) -> &'static Resource {

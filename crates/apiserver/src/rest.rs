@@ -602,7 +602,6 @@ impl Registry {
         }
         let owned = new["metadata"]["managedFields"].clone();
         res.strategy.prepare_status_update(&mut new, current);
-        object::set_meta(&mut new, "resourceVersion", object::resource_version(current).to_string());
         if opts.ownership_recorded {
             object::set_meta(&mut new, "managedFields", owned);
         } else {

@@ -33,11 +33,14 @@ use kube::{Api, Client};
 
 pub const MANAGER: &str = "lockbox-controller-manager";
 
-/// Runs every controller until the process ends.
+/// Runs every controller until the process ends. If one of them panics, the panic ends this
+/// future (and the others with it), so that the caller's supervisor starts them all again
+/// instead of one dying quietly.
 pub async fn run(client: Client) {
     let cfg = watcher::Config::default();
+    let mut running = tokio::task::JoinSet::new();
     // The garbage collector keeps its own graph, from metadata watches of every kind.
-    tokio::spawn(gc::run(client.clone()));
+    running.spawn(gc::run(client.clone()));
 
     let scheduler = Controller::new(Api::<Pod>::all(client.clone()), cfg.clone());
     let replicasets = Controller::new(Api::<ReplicaSet>::all(client.clone()), cfg.clone());
@@ -57,30 +60,35 @@ pub async fn run(client: Client) {
         deployment_backoff: Default::default(),
     });
     let pods = ctx.scheduler_pods.clone();
-    tokio::spawn(
+    running.spawn(
         scheduler
             .watches_stream(node_changes, move |_| scheduler::unscheduled(&pods))
             .run(scheduler::reconcile, scheduler::error_policy, ctx.clone())
             .for_each(drain("scheduler")),
     );
     let rs_store = replicasets.store();
-    tokio::spawn(
+    running.spawn(
         replicasets
             .watches_stream(replicaset_pod_changes, move |p| replicaset::owners_of(&p, &rs_store))
             .run(replicaset::reconcile, replicaset::error_policy, ctx.clone())
             .for_each(drain("replicaset")),
     );
     let (rs_store, dep_store) = (ctx.deployment_replicasets.clone(), deployments.store());
-    tokio::spawn(
+    running.spawn(
         deployments
             .watches_stream(deployment_rs_changes, move |rs| deployment::owners_of_replicaset(&rs, &dep_store))
             .watches_stream(deployment_pod_changes, move |p| deployment::owner_of_pod(&p, &rs_store))
             .run(deployment::reconcile, deployment::error_policy, ctx.clone())
             .for_each(drain("deployment")),
     );
-    tokio::spawn(externalsecrets::run(client.clone(), cfg.clone()));
-    tokio::spawn(reload::run(client.clone(), cfg.clone()));
-    clusterexternalsecrets::run(client, cfg).await;
+    running.spawn(externalsecrets::run(client.clone(), cfg.clone()));
+    running.spawn(reload::run(client.clone(), cfg.clone()));
+    running.spawn(clusterexternalsecrets::run(client, cfg));
+    if let Some(Err(e)) = running.join_next().await {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 }
 
 /// What a controller's stream says: reconciles that failed were logged by their error

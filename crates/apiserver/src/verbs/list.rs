@@ -63,7 +63,6 @@ pub async fn watch(reg: &Arc<Registry>, req: ResourceRequest, n: Negotiated) -> 
 #[cfg(test)]
 mod tests {
     use axum::http::Method;
-    use serde_json::json;
 
     use crate::verbs::testing::{answer, registry, request, three_configmaps};
 

@@ -42,8 +42,9 @@ pub async fn serve(app: &App, req: ResourceRequest) -> ApiResult<Response<Body>>
     if let Some(sub) = req.target.served_subresource()? {
         return crate::subresources::serve(app, sub, req, n).await;
     }
-    if req.verb != Verb::Other && !res.serves(&req.verb.as_str(&req.method)) {
-        return Err(ApiError::method_not_supported(res.group, res.plural, &req.verb.as_str(&req.method)));
+    let verb = req.verb.as_str(&req.method);
+    if req.verb != Verb::Other && !res.serves(&verb) {
+        return Err(ApiError::method_not_supported(res.group, res.plural, &verb));
     }
     let named = req.target.name.is_some();
     let reg = &app.registry;

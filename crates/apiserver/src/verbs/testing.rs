@@ -41,9 +41,8 @@ pub fn request(method: Method, path_and_query: &str, content_type: &str, body: O
     headers.insert("user-agent", HeaderValue::from_static("unit-test/1.0"));
     let body = body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty);
     let n = crate::negotiate::negotiate(&headers).unwrap();
-    let mut req = ResourceRequest::new(method, verb, target, query, headers, body, Upgrade { on_upgrade: None, raw_query: String::new() });
-    req.user = auth::UserInfo { name: "admin".into(), groups: vec!["system:masters".into()], ..Default::default() };
-    (req, n)
+    let admin = auth::UserInfo { name: "admin".into(), groups: vec!["system:masters".into()], ..Default::default() };
+    (ResourceRequest::new(method, verb, target, query, headers, admin, body, Upgrade { on_upgrade: None, raw_query: String::new() }), n)
 }
 
 /// The status code and JSON body of an answer.
